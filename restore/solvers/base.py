@@ -1,0 +1,56 @@
+"""What every solver shares: the call shape, capability requirements and noise handling.
+
+A solver is a plain function
+``solver(y, operator, prior, *, steps, generator, callback, **hyperparameters) -> x_hat``
+with x_hat of shape (B, C, H, W) in [0, 1]. It states the operator capabilities it needs
+(methods or attributes such as ``A_adjoint``, ``otf``, ``mask``) with :func:`requires`, and
+:func:`check_compatible` turns a missing one into a one-line message naming what does work.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from ..errors import RestoreError
+
+#: ``callback(step, x)`` is called after each iteration with the current estimate (or None).
+Callback = Optional[Callable[[int, Optional[torch.Tensor]], None]]
+
+
+def requires(*capabilities: str, noise: tuple[str, ...] = ("gaussian", "poisson")):
+    """Mark a solver with the operator capabilities and noise models it works with."""
+
+    def mark(fn):
+        fn.requires = capabilities
+        fn.noise_models = noise
+        return fn
+
+    return mark
+
+
+def missing_capabilities(solver, operator) -> list[str]:
+    """Capabilities the solver needs that the operator lacks (empty if compatible)."""
+    missing = [c for c in getattr(solver, "requires", ()) if not hasattr(operator, c)]
+    if operator.noise.kind not in getattr(solver, "noise_models", ("gaussian", "poisson")):
+        missing.append(f"{operator.noise.kind} noise")
+    return missing
+
+
+def check_compatible(name: str, solver, operator, candidates: dict) -> None:
+    """Refuse a solver/operator pair that cannot work, naming the solvers that can."""
+    missing = missing_capabilities(solver, operator)
+    if missing:
+        usable = [n for n, s in candidates.items() if not missing_capabilities(s, operator)]
+        raise RestoreError(
+            f"solver {name!r} cannot handle the {operator.name} operator (it needs {', '.join(missing)}); "
+            f"solvers that can: {', '.join(usable) or 'none'}"
+        )
+
+
+def effective_sigma(y: torch.Tensor, operator) -> float:
+    """sigma_y of Gaussian noise, or for Poisson noise the root mean variance sqrt(mean(y) / gain)."""
+    if operator.noise.kind == "poisson":
+        return float((y.clamp_min(0).mean() / operator.noise.gain).sqrt())
+    return float(operator.noise.sigma)

@@ -1,0 +1,145 @@
+"""Classical (non-learned) restoration: the bar every learned prior must beat.
+
+Every solver has the call shape of the learned ones,
+``solver(y, operator, prior=None, *, steps, generator, callback, **hyperparameters)``, and returns
+the estimate x_hat of shape (B, C, H, W) in [0, 1]. ``prior`` is accepted and ignored: these
+methods carry their own (implicit) prior. Each one declares, through :func:`requires`, which
+operator capabilities it needs, so the command line can say what works with what.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..operators import functional as Fn
+from .base import Callback, effective_sigma, requires
+
+#: Smallest noise level assumed when regularising, even for a noiseless measurement: float32
+#: round-off and 8-bit quantisation (1/255/sqrt(12) ~ 1e-3) make exact inversion meaningless.
+SIGMA_FLOOR = 1e-3
+
+
+@requires("A_pinv")
+def pinv(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, rcond: float = 1e-3):
+    """Plain pseudo-inverse A^+ y, singular values below rcond * max(s) cut (see the operator)."""
+    return operator.A_pinv(y, rcond=rcond).clamp(0, 1)
+
+
+@requires("factor")
+def bicubic(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None):
+    """Bicubic interpolation of the low-resolution measurement back to full size."""
+    x = torch.nn.functional.interpolate(y, scale_factor=operator.factor, mode="bicubic", align_corners=False)
+    return x.clamp(0, 1)
+
+
+@requires("mask")
+def biharmonic(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None):
+    """Biharmonic inpainting (Damelin & Hoang 2018), as in scikit-image: missing pixels solve Delta^2 u = 0."""
+    from skimage.restoration import inpaint_biharmonic
+
+    missing = (operator.mask < 0.5).expand(y.shape[1:]).any(0).cpu().numpy()  # (H, W)
+    out = []
+    for img in y.detach().cpu().double().numpy():  # (C, H, W)
+        if not missing.any():
+            out.append(torch.from_numpy(img))
+            continue
+        filled = inpaint_biharmonic(img.transpose(1, 2, 0), missing, channel_axis=-1)  # (H, W, C)
+        out.append(torch.from_numpy(filled.transpose(2, 0, 1).copy()))
+        if callback is not None:
+            callback(len(out), None)
+    return torch.stack(out).to(y.dtype).to(y.device).clamp(0, 1)
+
+
+@requires("otf")
+def wiener(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, balance: float | None = None):
+    """Wiener deconvolution for a circular blur, with a 1/|L(f)|^2 image spectrum (L the Laplacian).
+
+    X(f) = conj(K) Y / (|K|^2 + beta |L|^2). The Wiener filter with signal spectrum c / |L(f)|^2
+    and white noise sigma_y gives beta = N sigma_y^2 / c; c is fitted per image and channel by
+    matching the measured power sum_f (|Y|^2 - N sigma_y^2) outside f = 0, so the default needs
+    no tuning. Pass ``balance`` to fix beta instead. L(0) = 0 leaves the mean unregularised.
+    """
+    sigma = max(effective_sigma(y, operator), SIGMA_FLOOR)
+    H, W = y.shape[-2:]
+    N = H * W
+    K = operator.otf(y)  # (H, W) complex
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    L2 = Fn.kernel_otf(lap, H, W).abs().square().to(y.device, y.dtype)  # (H, W)
+    Y = torch.fft.fft2(y)
+    if balance is None:
+        K2 = K.abs().square()
+        nonzero = L2 > 0
+        signal = (Y.abs().square() - N * sigma**2)[..., nonzero].sum(-1).clamp_min(1e-12)  # (B, C)
+        c = signal / (K2 / L2.clamp_min(1e-30))[nonzero].sum()
+        beta = (N * sigma**2 / c)[..., None, None]  # (B, C, 1, 1)
+    else:
+        beta = torch.as_tensor(balance, dtype=y.dtype, device=y.device)
+    X = K.conj() * Y / (K.abs().square() + beta * L2)
+    return torch.fft.ifft2(X).real.clamp(0, 1)
+
+
+@requires("A_adjoint")
+def richardson_lucy(y, operator, prior=None, *, steps: int = 30, generator=None, callback: Callback = None):
+    """Richardson (1972) - Lucy (1974): multiplicative EM for Poisson likelihoods, x <- x A^T(y / Ax) / A^T 1.
+
+    Needs a non-negative operator; the iteration count is the regulariser (early stopping).
+    Negative values of y (Gaussian noise) are clipped to 0.
+    """
+    y = y.clamp_min(0)
+    norm = operator.A_adjoint(torch.ones_like(y)).clamp_min(1e-12)  # A^T 1
+    x = torch.full_like(norm, float(y.mean().clamp_min(1e-3)))
+    for k in range(steps):
+        ratio = y / operator.A(x).clamp_min(1e-12)
+        x = x * operator.A_adjoint(ratio) / norm
+        if callback is not None:
+            callback(k, x)
+    return x.clamp(0, 1)
+
+
+@requires("A_adjoint")
+def tv(y, operator, prior=None, *, steps: int = 1000, generator=None, callback: Callback = None, weight: float = 2.0):
+    """Total-variation regularised least squares, by the primal-dual method of Chambolle & Pock (2011).
+
+    Solves min_{x in [0,1]^n} 1/2 ||A x - y||^2 + lam TV(x), TV the isotropic total variation
+    (per channel). This is the MAP estimate under the Gaussian likelihood ||A x - y||^2 / (2 sigma_y^2)
+    and the prior exp(-weight TV(x)), multiplied through by sigma_y^2: lam = weight * sigma_y^2.
+    Works for any linear operator; a noiseless y is treated as sigma_y = 0.01, so lam is tiny and
+    the data are matched almost exactly.
+    """
+    sigma_y = max(effective_sigma(y, operator), 10 * SIGMA_FLOOR)
+    lam = weight * sigma_y**2
+    x = operator.A_adjoint(y).clamp(0, 1)
+    # Divided by lam, the problem is min TV(x) + ||A x - y||^2 / (2 lam): the TV dual lives in the
+    # unit ball, which keeps steps useful when lam is tiny (noiseless inpainting) instead of crawling.
+    # K = [A; grad] with ||grad||^2 <= 8; tau = sig = 0.99 / ||K|| satisfy tau sig ||K||^2 < 1.
+    L = math.sqrt(operator.norm_squared(x) + 8.0)
+    tau = sig = 0.99 / L
+    x_bar = x.clone()
+    q = torch.zeros_like(y)  # dual of the data term
+    p = torch.zeros_like(Fn.gradient(x))  # dual of the gradient, (B, C, 2, H, W)
+    for k in range(steps):
+        # 1. Dual ascent: prox of the conjugate of ||u - y||^2 / (2 lam); projection onto |p_ij| <= 1.
+        q = (q + sig * (operator.A(x_bar) - y)) / (1 + sig * lam)
+        p = p + sig * Fn.gradient(x_bar)
+        p = p / p.norm(dim=2, keepdim=True).clamp_min(1.0)
+        # 2. Primal descent (grad^T = -div) and projection onto the box [0, 1].
+        x_new = (x - tau * (operator.A_adjoint(q) - Fn.divergence(p))).clamp(0, 1)
+        # 3. Over-relaxation.
+        x_bar = 2 * x_new - x
+        x = x_new
+        if callback is not None:
+            callback(k, x)
+    return x
+
+
+#: Classical solvers by name.
+SOLVERS = {
+    "pinv": pinv,
+    "bicubic": bicubic,
+    "biharmonic": biharmonic,
+    "wiener": wiener,
+    "richardson-lucy": richardson_lucy,
+    "tv": tv,
+}
