@@ -77,6 +77,18 @@ class PoissonNoise(Noise):
         return f"gain={self.gain}"
 
 
+def estimate_sigma(y: torch.Tensor) -> float:
+    """Gaussian noise level of an image (B, C, H, W), by the median absolute deviation of its finest
+    diagonal Haar wavelet coefficients: sigma = median(|HH|) / 0.6745 (Donoho & Johnstone 1994)."""
+    H, W = y.shape[-2:]
+    if H < 2 or W < 2:
+        raise RestoreError(f"cannot estimate noise on a {W}x{H} image")
+    t = y[..., : H // 2 * 2, : W // 2 * 2].double()
+    # Orthonormal 2-D Haar detail: the image content cancels, white noise keeps its variance.
+    hh = (t[..., 0::2, 0::2] - t[..., 0::2, 1::2] - t[..., 1::2, 0::2] + t[..., 1::2, 1::2]) / 2
+    return float(hh.abs().median() / 0.6745)
+
+
 def noise_from_spec(spec: dict | None) -> Noise:
     """Rebuild a noise model from its :meth:`Noise.spec` dictionary."""
     if spec is None:

@@ -1,0 +1,336 @@
+"""Reading and writing images, arrays and JSON; every user-facing failure is a one-line RestoreError."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import RestoreError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# Luma weights of ITU-R BT.601, the ones PIL's convert("L") uses.
+_LUMA = (0.299, 0.587, 0.114)
+
+# PIL's decoders report broken files through many exception types, not only OSError.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message with whitespace collapsed, so an error stays on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_input_file(path: Path, what: str) -> None:
+    """Raise a RestoreError unless ``path`` is an existing file."""
+    if not path.exists():
+        raise RestoreError(f"cannot read {what} '{path}': file does not exist")
+    if path.is_dir():
+        raise RestoreError(f"cannot read {what} '{path}': it is a folder, expected a file")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing safely
+
+
+def output_path_check(path: str | os.PathLike) -> Path:
+    """Raise a RestoreError unless ``path`` can be written as a file; return it as a Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise RestoreError(f"output path '{path}' is a folder, expected a file name")
+    parent = path.parent
+    if not parent.exists():
+        raise RestoreError(f"output folder '{parent}' does not exist")
+    if not parent.is_dir():
+        raise RestoreError(f"output folder '{parent}' is not a folder")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the body succeeds."""
+    path = output_path_check(path)
+    # A hidden name in the same folder, so os.replace is a rename on one file system.
+    # O_EXCL with mode 0o666 gives the usual umask permissions (mkstemp would give 0o600).
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RestoreError(f"cannot write '{path}': {_one_line(exc)}") from None
+    else:
+        raise RestoreError(f"cannot write '{path}': no free temporary file name in '{path.parent}'")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    # Serialise first so an unserialisable object fails before any file is touched.
+    text = json.dumps(obj, indent=2) + "\n"
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def _open_image(path: Path):
+    """The decoded PIL image, upright according to its EXIF orientation."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            # Camera JPEGs store rotation as a tag; apply it so pixels match what viewers show.
+            return ImageOps.exif_transpose(im)
+    except Image.UnidentifiedImageError:
+        raise RestoreError(f"cannot read image '{path}': not a recognised image file") from None
+    except PermissionError:
+        raise RestoreError(f"cannot read image '{path}': permission denied") from None
+    except Image.DecompressionBombError as exc:
+        raise RestoreError(f"cannot read image '{path}': {_one_line(exc)}") from None
+    except _DECODE_ERRORS as exc:
+        reason = f"corrupt or truncated file ({_one_line(exc)})"
+        raise RestoreError(f"cannot read image '{path}': {reason}") from None
+
+
+def _pixels(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, C) float32 pixels in [0, 1] and an (H, W) float32 alpha or None."""
+    mode = im.mode
+    transparency = im.info.get("transparency")
+    # 1. Bring the exotic modes to L, LA, RGB or RGBA; a tRNS colour key becomes an alpha channel.
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or transparency is not None else "RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("L", "RGB") and transparency is not None:
+        im = im.convert("LA" if mode == "L" else "RGBA")
+    elif mode in ("La", "RGBa"):
+        im = im.convert(mode.upper())
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+
+    # 2. 16-bit gray (I;16*) and PIL's 32-bit "I", which PNG readers use for 16-bit data.
+    if im.mode.startswith("I;16") or im.mode == "I":
+        raw = np.asarray(im)
+        if im.mode == "I" and raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise RestoreError(f"cannot read image '{path}': pixel values outside the 16-bit range")
+        alpha = None
+        if isinstance(transparency, int):
+            alpha = (raw != transparency).astype(np.float32)
+        return raw.astype(np.float32)[:, :, None] / np.float32(65535), alpha
+
+    # 3. 8-bit data: split the alpha channel off the colour channels.
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'")
+    raw = np.asarray(im).astype(np.float32) / np.float32(255)
+    if raw.ndim == 2:
+        raw = raw[:, :, None]  # (H, W, 1)
+    if im.mode in ("LA", "RGBA"):
+        return raw[:, :, :-1], raw[:, :, -1]
+    return raw, None
+
+
+def read_image(
+    path: str | os.PathLike, *, mode: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read an image file as a (1, C, H, W) float32 tensor in [0, 1] and its (1, 1, H, W) alpha or None.
+
+    ``mode`` None keeps the file's channels (C=1 gray, C=3 colour); "L" converts to luminance;
+    "RGB" repeats a gray channel three times.
+    """
+    if mode not in (None, "L", "RGB"):
+        raise RestoreError(f"image mode must be None, 'L' or 'RGB', got {mode!r}")
+    path = Path(path)
+    _check_input_file(path, "image")
+    pixels, alpha = _pixels(_open_image(path), path)
+
+    image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
+    if mode == "L" and image.shape[1] == 3:
+        weights = torch.tensor(_LUMA, dtype=image.dtype).view(1, 3, 1, 1)
+        image = (image * weights).sum(dim=1, keepdim=True).clamp_(0, 1)
+    elif mode == "RGB" and image.shape[1] == 1:
+        image = image.repeat(1, 3, 1, 1)
+    if alpha is not None:
+        alpha = torch.from_numpy(np.ascontiguousarray(alpha))[None, None]  # (1, 1, H, W)
+    return image, alpha
+
+
+def read_images(path: str | os.PathLike, *, mode: str | None = None) -> tuple[torch.Tensor, list[Path]]:
+    """Read one image file, or every image file of a folder (sorted), as an (N, C, H, W) tensor.
+
+    Alpha channels are dropped. All images of a folder must have the same shape.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RestoreError(f"cannot read images from '{path}': no such file or folder")
+    if not path.is_dir():
+        return read_image(path, mode=mode)[0], [path]
+
+    paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not paths:
+        raise RestoreError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder '{path}'")
+    images = []
+    for p in paths:
+        image = read_image(p, mode=mode)[0]
+        if images and image.shape != images[0].shape:
+            first, odd = "x".join(map(str, images[0].shape[1:])), "x".join(map(str, image.shape[1:]))
+            raise RestoreError(
+                f"image '{p}' is {odd} (CxHxW) but '{paths[0]}' is {first}; all images in '{path}' must match"
+            )
+        images.append(image)
+    return torch.cat(images), paths
+
+
+def _to_uint(x: torch.Tensor, bits: int, path: Path, what: str) -> np.ndarray:
+    """Clip to [0, 1], scale to the integer range of ``bits`` and round; (C, H, W) -> (H, W, C)."""
+    x = x.detach().to("cpu", torch.float64)
+    if torch.isnan(x).any():
+        raise RestoreError(f"cannot write '{path}': the {what} contains NaN values")
+    peak = 2**bits - 1
+    dtype = np.uint8 if bits == 8 else np.uint16
+    return (x.clamp(0, 1) * peak).round().permute(1, 2, 0).numpy().astype(dtype)
+
+
+def write_png(
+    path: str | os.PathLike, image: torch.Tensor, *, alpha: torch.Tensor | None = None, bits: int = 8
+) -> None:
+    """Write a (1, C, H, W) or (C, H, W) image in [0, 1] (C = 1 or 3) as a PNG, atomically.
+
+    ``alpha`` (1, 1, H, W) in [0, 1] adds an alpha channel; ``bits=16`` writes 16-bit gray (C=1 only).
+    """
+    from PIL import Image
+
+    path = output_path_check(path)
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        shape = tuple(image.shape)
+        raise RestoreError(f"cannot write '{path}': expected shape (1, C, H, W) with C 1 or 3, got {shape}")
+    if bits not in (8, 16):
+        raise RestoreError(f"cannot write '{path}': bits must be 8 or 16, got {bits}")
+    # PIL writes 16-bit PNGs only as single-channel gray (mode I;16).
+    if bits == 16 and (image.shape[0] != 1 or alpha is not None):
+        raise RestoreError(f"cannot write '{path}': 16-bit PNG needs a gray image without alpha")
+
+    pixels = _to_uint(image, bits, path, "image")  # (H, W, C)
+    if alpha is not None:
+        # Any of (1, 1, H, W), (1, H, W) or (H, W) is one alpha plane of the image's size.
+        if alpha.ndim < 2 or alpha.shape[-2:] != image.shape[1:] or alpha.numel() != image[0].numel():
+            shapes = f"{tuple(alpha.shape)} does not match image {tuple(image.shape)}"
+            raise RestoreError(f"cannot write '{path}': alpha of shape {shapes}")
+        alpha_pixels = _to_uint(alpha.reshape(1, *image.shape[1:]), 8, path, "alpha")  # (H, W, 1)
+        pixels = np.concatenate([pixels, alpha_pixels], axis=2)
+    # fromarray picks L, LA, RGB, RGBA or I;16 from the array's shape and dtype.
+    picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    with atomic_write(path) as tmp:
+        try:
+            picture.save(tmp, format="PNG")
+        except OSError as exc:
+            raise RestoreError(f"cannot write '{path}': {_one_line(exc)}") from None
+
+
+def write_grid(
+    path: str | os.PathLike, images: torch.Tensor, *, nrow: int | None = None, padding: int = 2
+) -> None:
+    """Tile an (N, C, H, W) batch into one PNG, ``nrow`` images per row (default about sqrt(N))."""
+    from torchvision.utils import make_grid
+
+    if images.ndim != 4 or images.shape[0] == 0 or images.shape[1] not in (1, 3):
+        shape = tuple(images.shape)
+        raise RestoreError(f"cannot write '{path}': expected shape (N, C, H, W), C 1 or 3, got {shape}")
+    if nrow is None:
+        nrow = math.ceil(math.sqrt(images.shape[0]))
+    grid = make_grid(images.detach().cpu().float(), nrow=nrow, padding=padding)
+    # make_grid turns gray into three equal channels; keep gray files gray.
+    if images.shape[1] == 1:
+        grid = grid[:1]
+    write_png(path, grid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays
+
+
+def _array_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in (".safetensors", ".npy"):
+        raise RestoreError(f"unsupported array file '{path}': use a .safetensors or .npy file name")
+    return suffix
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, torch.Tensor]) -> None:
+    """Save named tensors to .safetensors, or exactly one tensor to .npy, atomically."""
+    from safetensors.torch import save_file
+
+    path = output_path_check(path)
+    suffix = _array_format(path)
+    # Copies on the CPU: safetensors refuses views that share memory, and needs contiguous data.
+    tensors = {
+        str(name): torch.as_tensor(v).detach().cpu().clone(memory_format=torch.contiguous_format)
+        for name, v in arrays.items()
+    }
+    if suffix == ".npy":
+        if len(tensors) != 1:
+            count = len(tensors)
+            raise RestoreError(f"cannot write '{path}': a .npy file holds exactly one array, got {count}")
+        (tensor,) = tensors.values()
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
+            tensor = tensor.float()
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            # A file object, because np.save appends ".npy" to names that lack it.
+            np.save(f, tensor.numpy(), allow_pickle=False)
+    else:
+        with atomic_write(path) as tmp:
+            save_file(tensors, str(tmp))
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load tensors from .safetensors (by name) or .npy (as {"array": tensor}); never unpickles."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    suffix = _array_format(path)
+    _check_input_file(path, "arrays")
+    if suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            reason = f"not a valid safetensors file ({_one_line(exc)})"
+            raise RestoreError(f"cannot read arrays '{path}': {reason}") from None
+
+    try:
+        # allow_pickle=False: a .npy of Python objects could run code when loaded.
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise RestoreError(f"cannot read arrays '{path}': not a valid .npy file ({_one_line(exc)})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+        array.close()
+        raise RestoreError(f"cannot read arrays '{path}': not a .npy file (looks like an .npz archive)")
+    if not array.dtype.isnative:  # torch only takes native byte order
+        array = array.astype(array.dtype.newbyteorder("="))
+    try:
+        return {"array": torch.from_numpy(array)}
+    except TypeError:
+        raise RestoreError(f"cannot read arrays '{path}': unsupported data type {array.dtype}") from None

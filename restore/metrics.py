@@ -1,0 +1,53 @@
+"""Image quality metrics, one value per image of a batch (skimage.metrics, data_range 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import RestoreError
+
+
+def _per_image(x: torch.Tensor, ref: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Both batches as float64 numpy (B, H, W, C), x clipped to [0, 1]; shapes checked."""
+    if x.shape != ref.shape:
+        raise RestoreError(f"cannot compare images of shape {tuple(x.shape)} and {tuple(ref.shape)}")
+    if x.ndim != 4:
+        raise RestoreError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}")
+    # Only the estimate is clipped: the reference is the ground truth as given.
+    x = x.detach().to("cpu", torch.float64).clamp(0, 1)
+    ref = ref.detach().to("cpu", torch.float64)
+    return x.permute(0, 2, 3, 1).numpy(), ref.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
+    """Peak signal-to-noise ratio in dB of each image of x against ref; inf where they are equal."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    x, ref = _per_image(x, ref)
+    # Identical images have zero error: 10 log10(1 / 0) is inf, which is the right answer.
+    with np.errstate(divide="ignore"):
+        values = [peak_signal_noise_ratio(r, e, data_range=1.0) for e, r in zip(x, ref)]
+    return np.asarray(values, dtype=np.float64).reshape(len(x))
+
+
+def ssim(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
+    """Structural similarity (Wang et al., 2004) of each image of x against ref, 7x7 uniform window."""
+    from skimage.metrics import structural_similarity
+
+    x, ref = _per_image(x, ref)
+    height, width, channels = x.shape[1:]
+    side = min(height, width)
+    # The window must be odd and fit the image; a 1-pixel window has no sample variance.
+    win_size = 7 if side >= 7 else side - (1 - side % 2)
+    if win_size < 3:
+        raise RestoreError(f"SSIM needs images of at least 3x3 pixels, got {height}x{width}")
+    # Gray images go to skimage as (B, H, W); colour as (B, H, W, C) with channel_axis.
+    channel_axis = -1 if channels > 1 else None
+    if channels == 1:
+        x, ref = x[..., 0], ref[..., 0]
+    values = [
+        structural_similarity(r, e, data_range=1.0, win_size=win_size, channel_axis=channel_axis)
+        for e, r in zip(x, ref)
+    ]
+    return np.asarray(values, dtype=np.float64).reshape(len(x))

@@ -1,0 +1,83 @@
+"""restore.metrics: PSNR and SSIM, one value per image."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from restore.errors import RestoreError
+from restore.metrics import psnr, ssim
+
+
+def _rand(*shape, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_psnr_matches_hand_computation():
+    ref = torch.full((2, 1, 8, 8), 0.5)
+    x = ref.clone()
+    x[0] += 0.1  # MSE 0.01 -> 20 dB
+    x[1, :, :4] -= 0.2  # half the pixels off by 0.2: MSE 0.02
+    values = psnr(x, ref)
+    assert values.dtype == np.float64 and values.shape == (2,)
+    np.testing.assert_allclose(values, [10 * math.log10(1 / 0.01), 10 * math.log10(1 / 0.02)], rtol=1e-5)
+
+
+def test_psnr_clips_estimate_and_keeps_inf_for_identical_images():
+    ref = torch.ones(3, 3, 5, 5)
+    x = ref.clone()
+    x[1] = 2.0  # clipped to 1: identical to ref
+    x[2] = 0.9  # MSE 0.01
+    values = psnr(x, ref)
+    assert values[0] == math.inf and values[1] == math.inf
+    assert values[2] == pytest.approx(20.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_identical_is_one_and_decreases_with_noise(channels):
+    ref = _rand(4, channels, 28, 28)
+    noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    # Image k gets noise of standard deviation 0.05 * k.
+    sigma = 0.05 * torch.arange(4).view(4, 1, 1, 1)
+    values = ssim(ref + sigma * noise, ref)
+    assert values.dtype == np.float64 and values.shape == (4,)
+    assert values[0] == pytest.approx(1.0, abs=1e-12)
+    assert np.all(np.diff(values) < 0)
+    assert 0.8 < values[-1] < 0.95  # sigma 0.15 on a uniform image of variance 1/12
+
+
+def test_ssim_of_rgb_is_mean_of_channels():
+    ref = _rand(1, 3, 16, 16)
+    x = (ref + 0.1 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    per_channel = [ssim(x[:, c : c + 1], ref[:, c : c + 1])[0] for c in range(3)]
+    assert ssim(x, ref)[0] == pytest.approx(np.mean(per_channel), rel=1e-10)
+
+
+@pytest.mark.parametrize("size", [3, 4, 5, 6])
+def test_ssim_small_images(size):
+    ref = _rand(2, 1, size, size + 2)
+    assert ssim(ref, ref) == pytest.approx([1.0, 1.0])
+    assert np.all(ssim(1 - ref, ref) < 1)
+
+
+def test_ssim_too_small_raises():
+    with pytest.raises(RestoreError, match="3x3"):
+        ssim(torch.zeros(1, 1, 2, 8), torch.zeros(1, 1, 2, 8))
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_shape_mismatch_names_both_shapes(metric):
+    with pytest.raises(RestoreError, match=r"\(2, 1, 8, 8\).*\(2, 1, 8, 9\)"):
+        metric(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 9))
+    with pytest.raises(RestoreError, match="B, C, H, W"):
+        metric(torch.zeros(8, 8), torch.zeros(8, 8))
+
+
+def test_ssim_uses_skimage_7x7_window_on_28x28():
+    from skimage.metrics import structural_similarity
+
+    ref = _rand(1, 1, 28, 28)
+    x = (ref + 0.1 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    expected = structural_similarity(ref[0, 0].double().numpy(), x[0, 0].double().numpy(), data_range=1.0)
+    assert ssim(x, ref)[0] == pytest.approx(expected, rel=1e-12)
