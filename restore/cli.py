@@ -1,0 +1,382 @@
+"""The ``restore`` command line: degrade an image, restore it, compare with the truth.
+
+Heavy libraries (torch, scikit-image) are imported inside the commands so that ``restore --help``
+answers at once. Every user error is a :class:`RestoreError`: one line on stderr, exit code 2,
+and no output file is left behind (outputs are checked first and written atomically).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from .errors import RestoreError
+
+app = typer.Typer(
+    help="Image restoration with generative priors: degrade an image, then recover it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+TASKS = ("inpaint", "deblur", "superres", "denoise", "cs")
+
+#: Per-task default classical solver, chosen from benchmarks/classical.py (see README).
+DEFAULT_SOLVER = {"inpaint": "biharmonic", "deblur": "richardson-lucy", "superres": "tv", "denoise": "tv", "cs": "tv"}
+
+# Options shared by several commands.
+Box = Annotated[Optional[str], typer.Option(help="Missing rectangle X,Y,W,H in pixels (inpainting).")]
+Random = Annotated[Optional[float], typer.Option(help="Fraction of pixels missing at random, seeded (inpainting).")]
+Mask = Annotated[Optional[str], typer.Option(help="Mask image: white = observed, black = missing (inpainting).")]
+Kernel = Annotated[
+    Optional[str],
+    typer.Option(help="Blur kernel: gaussian:SIGMA[:SIZE], motion[:SIZE[:INTENSITY]] or a kernel file (.png/.npy)."),
+]
+Factor = Annotated[Optional[int], typer.Option(help="Downsampling factor (super-resolution).")]
+Filter = Annotated[str, typer.Option(help="Downsampling filter: box or bicubic.")]
+Noise = Annotated[Optional[float], typer.Option(help="Standard deviation sigma_y of Gaussian noise on [0, 1] intensities.")]
+Poisson = Annotated[Optional[float], typer.Option(help="Poisson noise with this gain (photons at intensity 1) instead of Gaussian.")]
+Seed = Annotated[int, typer.Option(help="Seed of every random choice (mask, kernel, noise, solver).")]
+
+
+def _parse_box(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise RestoreError(f"--box must be X,Y,W,H (four integers), got {text!r}") from None
+    return x, y, w, h
+
+
+def _noise(sigma: Optional[float], gain: Optional[float]):
+    from .operators import GaussianNoise, PoissonNoise
+
+    if sigma is not None and gain is not None:
+        raise RestoreError("give either --noise (Gaussian) or --poisson (shot noise), not both")
+    return PoissonNoise(gain) if gain is not None else GaussianNoise(sigma or 0.0)
+
+
+def _kernel(text: str, seed: int):
+    """Build a Blur from the --kernel option text."""
+    from . import io
+    from .operators import Blur
+
+    name, *args = text.split(":")
+    try:
+        if name == "gaussian":
+            if not 1 <= len(args) <= 2:
+                raise ValueError
+            return Blur.gaussian(float(args[0]), int(args[1]) if len(args) > 1 else None)
+        if name == "motion":
+            if len(args) > 2:
+                raise ValueError
+            size = int(args[0]) if args else 61
+            intensity = float(args[1]) if len(args) > 1 else 0.5
+            return Blur.motion(size, intensity, seed)
+    except ValueError:
+        raise RestoreError(f"--kernel {text!r}: expected gaussian:SIGMA[:SIZE] or motion[:SIZE[:INTENSITY]]") from None
+    path = Path(text)
+    if path.suffix.lower() in (".npy", ".safetensors"):
+        arrays = io.load_arrays(path)
+        if len(arrays) != 1:
+            raise RestoreError(f"kernel file '{path}' must hold exactly one array")
+        kernel = next(iter(arrays.values())).squeeze()
+    else:
+        kernel = io.read_image(path, mode="L")[0][0, 0]
+    return Blur(kernel, description={"kind": "file", "path": str(path)})
+
+
+def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha=None, kernel=None, factor=None,
+              filter="box", noise=None, seed=0, measurements=None, for_degrade=False):
+    """The operator described by command-line options, for clean images of shape image_shape (C, H, W)."""
+    from . import io, operators as O
+
+    chosen = [o for o in (box, random, mask) if o is not None]
+    if task != "inpaint" and chosen:
+        raise RestoreError(f"--box, --random and --mask are for inpainting, not {task}")
+    if task != "deblur" and kernel is not None:
+        raise RestoreError(f"--kernel is for deblurring, not {task}")
+    if task != "superres" and factor is not None:
+        raise RestoreError(f"--factor is for super-resolution, not {task}")
+    if task == "inpaint":
+        if len(chosen) > 1:
+            raise RestoreError("give only one of --box, --random and --mask")
+        if box is not None:
+            op = O.Inpainting.box(image_shape, *_parse_box(box))
+        elif random is not None:
+            op = O.Inpainting.random(image_shape, random, seed)
+        elif mask is not None:
+            op = O.Inpainting(io.read_image(mask, mode="L")[0][0] > 0.5)
+        elif alpha is not None:
+            op = O.Inpainting(alpha[0] > 0.5)  # transparent = missing
+        elif for_degrade:
+            op = O.Inpainting.centre_box(image_shape, min(image_shape[-2:]) // 2)
+        else:
+            raise RestoreError(
+                "this image has no alpha channel and no mask was given: erase the missing region to "
+                "transparency in an image editor, or pass --mask m.png, --box X,Y,W,H or --random FRACTION"
+            )
+    elif task == "deblur":
+        op = _kernel(kernel or "gaussian:2", seed)
+    elif task == "superres":
+        op = O.Downsample(factor or 4, filter)
+    elif task == "denoise":
+        op = O.Denoising()
+    else:
+        n = 1
+        for d in image_shape[-3:]:
+            n *= d
+        op = O.CompressedSensing(measurements or n // 4, image_shape, seed)
+    op.noise = noise
+    op.check_input((1, *image_shape[-3:]))
+    return op
+
+
+def _output_check(path: str) -> Path:
+    from . import io
+
+    out = io.output_path_check(path)
+    if out.suffix.lower() != ".png":
+        raise RestoreError(f"the output must be a .png file, got '{out}'")
+    return out
+
+
+@app.command()
+def degrade(
+    image: Annotated[str, typer.Argument(help="Clean image (PNG, JPEG, 8- or 16-bit, gray or colour).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Measurement preview .png; .json and float data go beside it.")],
+    task: Annotated[str, typer.Option(help="inpaint, deblur, superres, denoise or cs.")] = "inpaint",
+    box: Box = None,
+    random: Random = None,
+    mask: Mask = None,
+    kernel: Kernel = None,
+    factor: Factor = None,
+    filter: Filter = "box",
+    noise: Noise = None,
+    poisson: Poisson = None,
+    measurements: Annotated[Optional[int], typer.Option(help="Number m of Gaussian measurements (cs; default n/4).")] = None,
+    seed: Seed = 0,
+    float_format: Annotated[str, typer.Option(help="Float data file: safetensors or npy.")] = "safetensors",
+):
+    """Simulate a measurement y = noise(A(x)) of a clean image, at full precision."""
+    import torch
+
+    from . import io, measurement
+
+    if task not in TASKS:
+        raise RestoreError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    paths = measurement.paths_for(output, float_format)
+    for p in paths.values():
+        io.output_path_check(p)
+    x, _ = io.read_image(image)
+    if task == "denoise" and noise is None and poisson is None:
+        noise = 0.1
+    op = _operator(task, x.shape[1:], box=box, random=random, mask=mask, kernel=kernel, factor=factor, filter=filter,
+                   noise=_noise(noise, poisson), seed=seed, measurements=measurements, for_degrade=True)
+    y = op(x, generator=torch.Generator().manual_seed(seed))
+    measurement.save(output, y, op, task=task, image_shape=x.shape[1:], seed=seed, source=image, float_format=float_format)
+    typer.echo(f"wrote {paths['png']} (preview), {paths['json']} (spec) and {paths['data']} (float measurement)")
+
+
+def _load_measurement(task: str, input: str, spec: Optional[str], op_options: dict):
+    """(y, operator, image_shape, source) from a spec or from a plain image plus options."""
+    from . import io, measurement
+
+    path = Path(input)
+    if path.suffix.lower() == ".json" or spec is not None:
+        if any(v is not None for k, v in op_options.items() if k not in ("filter", "seed")):
+            raise RestoreError("operator options cannot be combined with a measurement spec: the spec fixes the operator")
+        spec_path = path if path.suffix.lower() == ".json" else Path(spec)
+        if not path.exists():
+            raise RestoreError(f"input '{path}' does not exist")
+        y, op, meta = measurement.load(spec_path)
+        if meta["task"] != task:
+            raise RestoreError(f"'{spec_path}' describes a {meta['task']} measurement: run `restore {meta['task']}`")
+        return y, op, tuple(meta["image_shape"]), f"{spec_path} ({Path(spec_path).parent / meta['arrays']['y']})"
+    if path.suffix.lower() in (".npy", ".safetensors"):
+        raise RestoreError(f"a float measurement '{path}' needs the JSON spec written beside it: pass --spec")
+    if task == "cs":
+        raise RestoreError("compressed-sensing measurements are vectors: pass the .json spec written by `restore degrade`")
+    if path.is_dir():
+        raise RestoreError(f"'{path}' is a directory: give one image file")
+    y, alpha = io.read_image(path)
+    C, h, w = y.shape[1:]
+    if task == "superres":
+        k = op_options["factor"] or 4
+        shape = (C, h * k, w * k)
+    else:
+        shape = (C, h, w)
+    noise_opts = (op_options.pop("noise"), op_options.pop("poisson"))
+    if task == "denoise" and noise_opts == (None, None):
+        from .operators.noise import estimate_sigma
+
+        sigma = estimate_sigma(y)
+        typer.echo(f"estimated noise sigma_y = {sigma:.4f} (pass --noise to set it)", err=True)
+        noise_opts = (sigma, None)
+    op = _operator(task, shape, alpha=alpha, noise=_noise(*noise_opts), **op_options)
+    if task == "inpaint":
+        y = op.mask * y
+    return y, op, shape, str(path)
+
+
+def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[str], steps: Optional[int],
+         reference: Optional[str], json_out: bool, device: str, seed: int, op_options: dict):
+    import torch
+
+    from . import io, metrics
+    from .priors import AVAILABLE, PLANNED
+    from .solvers import CLASSICAL, check_compatible
+
+    out = _output_check(output)
+    if prior not in AVAILABLE:
+        later = " (planned, not built yet)" if prior in PLANNED else ""
+        raise RestoreError(f"unknown prior {prior!r}{later}; available priors: {', '.join(AVAILABLE)}")
+    y, op, shape, source = _load_measurement(task, input, spec, op_options)
+    name = solver or DEFAULT_SOLVER[task]
+    if name not in CLASSICAL:
+        raise RestoreError(f"unknown solver {name!r} for prior {prior!r}; known: {', '.join(CLASSICAL)}")
+    fn = CLASSICAL[name]
+    check_compatible(name, fn, op, CLASSICAL)
+    truth = None
+    if reference is not None:
+        truth, _ = io.read_image(reference)
+        if tuple(truth.shape[1:]) != tuple(shape):
+            raise RestoreError(f"the reference is {tuple(truth.shape[1:])} (C, H, W) but the restored image will be {tuple(shape)}")
+    dev = _device(device)
+    op = op.to(dev)
+    y = y.to(dev)
+    kwargs = {"generator": torch.Generator(device=dev).manual_seed(seed)}
+    if steps is not None:
+        if "steps" not in fn.__code__.co_varnames or steps < 1:
+            raise RestoreError(f"--steps must be a positive integer, for an iterative solver (tv, richardson-lucy)")
+        kwargs["steps"] = steps
+    bar = _progress(fn, steps)
+    t0 = time.perf_counter()
+    x_hat = fn(y, op, None, callback=bar.update_to if bar else None, **kwargs)
+    seconds = time.perf_counter() - t0
+    if bar:
+        bar.close()
+    io.write_png(out, x_hat.cpu())
+    result = {"input": source, "output": str(out), "task": task, "prior": prior, "solver": name, "operator": op.spec(),
+              "seconds": round(seconds, 3), "image_shape": list(shape), "seed": seed}
+    if truth is not None:
+        result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
+        result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result))
+    else:
+        line = f"wrote {out} ({prior} / {name}, {seconds:.2f} s)"
+        if truth is not None:
+            line += f"  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}"
+        typer.echo(line)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise RestoreError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RestoreError("--device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def _progress(fn, steps):
+    """A progress bar over an iterative solver's steps (on a terminal only), or None."""
+    import inspect
+
+    from tqdm.auto import tqdm
+
+    default = inspect.signature(fn).parameters.get("steps")
+    total = steps or (default.default if default is not None else None)
+    if not isinstance(total, int):
+        return None
+    bar = tqdm(total=total, desc=fn.__name__, unit="step", disable=None, leave=False)
+    bar.update_to = lambda k, _x: bar.update(k + 1 - bar.n)
+    return bar
+
+
+# The restore commands share their options; each task adds its operator options.
+Input = Annotated[str, typer.Argument(help="Damaged image (PNG/JPEG) or a measurement spec .json from `restore degrade`.")]
+Output = Annotated[str, typer.Option("-o", "--output", help="Restored image (.png).")]
+Spec = Annotated[Optional[str], typer.Option(help="Measurement spec .json (full-precision y and exact operator).")]
+Prior = Annotated[str, typer.Option(help="Prior: classical (more families arrive; `restore priors` lists them).")]
+Solver = Annotated[Optional[str], typer.Option(help="Solver; default per task (see README).")]
+Steps = Annotated[Optional[int], typer.Option(help="Iterations of an iterative solver.")]
+Reference = Annotated[Optional[str], typer.Option(help="Clean image: print PSNR and SSIM against it.")]
+Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result.")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+
+
+@app.command()
+def inpaint(input: Input, output: Output = "restored.png", box: Box = None, random: Random = None, mask: Mask = None,
+            noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
+            solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
+            device: Device = "auto", seed: Seed = 0):
+    """Fill in missing pixels. Without --box/--random/--mask, transparent pixels are the missing ones."""
+    _run("inpaint", input, output, spec, prior, solver, steps, reference, json, device, seed,
+         dict(box=box, random=random, mask=mask, noise=noise, poisson=poisson, seed=seed))
+
+
+@app.command()
+def deblur(input: Input, output: Output = "restored.png", kernel: Kernel = None, noise: Noise = None,
+           poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical", solver: Solver = None,
+           steps: Steps = None, reference: Reference = None, json: Json = False, device: Device = "auto",
+           seed: Seed = 0):
+    """Remove blur (circular convolution with a known kernel; default gaussian:2)."""
+    _run("deblur", input, output, spec, prior, solver, steps, reference, json, device, seed,
+         dict(kernel=kernel, noise=noise, poisson=poisson, seed=seed))
+
+
+@app.command()
+def superres(input: Input, output: Output = "restored.png", factor: Factor = None, filter: Filter = "box",
+             noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
+             solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
+             device: Device = "auto", seed: Seed = 0):
+    """Upsample a low-resolution image by --factor (default 4)."""
+    _run("superres", input, output, spec, prior, solver, steps, reference, json, device, seed,
+         dict(factor=factor, filter=filter, noise=noise, poisson=poisson, seed=seed))
+
+
+@app.command()
+def denoise(input: Input, output: Output = "restored.png", noise: Noise = None, poisson: Poisson = None,
+            spec: Spec = None, prior: Prior = "classical", solver: Solver = None, steps: Steps = None,
+            reference: Reference = None, json: Json = False, device: Device = "auto", seed: Seed = 0):
+    """Remove noise; without --noise, sigma_y is estimated from the image."""
+    _run("denoise", input, output, spec, prior, solver, steps, reference, json, device, seed,
+         dict(noise=noise, poisson=poisson, seed=seed))
+
+
+@app.command()
+def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: Prior = "classical",
+       solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
+       device: Device = "auto", seed: Seed = 0):
+    """Recover an image from compressed-sensing measurements (the .json written by `restore degrade --task cs`)."""
+    _run("cs", input, output, spec, prior, solver, steps, reference, json, device, seed, dict(seed=seed))
+
+
+@app.command()
+def priors():
+    """List the prior families this installation can use."""
+    from .priors import AVAILABLE, PLANNED
+
+    for name, text in AVAILABLE.items():
+        typer.echo(f"{name:10s} {text}")
+    typer.echo(f"planned: {', '.join(PLANNED)}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except RestoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
