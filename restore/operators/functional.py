@@ -31,7 +31,7 @@ def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> torc
     rng = np.random.default_rng(seed)
     n = 4 * size
     # Acceleration noise and the chance of a sudden jerk both grow with intensity.
-    jitter = 0.05 + 0.45 * intensity
+    jitter = 0.3 * intensity
     jerk_prob = 0.02 * intensity
     v = np.exp(1j * rng.uniform(0, 2 * np.pi))
     pos = np.zeros(n, dtype=np.complex128)
