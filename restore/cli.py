@@ -7,6 +7,7 @@ and no output file is left behind (outputs are checked first and written atomica
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ Kernel = Annotated[
     typer.Option(help="Blur kernel: gaussian:SIGMA[:SIZE], motion[:SIZE[:INTENSITY]] or a kernel file (.png/.npy)."),
 ]
 Factor = Annotated[Optional[int], typer.Option(help="Downsampling factor (super-resolution).")]
-Filter = Annotated[str, typer.Option(help="Downsampling filter: box or bicubic.")]
+Filter = Annotated[Optional[str], typer.Option(help="Downsampling filter: box (default) or bicubic.")]
 Noise = Annotated[Optional[float], typer.Option(help="Standard deviation sigma_y of Gaussian noise on [0, 1] intensities.")]
 Poisson = Annotated[Optional[float], typer.Option(help="Poisson noise with this gain (photons at intensity 1) instead of Gaussian.")]
 Seed = Annotated[int, typer.Option(help="Seed of every random choice (mask, kernel, noise, solver).")]
@@ -66,19 +67,29 @@ def _kernel(text: str, seed: int):
     from .operators import Blur
 
     name, *args = text.split(":")
-    try:
-        if name == "gaussian":
+    usage = f"--kernel {text!r}: expected gaussian:SIGMA[:SIZE], motion[:SIZE[:INTENSITY]] or a kernel file"
+    # Parse first, then build: the operators' own RestoreErrors (a ValueError) keep their message.
+    if name == "gaussian":
+        try:
             if not 1 <= len(args) <= 2:
                 raise ValueError
-            return Blur.gaussian(float(args[0]), int(args[1]) if len(args) > 1 else None)
-        if name == "motion":
+            sigma, size = float(args[0]), int(args[1]) if len(args) > 1 else None
+        except ValueError:
+            raise RestoreError(usage) from None
+        if not math.isfinite(sigma) or (size is not None and size < 1):
+            raise RestoreError(f"--kernel {text!r}: SIGMA must be a finite number and SIZE a positive integer")
+        return Blur.gaussian(sigma, size)
+    if name == "motion":
+        try:
             if len(args) > 2:
                 raise ValueError
             size = int(args[0]) if args else 61
             intensity = float(args[1]) if len(args) > 1 else 0.5
-            return Blur.motion(size, intensity, seed)
-    except ValueError:
-        raise RestoreError(f"--kernel {text!r}: expected gaussian:SIGMA[:SIZE] or motion[:SIZE[:INTENSITY]]") from None
+        except ValueError:
+            raise RestoreError(usage) from None
+        return Blur.motion(size, intensity, seed)
+    if not text:
+        raise RestoreError(usage)
     path = Path(text)
     if path.suffix.lower() in (".npy", ".safetensors"):
         arrays = io.load_arrays(path)
@@ -91,7 +102,7 @@ def _kernel(text: str, seed: int):
 
 
 def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha=None, kernel=None, factor=None,
-              filter="box", noise=None, seed=0, measurements=None, for_degrade=False):
+              filter=None, noise=None, seed=0, measurements=None, for_degrade=False):
     """The operator described by command-line options, for clean images of shape image_shape (C, H, W)."""
     from . import io, operators as O
 
@@ -100,8 +111,10 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
         raise RestoreError(f"--box, --random and --mask are for inpainting, not {task}")
     if task != "deblur" and kernel is not None:
         raise RestoreError(f"--kernel is for deblurring, not {task}")
-    if task != "superres" and factor is not None:
-        raise RestoreError(f"--factor is for super-resolution, not {task}")
+    if task != "superres" and (factor is not None or filter is not None):
+        raise RestoreError(f"--factor and --filter are for super-resolution, not {task}")
+    if task != "cs" and measurements is not None:
+        raise RestoreError(f"--measurements is for compressed sensing, not {task}")
     if task == "inpaint":
         if len(chosen) > 1:
             raise RestoreError("give only one of --box, --random and --mask")
@@ -121,19 +134,32 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
                 "transparency in an image editor, or pass --mask m.png, --box X,Y,W,H or --random FRACTION"
             )
     elif task == "deblur":
-        op = _kernel(kernel or "gaussian:2", seed)
+        op = _kernel("gaussian:2" if kernel is None else kernel, seed)
     elif task == "superres":
-        op = O.Downsample(factor or 4, filter)
+        op = O.Downsample(4 if factor is None else factor, filter or "box")
     elif task == "denoise":
         op = O.Denoising()
     else:
         n = 1
         for d in image_shape[-3:]:
             n *= d
-        op = O.CompressedSensing(measurements or n // 4, image_shape, seed)
+        op = O.CompressedSensing(n // 4 if measurements is None else measurements, image_shape, seed)
     op.noise = noise
     op.check_input((1, *image_shape[-3:]))
+    _check_observed(op)
     return op
+
+
+def _check_observed(op) -> None:
+    """Refuse an inpainting mask with no observed pixel: there is nothing to restore from."""
+    if hasattr(op, "mask") and not bool(op.mask.any()):
+        raise RestoreError("the mask marks every pixel as missing: at least one pixel must be observed")
+
+
+def _check_seed(seed: int) -> None:
+    """Refuse a seed that torch or numpy would reject with a traceback."""
+    if not 0 <= seed < 2**63:
+        raise RestoreError(f"--seed must be an integer from 0 to 2**63 - 1, got {seed}")
 
 
 def _output_check(path: str) -> Path:
@@ -155,7 +181,7 @@ def degrade(
     mask: Mask = None,
     kernel: Kernel = None,
     factor: Factor = None,
-    filter: Filter = "box",
+    filter: Filter = None,
     noise: Noise = None,
     poisson: Poisson = None,
     measurements: Annotated[Optional[int], typer.Option(help="Number m of Gaussian measurements (cs; default n/4).")] = None,
@@ -169,6 +195,7 @@ def degrade(
 
     if task not in TASKS:
         raise RestoreError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    _check_seed(seed)
     paths = measurement.paths_for(output, float_format)
     for p in paths.values():
         io.output_path_check(p)
@@ -183,20 +210,29 @@ def degrade(
 
 
 def _load_measurement(task: str, input: str, spec: Optional[str], op_options: dict):
-    """(y, operator, image_shape, source) from a spec or from a plain image plus options."""
+    """(y, operator, image_shape, source, notes) from a spec or from a plain image plus options.
+
+    ``notes`` are messages for stderr, printed once every check has passed, so that a failing
+    command prints its one error line only.
+    """
     from . import io, measurement
 
     path = Path(input)
     if path.suffix.lower() == ".json" or spec is not None:
-        if any(v is not None for k, v in op_options.items() if k not in ("filter", "seed")):
+        if any(v is not None for k, v in op_options.items() if k != "seed"):
             raise RestoreError("operator options cannot be combined with a measurement spec: the spec fixes the operator")
+        if path.suffix.lower() == ".json" and spec is not None:
+            raise RestoreError("give the measurement spec once: as the input or with --spec, not both")
         spec_path = path if path.suffix.lower() == ".json" else Path(spec)
         if not path.exists():
             raise RestoreError(f"input '{path}' does not exist")
         y, op, meta = measurement.load(spec_path)
+        if meta["task"] not in TASKS:
+            raise RestoreError(f"'{spec_path}' has an unknown task {meta['task']!r} (known: {', '.join(TASKS)})")
         if meta["task"] != task:
             raise RestoreError(f"'{spec_path}' describes a {meta['task']} measurement: run `restore {meta['task']}`")
-        return y, op, tuple(meta["image_shape"]), f"{spec_path} ({Path(spec_path).parent / meta['arrays']['y']})"
+        _check_observed(op)
+        return y, op, tuple(meta["image_shape"]), f"{spec_path} ({Path(spec_path).parent / meta['arrays']['y']})", []
     if path.suffix.lower() in (".npy", ".safetensors"):
         raise RestoreError(f"a float measurement '{path}' needs the JSON spec written beside it: pass --spec")
     if task == "cs":
@@ -206,21 +242,22 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
     y, alpha = io.read_image(path)
     C, h, w = y.shape[1:]
     if task == "superres":
-        k = op_options["factor"] or 4
+        k = 4 if op_options["factor"] is None else op_options["factor"]
         shape = (C, h * k, w * k)
     else:
         shape = (C, h, w)
     noise_opts = (op_options.pop("noise"), op_options.pop("poisson"))
+    notes = []
     if task == "denoise" and noise_opts == (None, None):
         from .operators.noise import estimate_sigma
 
         sigma = estimate_sigma(y)
-        typer.echo(f"estimated noise sigma_y = {sigma:.4f} (pass --noise to set it)", err=True)
+        notes.append(f"estimated noise sigma_y = {sigma:.4f} (pass --noise to set it)")
         noise_opts = (sigma, None)
     op = _operator(task, shape, alpha=alpha, noise=_noise(*noise_opts), **op_options)
     if task == "inpaint":
         y = op.mask * y
-    return y, op, shape, str(path)
+    return y, op, shape, str(path), notes
 
 
 def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[str], steps: Optional[int],
@@ -232,10 +269,11 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
     from .solvers import CLASSICAL, check_compatible
 
     out = _output_check(output)
+    _check_seed(seed)
     if prior not in AVAILABLE:
         later = " (planned, not built yet)" if prior in PLANNED else ""
         raise RestoreError(f"unknown prior {prior!r}{later}; available priors: {', '.join(AVAILABLE)}")
-    y, op, shape, source = _load_measurement(task, input, spec, op_options)
+    y, op, shape, source, notes = _load_measurement(task, input, spec, op_options)
     name = solver or DEFAULT_SOLVER[task]
     if name not in CLASSICAL:
         raise RestoreError(f"unknown solver {name!r} for prior {prior!r}; known: {', '.join(CLASSICAL)}")
@@ -251,9 +289,14 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
     y = y.to(dev)
     kwargs = {"generator": torch.Generator(device=dev).manual_seed(seed)}
     if steps is not None:
-        if "steps" not in fn.__code__.co_varnames or steps < 1:
-            raise RestoreError(f"--steps must be a positive integer, for an iterative solver (tv, richardson-lucy)")
+        # Iterative solvers have an integer default for steps; the others accept steps=None and ignore it.
+        if not isinstance(_default_steps(fn), int):
+            raise RestoreError(f"--steps is for iterative solvers (tv, richardson-lucy), not {name}")
+        if steps < 1:
+            raise RestoreError(f"--steps must be a positive integer, got {steps}")
         kwargs["steps"] = steps
+    for note in notes:
+        typer.echo(note, err=True)
     bar = _progress(fn, steps)
     t0 = time.perf_counter()
     x_hat = fn(y, op, None, callback=bar.update_to if bar else None, **kwargs)
@@ -289,14 +332,19 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _progress(fn, steps):
-    """A progress bar over an iterative solver's steps (on a terminal only), or None."""
+def _default_steps(fn):
+    """The default of a solver's ``steps`` argument: an int for iterative solvers, else None."""
     import inspect
 
+    parameter = inspect.signature(fn).parameters.get("steps")
+    return parameter.default if parameter is not None else None
+
+
+def _progress(fn, steps):
+    """A progress bar over an iterative solver's steps (on a terminal only), or None."""
     from tqdm.auto import tqdm
 
-    default = inspect.signature(fn).parameters.get("steps")
-    total = steps or (default.default if default is not None else None)
+    total = steps or _default_steps(fn)
     if not isinstance(total, int):
         return None
     bar = tqdm(total=total, desc=fn.__name__, unit="step", disable=None, leave=False)
@@ -337,7 +385,7 @@ def deblur(input: Input, output: Output = "restored.png", kernel: Kernel = None,
 
 
 @app.command()
-def superres(input: Input, output: Output = "restored.png", factor: Factor = None, filter: Filter = "box",
+def superres(input: Input, output: Output = "restored.png", factor: Factor = None, filter: Filter = None,
              noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
              solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
              device: Device = "auto", seed: Seed = 0):

@@ -46,20 +46,17 @@ def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=No
          float_format: str = "safetensors") -> dict[str, Path]:
     """Write the measurement y of one image (batch 1) with its spec and preview; returns the paths."""
     paths = paths_for(png_path, float_format)
-    for p in paths.values():
-        io.output_path_check(p)
     tensors = {"y": y.detach().cpu().float()}
     tensors.update({k: v.detach().cpu().float() for k, v in operator.arrays().items()})
     if float_format == "safetensors":
-        files = {name: paths["data"].name for name in tensors}
-        io.save_arrays(paths["data"], tensors)
+        targets = {paths["data"]: tensors}
     else:
         # One .npy file per array: y.npy, y.mask.npy, ...
-        files = {}
-        for name, t in tensors.items():
-            target = paths["data"] if name == "y" else paths["data"].with_suffix(f".{name}.npy")
-            io.save_arrays(target, {name: t})
-            files[name] = target.name
+        targets = {paths["data"] if name == "y" else paths["data"].with_suffix(f".{name}.npy"): {name: t}
+                   for name, t in tensors.items()}
+    files = {name: target.name for target, group in targets.items() for name in group}
+    for p in [paths["png"], paths["json"], *targets]:
+        io.output_path_check(p)
     spec = {
         "format": FORMAT,
         "version": VERSION,
@@ -72,8 +69,20 @@ def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=No
         "source": str(source) if source is not None else None,
     }
     image, alpha = preview(y, operator)
-    io.write_png(paths["png"], image, alpha=alpha)
-    io.write_json(paths["json"], spec)
+    # Each file is written atomically; if a later one fails, remove the earlier ones, so that a
+    # failed command leaves no partial measurement behind.
+    written = []
+    try:
+        for target, group in targets.items():
+            io.save_arrays(target, group)
+            written.append(target)
+        io.write_png(paths["png"], image, alpha=alpha)
+        written.append(paths["png"])
+        io.write_json(paths["json"], spec)
+    except BaseException:
+        for target in written:
+            target.unlink(missing_ok=True)
+        raise
     return paths
 
 
@@ -101,6 +110,14 @@ def load(json_path) -> tuple[torch.Tensor, operators.Operator, dict]:
     files = spec["arrays"]
     if not isinstance(files, dict) or "y" not in files:
         raise RestoreError(f"measurement spec '{path}' must name the array file of 'y' under 'arrays'")
+    if not all(isinstance(file, str) and file for file in files.values()):
+        raise RestoreError(f"measurement spec '{path}': 'arrays' must map each array name to a file name")
+    shape = spec["image_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise RestoreError(f"measurement spec '{path}': 'image_shape' must be [C, H, W], three positive integers")
+    if not isinstance(spec["task"], str):
+        raise RestoreError(f"measurement spec '{path}': 'task' must be a task name")
     arrays: dict[str, torch.Tensor] = {}
     for name, file in files.items():
         data = io.load_arrays(path.parent / file)
@@ -109,11 +126,19 @@ def load(json_path) -> tuple[torch.Tensor, operators.Operator, dict]:
         if name not in data:
             raise RestoreError(f"array file '{path.parent / file}' does not hold the array {name!r}")
         arrays[name] = data[name]
-    op = operators.from_spec(spec["operator"], arrays)
+    try:
+        op = operators.from_spec(spec["operator"], arrays)
+    except RestoreError:
+        raise
+    # A hand-edited spec can hold values of the wrong type (a string factor, a list as noise).
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise RestoreError(f"measurement spec '{path}' has an invalid operator ({reason})") from None
     y = arrays["y"]
-    shape = tuple(spec["image_shape"])
+    shape = tuple(shape)
     op.check_input((1, *shape))
-    expected = op.measurement_shape((y.shape[0], *shape))
+    # One image per measurement file: the command line restores one image.
+    expected = op.measurement_shape((1, *shape))
     if tuple(y.shape) != expected:
         raise RestoreError(f"the measurement in '{path}' has shape {tuple(y.shape)}, but the operator expects {expected}")
     return y, op, spec

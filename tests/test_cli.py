@@ -1,0 +1,606 @@
+"""The ``restore`` command line, through its console entry point, on an MNIST digit and a photo.
+
+Most commands run ``restore.cli.main`` in-process (sys.argv set, SystemExit caught, output from
+capsys), which is fast; a few run the installed ``restore`` executable in a subprocess: the
+``--help`` timing, the lazy imports, and one end-to-end exit-code check.
+
+The rule for bad input: exit code 2, one line on stderr starting with "error:", no traceback,
+and no output file left behind (not even the .json/.safetensors beside a preview).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import restore.io
+from restore.cli import TASKS, main
+from restore.data import default_data_root, mnist_images
+from restore.errors import RestoreError
+from restore.io import load_arrays, read_image, write_png
+from restore.metrics import psnr
+
+MNIST_FILE = default_data_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Run torch on one thread: on a shared two-core machine, several threads spin-waiting over
+    these tiny images make each matrix product about a hundred times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run ``restore ARGS...`` through the console entry point; returns exit code, stdout, stderr."""
+
+    def run(*args) -> Result:
+        monkeypatch.setattr(sys, "argv", ["restore", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def _ok(result: Result) -> Result:
+    assert result.code == 0, f"exit code {result.code}\nstdout: {result.out}\nstderr: {result.err}"
+    return result
+
+
+def _listing(folder: Path) -> set[str]:
+    """Every file and folder under ``folder``, hidden ones (temporary files) included."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def _assert_user_error(result: Result) -> str:
+    """Exit code 2 and exactly one non-empty stderr line starting with "error:"; returns it."""
+    assert "Traceback" not in result.out + result.err, result.err
+    assert result.code == 2, f"exit code {result.code}\nstdout: {result.out}\nstderr: {result.err}"
+    lines = result.err.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got {lines}"
+    assert lines[0].startswith("error:") and lines[0][len("error:"):].strip(), lines[0]
+    return lines[0]
+
+
+def _psnr(path, clean: torch.Tensor) -> float:
+    return float(psnr(read_image(path)[0], clean)[0])
+
+
+def _mode(path) -> str:
+    with Image.open(path) as im:
+        return im.mode
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: an MNIST test digit (28x28 gray) and scikit-image's astronaut (64x64 RGB)
+
+
+def _astronaut() -> torch.Tensor:
+    """(1, 3, 64, 64) in [0, 1]: every 8th pixel of the 512x512 photo."""
+    from skimage.data import astronaut
+
+    return torch.from_numpy(astronaut()[::8, ::8].copy()).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """A folder with photo.png (64x64 RGB) and small.png (28x28 gray, from the photo)."""
+    folder = tmp_path_factory.mktemp("images")
+    photo = _astronaut()
+    write_png(folder / "photo.png", photo)
+    gray = photo.mean(1, keepdim=True)
+    write_png(folder / "small.png", gray[..., 8:36, 20:48])  # (1, 1, 28, 28)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def digit_png(images) -> Path:
+    if not MNIST_FILE.is_file():
+        pytest.skip(f"MNIST test images not found at {MNIST_FILE} (shared data folder absent; set RESTORE_DATA)")
+    x, _ = mnist_images(1)
+    path = images / "digit.png"
+    write_png(path, x)
+    return path
+
+
+@pytest.fixture
+def photo_png(images) -> Path:
+    return images / "photo.png"
+
+
+@pytest.fixture
+def clean_png(request, images):
+    """The image named by the test's ``image`` parameter: "digit" or "photo"."""
+    return request.getfixturevalue("digit_png") if request.param == "digit" else images / "photo.png"
+
+
+# ---------------------------------------------------------------------------------------------
+# Lazy imports and the real executable
+
+
+def _executable() -> str:
+    found = shutil.which("restore", path=str(Path(sys.executable).parent)) or shutil.which("restore")
+    assert found, "the `restore` console script is not installed (pip install -e .)"
+    return found
+
+
+def test_help_answers_fast():
+    t0 = time.perf_counter()
+    done = subprocess.run([_executable(), "--help"], capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=60)
+    seconds = time.perf_counter() - t0
+    assert done.returncode == 0, done.stderr
+    for command in ("degrade", *TASKS, "priors"):
+        assert command in done.stdout
+    assert seconds < 3.0, f"`restore --help` took {seconds:.2f} s"
+
+
+def test_importing_cli_does_not_import_torch():
+    code = "import sys, restore.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_console_script_end_to_end(tmp_path, images):
+    """The installed executable: degrade and restore exit 0, a bad input exits 2 with one line."""
+    exe = _executable()
+
+    def run(*args):
+        return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=tmp_path,
+                              env=SUBPROCESS_ENV, timeout=120)
+
+    clean = images / "small.png"
+    done = run("degrade", clean, "--task", "denoise", "--noise", "0.1", "-o", "y.png")
+    assert done.returncode == 0, done.stderr
+    done = run("denoise", "y.json", "-o", "out.png", "--steps", "50", "--reference", clean, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["psnr"] > _psnr(tmp_path / "y.png", read_image(clean)[0])
+
+    before = _listing(tmp_path)
+    done = run("deblur", "missing.png", "-o", "out2.png")
+    _assert_user_error(Result(done.returncode, done.stdout, done.stderr))
+    assert _listing(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Degrade, then restore from the spec: every task, on the digit and on the photo
+
+ROUND_TRIPS = [("digit", task) for task in TASKS] + [("photo", task) for task in TASKS if task != "cs"]
+# Random pixels for inpainting, so that the zero-filled measurement is a fair baseline.
+DEGRADE_OPTIONS = {"inpaint": ["--random", "0.5"]}
+# tv with 50 steps beats the measurement for denoising and CS; super-resolution keeps tv's
+# default steps (50 are not enough to beat nearest-neighbour upsampling).
+RESTORE_OPTIONS = {"denoise": ["--steps", "50"], "cs": ["--steps", "50"]}
+
+
+def _baseline(task: str, preview: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """What the measurement alone shows, at the clean image's size."""
+    if task == "superres":  # nearest-neighbour upsampling
+        return preview.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+    return preview  # zero-filled (inpaint), blurry (deblur), noisy (denoise), pseudo-inverse (cs)
+
+
+@pytest.mark.parametrize(("clean_png", "task"), ROUND_TRIPS, indirect=["clean_png"],
+                         ids=[f"{image}-{task}" for image, task in ROUND_TRIPS])
+def test_degrade_then_restore(cli, tmp_path, clean_png, task):
+    clean = read_image(clean_png)[0]
+    C, H, W = clean.shape[1:]
+    _ok(cli("degrade", clean_png, "--task", task, "--noise", "0.05", *DEGRADE_OPTIONS.get(task, []),
+            "-o", tmp_path / "y.png"))
+    assert _listing(tmp_path) == {"y.png", "y.json", "y.safetensors"}
+    spec = json.loads((tmp_path / "y.json").read_text())
+    assert spec["task"] == task and spec["image_shape"] == [C, H, W]
+    assert spec["operator"]["noise"] == {"type": "gaussian", "sigma": 0.05}
+    assert _mode(tmp_path / "y.png") == {1: "L", 3: "RGB"}[C] + ("A" if task == "inpaint" else "")
+
+    result = _ok(cli(task, tmp_path / "y.json", "-o", tmp_path / "out.png", "--reference", clean_png, "--json",
+                     *RESTORE_OPTIONS.get(task, [])))
+    report = json.loads(result.out)
+    out, alpha = read_image(tmp_path / "out.png")
+    assert out.shape == clean.shape and alpha is None
+    assert {"psnr", "ssim"} <= set(report) and 0 < report["ssim"] <= 1
+    # The reported PSNR is of the float estimate; the 8-bit file is within quantisation of it.
+    assert abs(report["psnr"] - _psnr(tmp_path / "out.png", clean)) < 0.2
+    baseline = float(psnr(_baseline(task, read_image(tmp_path / "y.png")[0]), clean)[0])
+    assert report["psnr"] > baseline, f"restored {report['psnr']:.2f} dB, measurement {baseline:.2f} dB"
+
+
+def test_npy_float_format(cli, tmp_path, photo_png):
+    _ok(cli("degrade", photo_png, "--task", "inpaint", "--random", "0.5", "--float-format", "npy",
+            "-o", tmp_path / "y.png"))
+    assert _listing(tmp_path) == {"y.png", "y.json", "y.npy", "y.mask.npy"}
+    assert json.loads((tmp_path / "y.json").read_text())["arrays"] == {"y": "y.npy", "mask": "y.mask.npy"}
+    _ok(cli("inpaint", tmp_path / "y.json", "-o", tmp_path / "a.png"))
+    # The same measurement through safetensors restores to the same image.
+    (tmp_path / "st").mkdir()
+    _ok(cli("degrade", photo_png, "--task", "inpaint", "--random", "0.5", "-o", tmp_path / "st" / "y.png"))
+    _ok(cli("inpaint", tmp_path / "st" / "y.json", "-o", tmp_path / "b.png"))
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inpainting with the mask in the alpha channel
+
+
+@pytest.mark.parametrize("clean_png", ["digit", "photo"], indirect=True)
+def test_inpaint_transparent_pixels(cli, tmp_path, clean_png):
+    clean = read_image(clean_png)[0]
+    alpha = torch.ones(1, 1, *clean.shape[-2:])
+    alpha[..., 8:18, 6:20] = 0  # the hole
+    write_png(tmp_path / "holes.png", clean, alpha=alpha)  # LA for the digit, RGBA for the photo
+    _ok(cli("inpaint", tmp_path / "holes.png", "-o", tmp_path / "out.png"))
+    assert _mode(tmp_path / "out.png") in ("L", "RGB")
+    out, out_alpha = read_image(tmp_path / "out.png")
+    assert out_alpha is None and out.shape == clean.shape
+    seen = alpha.bool().expand_as(clean)
+    torch.testing.assert_close(out[seen], clean[seen], atol=1 / 255, rtol=0)  # observed pixels kept
+    assert float(psnr(out, clean)[0]) > float(psnr(clean * alpha, clean)[0])
+
+
+@pytest.mark.parametrize("clean_png", ["digit", "photo"], indirect=True)
+def test_inpaint_preview_round_trip(cli, tmp_path, clean_png):
+    """A degrade preview carries the mask as alpha; inpainting it with no options restores it."""
+    clean = read_image(clean_png)[0]
+    _ok(cli("degrade", clean_png, "--task", "inpaint", "--random", "0.5", "-o", tmp_path / "y.png"))
+    preview, alpha = read_image(tmp_path / "y.png")
+    mask = load_arrays(tmp_path / "y.safetensors")["mask"]
+    assert alpha is not None
+    torch.testing.assert_close(alpha[0], mask, atol=0, rtol=0)
+    _ok(cli("inpaint", tmp_path / "y.png", "-o", tmp_path / "out.png"))
+    out, out_alpha = read_image(tmp_path / "out.png")
+    assert out_alpha is None and out.shape == clean.shape
+    assert float(psnr(out, clean)[0]) > float(psnr(preview, clean)[0]) + 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain images with operator options
+
+
+def test_deblur_gaussian_kernel_option(cli, tmp_path, digit_png):
+    _ok(cli("degrade", digit_png, "--task", "deblur", "--kernel", "gaussian:2", "--noise", "0.01",
+            "-o", tmp_path / "blurry.png"))
+    result = _ok(cli("deblur", tmp_path / "blurry.png", "--kernel", "gaussian:2", "--noise", "0.01",
+                     "-o", tmp_path / "out.png", "--reference", digit_png, "--json"))
+    assert json.loads(result.out)["psnr"] > _psnr(tmp_path / "blurry.png", read_image(digit_png)[0]) + 2
+
+
+@pytest.mark.parametrize("kernel", ["motion:9:0.5", "k.png"])
+def test_deblur_motion_and_file_kernels(cli, tmp_path, photo_png, kernel):
+    if kernel == "k.png":
+        k = torch.zeros(1, 1, 7, 7)
+        k[..., 3, :] = 1  # a horizontal streak
+        k[..., 2:5, 3] = 0.5
+        write_png(tmp_path / "k.png", k)
+        kernel = str(tmp_path / "k.png")
+    _ok(cli("degrade", photo_png, "--task", "deblur", "--kernel", kernel, "--noise", "0.01",
+            "-o", tmp_path / "blurry.png"))
+    result = _ok(cli("deblur", tmp_path / "blurry.png", "--kernel", kernel, "--noise", "0.01",
+                     "-o", tmp_path / "out.png", "--reference", photo_png, "--json"))
+    assert json.loads(result.out)["psnr"] > _psnr(tmp_path / "blurry.png", read_image(photo_png)[0]) + 1
+
+
+def test_superres_factor_option(cli, tmp_path, photo_png):
+    small = _astronaut()[..., ::2, ::2]  # (1, 3, 32, 32)
+    write_png(tmp_path / "small.png", small)
+    _ok(cli("superres", tmp_path / "small.png", "--factor", "2", "--steps", "50", "-o", tmp_path / "out.png"))
+    out, _ = read_image(tmp_path / "out.png")
+    assert out.shape == (1, 3, 64, 64)
+
+
+def test_denoise_estimates_sigma(cli, tmp_path, photo_png):
+    _ok(cli("degrade", photo_png, "--task", "denoise", "--noise", "0.05", "-o", tmp_path / "noisy.png"))
+    result = _ok(cli("denoise", tmp_path / "noisy.png", "--steps", "50", "-o", tmp_path / "out.png"))
+    found = re.search(r"estimated noise sigma_y = ([0-9.]+)", result.err)
+    assert found, result.err
+    assert 0.03 < float(found.group(1)) < 0.07
+    clean = read_image(photo_png)[0]
+    assert _psnr(tmp_path / "out.png", clean) > _psnr(tmp_path / "noisy.png", clean)
+
+
+def test_inpaint_mask_option(cli, tmp_path, photo_png):
+    clean = read_image(photo_png)[0]
+    mask = torch.ones(1, 1, 64, 64)
+    mask[..., 30:44, 10:30] = 0  # black = missing
+    write_png(tmp_path / "m.png", mask)
+    write_png(tmp_path / "img.png", clean * mask)
+    _ok(cli("inpaint", tmp_path / "img.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "out.png"))
+    out, _ = read_image(tmp_path / "out.png")
+    assert float(psnr(out, clean)[0]) > _psnr(tmp_path / "img.png", clean) + 3
+
+
+def test_spec_option_uses_float_data(cli, tmp_path, digit_png):
+    """`restore T preview.png --spec y.json` restores from the float data, not from the 8-bit preview."""
+    _ok(cli("degrade", digit_png, "--task", "deblur", "--noise", "0.05", "-o", tmp_path / "y.png"))
+    _ok(cli("deblur", tmp_path / "y.png", "--spec", tmp_path / "y.json", "-o", tmp_path / "a.png"))
+    _ok(cli("deblur", tmp_path / "y.json", "-o", tmp_path / "b.png"))
+    _ok(cli("deblur", tmp_path / "y.png", "-o", tmp_path / "c.png"))  # the preview alone, for contrast
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert not torch.equal(read_image(tmp_path / "a.png")[0], read_image(tmp_path / "c.png")[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Priors and solvers
+
+
+@pytest.fixture(scope="module")
+def digit_specs(digit_png, tmp_path_factory) -> dict[str, Path]:
+    """task -> spec of the digit degraded with sigma_y = 0.05, written once by the library itself."""
+    from restore import measurement
+    from restore import operators as O
+
+    folder = tmp_path_factory.mktemp("specs")
+    x = read_image(digit_png)[0]
+    shape = x.shape[1:]
+    noise = O.GaussianNoise(0.05)
+    ops = {"inpaint": O.Inpainting.random(shape, 0.5, noise=noise), "deblur": O.Blur.gaussian(2.0, noise=noise),
+           "superres": O.Downsample(4, noise=noise), "denoise": O.Denoising(noise),
+           "cs": O.CompressedSensing(196, shape, noise=noise)}
+    specs = {}
+    for task, op in ops.items():
+        y = op(x, generator=torch.Generator().manual_seed(0))
+        measurement.save(folder / f"{task}.png", y, op, task=task, image_shape=x.shape[1:], seed=0)
+        specs[task] = folder / f"{task}.json"
+    return specs
+
+
+def test_unknown_prior_lists_available(cli, tmp_path, digit_specs):
+    before = _listing(tmp_path)
+    line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "ddpm", "-o", tmp_path / "out.png"))
+    assert "ddpm" in line and "available priors: classical" in line
+    assert _listing(tmp_path) == before
+
+
+def test_priors_command(cli):
+    result = _ok(cli("priors"))
+    assert result.out.split()[0] == "classical"
+    assert "planned:" in result.out
+
+
+def test_incompatible_solver_names_working_ones(cli, tmp_path, digit_specs):
+    line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--solver", "wiener", "-o", tmp_path / "out.png"))
+    usable = line.split("solvers that can:")[1]
+    assert "biharmonic" in usable and "tv" in usable and "wiener" not in usable
+    assert _listing(tmp_path) == set()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_tv_solver_on_every_task(cli, tmp_path, digit_specs, digit_png, task):
+    result = _ok(cli(task, digit_specs[task], "--solver", "tv", "--steps", "20", "-o", tmp_path / "out.png",
+                     "--reference", digit_png, "--json"))
+    assert json.loads(result.out)["solver"] == "tv"
+    assert read_image(tmp_path / "out.png")[0].shape == (1, 1, 28, 28)
+
+
+@pytest.mark.parametrize(("clean_png", "task", "degrade_options", "restore_options"),
+                         [("digit", "cs", [], ["--steps", "50"]), ("photo", "inpaint", ["--random", "0.5"], [])],
+                         indirect=["clean_png"], ids=["digit-cs", "photo-inpaint"])
+def test_deterministic(cli, tmp_path, clean_png, task, degrade_options, restore_options):
+    """Seeded randomness (matrix, mask, noise): the same commands give byte-identical files."""
+    files = []
+    for run in ("1", "2"):
+        folder = tmp_path / run
+        folder.mkdir()
+        _ok(cli("degrade", clean_png, "--task", task, "--noise", "0.05", *degrade_options, "-o", folder / "y.png"))
+        _ok(cli(task, folder / "y.json", *restore_options, "-o", folder / "out.png"))
+        files.append({name: (folder / name).read_bytes() for name in ("y.png", "y.safetensors", "out.png")})
+    assert files[0] == files[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: exit code 2, one "error:" line, no traceback, no file written
+
+
+class _CreatesFileWhenUnpickled:
+    """Unpickling this object creates a file: proof that a .npy was (wrongly) unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _spec_variant(name: str, **changes) -> str:
+    """A copy of y.json (in the current folder) with some fields changed or (value None) removed."""
+    spec = json.loads(Path("y.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            del spec[key]
+        else:
+            spec[key] = value
+    Path(name).write_text(json.dumps(spec))
+    return name
+
+
+def _pickle_spec() -> str:
+    array = np.array([_CreatesFileWhenUnpickled(Path.cwd() / "unpickled")], dtype=object)
+    np.save("evil.npy", array, allow_pickle=True)
+    return _spec_variant("evil.json", arrays={"y": "evil.npy", "mask": "y.safetensors"})
+
+
+def _write_image(name: str, shape, alpha=None) -> str:
+    write_png(name, torch.rand(shape, generator=torch.Generator().manual_seed(0)), alpha=alpha)
+    return name
+
+
+def _write_bytes(name: str, data: bytes) -> str:
+    Path(name).write_bytes(data)
+    return name
+
+
+def _folder(name: str) -> str:
+    os.mkdir(name)
+    return name
+
+
+def _spec_without_array_file() -> str:
+    os.remove("y.safetensors")
+    return "y.json"
+
+
+def _float_npy(name: str) -> str:
+    np.save(name, np.zeros((1, 1, 28, 28), np.float32))
+    return name
+
+
+# Each case: a function run in a folder holding x.png (28x28 gray) and an inpainting measurement
+# y.png, y.json, y.safetensors of it; it writes what it needs and returns the command line.
+BAD_INPUTS = {
+    "missing-input": lambda: ["inpaint", "missing.png", "--box", "1,1,4,4", "-o", "out.png"],
+    "missing-input-degrade": lambda: ["degrade", "missing.png", "-o", "z.png"],
+    "missing-spec": lambda: ["inpaint", "missing.json", "-o", "out.png"],
+    "directory-input": lambda: ["deblur", _folder("folder"), "-o", "out.png"],
+    "directory-input-degrade": lambda: ["degrade", _folder("folder"), "-o", "z.png"],
+    "text-named-png": lambda: ["deblur", _write_bytes("text.png", b"not an image\n"), "-o", "out.png"],
+    "binary-not-image": lambda: ["denoise", _write_bytes("noise.bin", bytes(range(256)) * 4), "--noise", "0.1",
+                                 "-o", "out.png"],
+    # A PNG signature followed by garbage: a truncated, corrupt file.
+    "corrupt-png-degrade": lambda: ["degrade", _write_bytes("noise.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256))),
+                                    "-o", "z.png"],
+    "mask-wrong-size": lambda: ["inpaint", "x.png", "--mask", _write_image("m.png", (1, 1, 10, 10)), "-o", "out.png"],
+    "kernel-larger-than-image": lambda: ["deblur", "x.png", "--kernel", _write_image("k.png", (1, 1, 40, 40)),
+                                         "-o", "out.png"],
+    "negative-sigma": lambda: ["deblur", "x.png", "--noise", "-0.1", "-o", "out.png"],
+    "negative-sigma-degrade": lambda: ["degrade", "x.png", "--task", "deblur", "--noise", "-0.1", "-o", "z.png"],
+    "nan-sigma": lambda: ["denoise", "x.png", "--noise", "nan", "-o", "out.png"],
+    "factor-not-dividing": lambda: ["degrade", "x.png", "--task", "superres", "--factor", "5", "-o", "z.png"],
+    "factor-zero": lambda: ["superres", "x.png", "--factor", "0", "-o", "out.png"],
+    "spec-unknown-field": lambda: ["inpaint", _spec_variant("s.json", colour="blue"), "-o", "out.png"],
+    "spec-missing-field": lambda: ["inpaint", _spec_variant("s.json", operator=None), "-o", "out.png"],
+    "spec-not-json": lambda: ["inpaint", _write_bytes("s.json", b"{task: inpaint"), "-o", "out.png"],
+    "spec-array-file-missing": lambda: ["inpaint", _spec_without_array_file(), "-o", "out.png"],
+    "spec-bad-image-shape": lambda: ["inpaint", _spec_variant("s.json", image_shape="28x28"), "-o", "out.png"],
+    "spec-bad-array-name": lambda: ["inpaint", _spec_variant("s.json", arrays={"y": 1, "mask": 2}), "-o", "out.png"],
+    "spec-bad-operator-value": lambda: ["superres", _spec_variant(
+        "s.json", task="superres", operator={"type": "superres", "factor": "two"}), "-o", "out.png"],
+    "spec-bad-noise": lambda: ["inpaint", _spec_variant(
+        "s.json", operator={"type": "inpaint", "mask": {"array": "mask"}, "noise": [0.1]}), "-o", "out.png"],
+    "spec-of-another-task": lambda: ["deblur", "y.json", "-o", "out.png"],
+    "spec-twice": lambda: ["inpaint", "y.json", "--spec", "y.json", "-o", "out.png"],
+    "spec-with-operator-option": lambda: ["inpaint", "y.json", "--box", "1,1,4,4", "-o", "out.png"],
+    "pickled-npy-measurement": lambda: ["inpaint", _pickle_spec(), "-o", "out.png"],
+    "output-missing-folder": lambda: ["inpaint", "y.json", "-o", "nofolder/out.png"],
+    "output-missing-folder-degrade": lambda: ["degrade", "x.png", "-o", "nofolder/z.png"],
+    "output-not-png": lambda: ["inpaint", "y.json", "-o", "out.jpg"],
+    "output-not-png-degrade": lambda: ["degrade", "x.png", "-o", "z.jpg"],
+    "output-is-folder": lambda: ["inpaint", "y.json", "-o", _folder("out.png")],
+    "unknown-task-degrade": lambda: ["degrade", "x.png", "--task", "colourise", "-o", "z.png"],
+    "unknown-float-format": lambda: ["degrade", "x.png", "--float-format", "hdf5", "-o", "z.png"],
+    "box-out-of-range": lambda: ["inpaint", "x.png", "--box", "20,20,20,20", "-o", "out.png"],
+    "box-not-four-numbers": lambda: ["inpaint", "x.png", "--box", "1,2,3", "-o", "out.png"],
+    "box-covers-everything": lambda: ["inpaint", "x.png", "--box", "0,0,28,28", "-o", "out.png"],
+    "random-above-one": lambda: ["inpaint", "x.png", "--random", "1.5", "-o", "out.png"],
+    "no-alpha-no-mask": lambda: ["inpaint", "x.png", "-o", "out.png"],
+    "all-transparent": lambda: ["inpaint", _write_image("clear.png", (1, 1, 28, 28), alpha=torch.zeros(1, 1, 28, 28)),
+                                "-o", "out.png"],
+    "noise-and-poisson": lambda: ["denoise", "x.png", "--noise", "0.1", "--poisson", "10", "-o", "out.png"],
+    "float-npy-without-spec": lambda: ["denoise", _float_npy("y.npy"), "-o", "out.png"],
+    "kernel-bad-text": lambda: ["deblur", "x.png", "--kernel", "gaussian:two", "-o", "out.png"],
+    "kernel-negative-size": lambda: ["deblur", "x.png", "--kernel", "gaussian:2:-3", "-o", "out.png"],
+    "kernel-infinite-sigma": lambda: ["deblur", "x.png", "--kernel", "gaussian:inf", "-o", "out.png"],
+    "measurements-zero": lambda: ["degrade", "x.png", "--task", "cs", "--measurements", "0", "-o", "z.png"],
+    "measurements-for-inpaint": lambda: ["degrade", "x.png", "--measurements", "10", "-o", "z.png"],
+    "filter-for-deblur": lambda: ["degrade", "x.png", "--task", "deblur", "--filter", "bicubic", "-o", "z.png"],
+    "seed-too-large": lambda: ["degrade", "x.png", "--seed", str(2**70), "-o", "z.png"],
+    "steps-for-non-iterative-solver": lambda: ["inpaint", "y.json", "--steps", "5", "-o", "out.png"],
+    "steps-zero": lambda: ["inpaint", "y.json", "--solver", "tv", "--steps", "0", "-o", "out.png"],
+    "unknown-solver": lambda: ["inpaint", "y.json", "--solver", "magic", "-o", "out.png"],
+    "unknown-device": lambda: ["inpaint", "y.json", "--device", "tpu", "-o", "out.png"],
+    "reference-wrong-size": lambda: ["denoise", "x.png", "--reference", _write_image("big.png", (1, 3, 64, 64)),
+                                     "-o", "out.png"],
+    "cs-from-plain-image": lambda: ["cs", "x.png", "-o", "out.png"],
+}
+
+# Messages that must tell the user what to do.
+BAD_INPUT_HINTS = {
+    "no-alpha-no-mask": "--mask",
+    "float-npy-without-spec": "--spec",
+    "spec-of-another-task": "restore inpaint",
+    "unknown-task-degrade": "inpaint, deblur, superres, denoise, cs",
+    "pickled-npy-measurement": "evil.npy",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_folder(images, tmp_path_factory) -> Path:
+    """x.png and an inpainting measurement y.* of it, copied into each bad-input test's folder."""
+    folder = tmp_path_factory.mktemp("bad")
+    shutil.copy(images / "small.png", folder / "x.png")
+    from restore import measurement
+    from restore.operators import Inpainting
+
+    x = read_image(folder / "x.png")[0]
+    op = Inpainting.box(x.shape[1:], 8, 8, 10, 10)
+    measurement.save(folder / "y.png", op(x), op, task="inpaint", image_shape=x.shape[1:])
+    return folder
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input(cli, tmp_path, monkeypatch, bad_input_folder, case):
+    shutil.copytree(bad_input_folder, tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    args = BAD_INPUTS[case]()
+    before = _listing(tmp_path)
+    line = _assert_user_error(cli(*args))
+    assert _listing(tmp_path) == before, "a failed command left files behind"
+    if case in BAD_INPUT_HINTS:
+        assert BAD_INPUT_HINTS[case] in line
+
+
+@pytest.mark.parametrize("args", [
+    ["inpaint", "x.png", "--no-such-option", "-o", "out.png"],
+    ["inpaint"],  # missing argument
+    ["degrade", "x.png"],  # missing -o
+    ["deblur", "x.png", "--steps", "many", "-o", "out.png"],
+], ids=["unknown-option", "missing-argument", "missing-output", "not-an-integer"])
+def test_usage_errors(cli, tmp_path, monkeypatch, bad_input_folder, args):
+    """Typer's own usage errors: exit code 2 with a short usage message, no traceback, no file."""
+    shutil.copytree(bad_input_folder, tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    before = _listing(tmp_path)
+    result = cli(*args)
+    assert result.code == 2
+    assert "Traceback" not in result.out + result.err
+    assert _listing(tmp_path) == before
+
+
+def test_failed_write_leaves_no_partial_measurement(cli, tmp_path, monkeypatch, images):
+    """If the last file of a measurement cannot be written, the ones written before are removed."""
+
+    def fail(path, obj):
+        raise RestoreError(f"cannot write '{path}': disk full")
+
+    monkeypatch.setattr(restore.io, "write_json", fail)
+    for float_format in ("safetensors", "npy"):
+        line = _assert_user_error(cli("degrade", images / "small.png", "--float-format", float_format,
+                                      "-o", tmp_path / "y.png"))
+        assert "disk full" in line
+        assert _listing(tmp_path) == set()
