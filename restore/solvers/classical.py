@@ -81,7 +81,7 @@ def wiener(y, operator, prior=None, *, steps=None, generator=None, callback: Cal
 
 
 @requires("A_adjoint")
-def richardson_lucy(y, operator, prior=None, *, steps: int = 30, generator=None, callback: Callback = None):
+def richardson_lucy(y, operator, prior=None, *, steps: int = 50, generator=None, callback: Callback = None):
     """Richardson (1972) - Lucy (1974): multiplicative EM for Poisson likelihoods, x <- x A^T(y / Ax) / A^T 1.
 
     Needs a non-negative operator; the iteration count is the regulariser (early stopping).
