@@ -155,7 +155,7 @@ class Denoising(SVDOperator):
         return tuple(x_shape)
 
     def spec(self):
-        return {"type": "denoise"}
+        return {"type": "denoise", "noise": self.noise.spec()}
 
 
 class Composition(LinearOperator):
@@ -189,7 +189,12 @@ class Composition(LinearOperator):
     def spec(self):
         outer = self.outer.spec()
         outer.pop("noise", None)
-        return {"type": "composition", "outer": _prefixed(outer, "outer."), "inner": _prefixed(self.inner.spec(), "inner.")}
+        return {
+            "type": "composition",
+            "outer": _prefixed(outer, "outer."),
+            "inner": _prefixed(self.inner.spec(), "inner."),
+            "noise": self.noise.spec(),
+        }
 
     def arrays(self):
         out = {f"outer.{k}": v for k, v in self.outer.arrays().items()}
@@ -234,6 +239,7 @@ def conjugate_gradient(apply, b: torch.Tensor, *, max_iter: int = 200, tol: floa
         rs_new = (r * r).sum(dims, keepdim=True)
         if bool((rs_new <= tol**2 * b_norm).all()):
             break
-        p = r + (rs_new / rs) * p
+        # An item whose residual is already exactly 0 (b = 0) keeps p = 0 instead of 0 / 0 = NaN.
+        p = r + (rs_new / torch.where(rs > 0, rs, torch.ones_like(rs))) * p
         rs = rs_new
     return x

@@ -8,7 +8,7 @@ from ..errors import RestoreError
 from .base import SVDOperator
 from .noise import Noise
 
-#: Largest image (C*H*W) whose n x n SVD factor we are willing to hold in memory (1 GiB in float32).
+#: Largest image (C*H*W) whose n x n SVD factor we are willing to hold in memory (2 GiB in float64).
 MAX_SVD_SIZE = 16384
 
 
@@ -32,15 +32,17 @@ class CompressedSensing(SVDOperator):
             raise RestoreError(f"compressed sensing supports images of at most {MAX_SVD_SIZE} values (C*H*W), got {n}")
         self.m, self.seed, self.image_shape = int(m), int(seed), (C, H, W)
         g = torch.Generator().manual_seed(seed)
-        phi = torch.randn(m, n, generator=g, dtype=torch.float64) / m**0.5
-        U, s, Vh = torch.linalg.svd(phi, full_matrices=True)
+        phi = (torch.randn(m, n, generator=g, dtype=torch.float64) / m**0.5).float()
+        # The SVD of the stored float32 matrix, kept in float64: A (through phi) and U diag(s) V^T
+        # then agree to float64 precision, so a float64 pseudo-inverse is exact.
+        U, s, Vh = torch.linalg.svd(phi.double(), full_matrices=True)
         r = min(m, n)
         s_full = torch.zeros(n, dtype=torch.float64)
         s_full[:r] = s
-        self.register_buffer("phi", phi.float())  # (m, n)
-        self.register_buffer("U_mat", U[:, :r].float().contiguous())  # (m, r)
-        self.register_buffer("Vh_mat", Vh.float().contiguous())  # (n, n)
-        self.register_buffer("s", s_full.float())  # (n,)
+        self.register_buffer("phi", phi)  # (m, n)
+        self.register_buffer("U_mat", U[:, :r].contiguous())  # (m, r)
+        self.register_buffer("Vh_mat", Vh.contiguous())  # (n, n)
+        self.register_buffer("s", s_full)  # (n,)
 
     def check_input(self, x_shape):
         if tuple(x_shape[-3:]) != self.image_shape:
