@@ -131,10 +131,8 @@ class SVDOperator(LinearOperator):
         return self.V(s_inv * z)
 
 
-class Denoising(SVDOperator):
-    """A = I: the measurement is the image plus noise."""
-
-    name = "denoise"
+class IdentityBasisOperator(SVDOperator):
+    """An SVD operator that is diagonal in pixel space: U = V = I, so A x = s * x."""
 
     def V(self, z):
         return z
@@ -147,6 +145,12 @@ class Denoising(SVDOperator):
 
     def U_adjoint(self, y):
         return y
+
+
+class Denoising(IdentityBasisOperator):
+    """A = I: the measurement is the image plus noise."""
+
+    name = "denoise"
 
     def singular_values(self, x):
         return torch.ones(x.shape[1:], device=x.device, dtype=x.dtype)

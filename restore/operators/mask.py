@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import RestoreError
-from .base import SVDOperator
+from .base import IdentityBasisOperator
 from .noise import Noise
 
 
-class Inpainting(SVDOperator):
+class Inpainting(IdentityBasisOperator):
     """Pixel masking. y keeps the image's shape and is 0 where pixels are missing.
 
     The SVD is trivial: U = V = I and s = m. Noise is drawn on observed pixels only, so a
@@ -65,18 +65,6 @@ class Inpainting(SVDOperator):
 
     def forward(self, x, *, generator=None):
         return self.mask * self.noise(self.A(x), generator=generator)
-
-    def V(self, z):
-        return z
-
-    def V_adjoint(self, x):
-        return x
-
-    def U(self, z):
-        return z
-
-    def U_adjoint(self, y):
-        return y
 
     def singular_values(self, x):
         return self.mask.to(x.dtype).expand(x.shape[1:])
