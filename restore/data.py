@@ -1,8 +1,9 @@
-"""Datasets: MNIST and Fashion-MNIST, read from the original IDX files without a download where possible."""
+"""Datasets: MNIST and Fashion-MNIST from the original IDX files, and folders of images for training."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import zlib
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from .errors import RestoreError
+from .io import IMAGE_EXTENSIONS, _one_line, _open_image
 
 # Folder names and file prefixes of the torchvision layout: <root>/MNIST/raw/t10k-images-idx3-ubyte.gz.
 _FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -147,3 +149,219 @@ def mnist_images(
             f"cannot take {n} images from index {start}: the {dataset} {split} split has {len(images)} images"
         )
     return images[start : start + n].float() / 255, labels[start : start + n].clone()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data: a folder of images, or MNIST / Fashion-MNIST
+
+# PIL modes by the kind of image they hold; alpha channels are dropped, so LA counts as gray.
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"}
+_COLOUR_MODES = {"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
+
+# More files than this get a progress bar while they are read.
+_PROGRESS_MIN_FILES = 1000
+
+
+def _check_training_options(size: int | None, channels: int | None, val_fraction: float) -> None:
+    """Raise a RestoreError for a size, channel count or validation fraction we cannot use."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 4):
+        raise RestoreError(f"image size must be an integer of at least 4, got {size!r}")
+    if channels not in (None, 1, 3):
+        raise RestoreError(f"channels must be 1 (gray), 3 (colour) or None (as stored), got {channels!r}")
+    if not 0 <= val_fraction < 1:
+        raise RestoreError(f"val_fraction must be at least 0 and below 1, got {val_fraction!r}")
+
+
+def file_list_hash(paths: list[tuple[str, int]]) -> str:
+    """SHA-256 (hex) of the sorted "relative/path<TAB>bytes" lines, one per file, joined by newlines."""
+    text = "\n".join(f"{rel}\t{nbytes}" for rel, nbytes in sorted(paths))
+    # surrogateescape keeps file names that are not valid UTF-8 hashable.
+    return hashlib.sha256(text.encode("utf-8", errors="surrogateescape")).hexdigest()
+
+
+def _image_files(root: Path) -> list[tuple[str, int]]:
+    """(relative POSIX path, size in bytes) of every image file under ``root``, sorted by path."""
+
+    def unreadable(exc: OSError) -> None:
+        raise RestoreError(f"cannot list folder '{exc.filename}': {_one_line(exc)}")
+
+    found = []
+    # os.walk does not follow symbolic links to folders, so a link loop cannot trap it.
+    for folder, _, names in os.walk(root, onerror=unreadable):
+        for name in names:
+            path = Path(folder, name)
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                found.append((path.relative_to(root).as_posix(), path.stat().st_size))
+    return sorted(found)
+
+
+def _eight_bit(im, path: Path):
+    """The image as 8-bit PIL mode "L" (gray) or "RGB" (colour), alpha dropped, 16 bits scaled."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode.startswith("I"):
+        # 16-bit data (I;16*, or "I" as PNG readers give it): v * 255 / 65535, rounded, in integers.
+        raw = np.asarray(im).astype(np.int64)
+        if raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise RestoreError(f"cannot read image '{path}': pixel values outside the 16-bit range")
+        return Image.fromarray(((raw * 255 + 32767) // 65535).astype(np.uint8))
+    if mode in ("1", "LA", "La"):
+        return im.convert("LA").convert("L") if mode == "La" else im.convert("L")
+    if mode in ("P", "PA", "RGBa"):
+        # Through RGBA, so a palette's transparency and premultiplied alpha are resolved first.
+        return im.convert("RGBA").convert("RGB")
+    return im if mode in ("L", "RGB") else im.convert("RGB")
+
+
+def _square(im, size: int):
+    """Resize the shorter side to ``size`` and crop the centre: a ``size`` x ``size`` PIL image."""
+    from PIL import Image
+
+    w, h = im.size
+    side = min(w, h)
+    if side == size:
+        left, top = (w - side) // 2, (h - side) // 2
+        return im.crop((left, top, left + side, top + side))
+    # Resampling only the centred square of the source is the same as resizing, then cropping.
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    resample = Image.Resampling.BICUBIC if side < size else Image.Resampling.LANCZOS
+    # reducing_gap: shrink big photos by whole factors first; much faster, visually the same.
+    return im.resize((size, size), resample, box=box, reducing_gap=3.0)
+
+
+def load_folder(
+    root: str | os.PathLike,
+    *,
+    size: int | None,
+    channels: int | None = None,
+    val_fraction: float = 0.05,
+    seed: int = 0,
+) -> dict:
+    """Every image under ``root``, recursively, as uint8 (N, C, size, size) tensors split into train and val.
+
+    Each image is resized so its shorter side is ``size`` and centre-cropped. ``channels`` None keeps the
+    stored kind (all files must agree); 1 or 3 converts every image. The validation files are
+    round(val_fraction * N) of the sorted file list shuffled with ``seed`` (at least 1 when N >= 2).
+    """
+    from tqdm.auto import tqdm
+
+    _check_training_options(size, channels, val_fraction)
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise RestoreError(f"cannot read images from folder '{root}': no such folder")
+    if not root.is_dir():
+        raise RestoreError(f"cannot read images from folder '{root}': it is a file, expected a folder")
+    if size is None:
+        raise RestoreError(f"give --size for an image folder ('{root}'): images are resized to size x size")
+    files = _image_files(root)
+    n = len(files)
+    if n == 0:
+        extensions = ", ".join(IMAGE_EXTENSIONS)
+        raise RestoreError(f"no image files ({extensions}) in folder '{root}' or its subfolders")
+    if n < 2 and val_fraction > 0:
+        raise RestoreError(
+            f"folder '{root}' has only 1 image ('{files[0][0]}'); a train/validation split needs at least 2 "
+            "(or pass val_fraction=0)"
+        )
+
+    # 1. The split: a seeded shuffle of the sorted list; each part is kept in sorted order.
+    n_val = min(max(round(val_fraction * n), 1), n - 1) if val_fraction > 0 else 0
+    order = np.random.default_rng(seed).permutation(n)
+    val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
+    # slot[i] = (is_val, row): where file i of the sorted list goes, so nothing is copied afterwards.
+    slot = {int(i): (False, row) for row, i in enumerate(train_index)}
+    slot.update({int(i): (True, row) for row, i in enumerate(val_index)})
+
+    # 2. Read in sorted order; the channel count is fixed by ``channels`` or by the first image.
+    parts: dict[bool, np.ndarray] = {}
+    kinds: dict[str, str] = {}  # "gray" / "colour" -> the first file of that kind
+    show = None if n > _PROGRESS_MIN_FILES else True  # None: a bar only on a terminal
+    with tqdm(files, desc="reading images", unit="image", disable=show) as bar:
+        for i, (rel, _) in enumerate(bar):
+            path = root / rel
+            im = _open_image(path)
+            if im.mode in _GRAY_MODES:
+                kind = "gray"
+            elif im.mode in _COLOUR_MODES:
+                kind = "colour"
+            else:
+                raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'")
+            kinds.setdefault(kind, rel)
+            if channels is None and len(kinds) == 2:
+                raise RestoreError(
+                    f"folder '{root}' mixes gray ('{kinds['gray']}') and colour ('{kinds['colour']}') "
+                    "images; pass channels=1 or channels=3 (--channels) to convert all"
+                )
+
+            picture = _square(_eight_bit(im, path), size)
+            c = channels or (1 if kind == "gray" else 3)
+            if c == 1 and picture.mode == "RGB":
+                picture = picture.convert("L")  # ITU-R BT.601 luma
+            elif c == 3 and picture.mode == "L":
+                picture = picture.convert("RGB")
+            if not parts:
+                parts[False] = np.empty((n - n_val, c, size, size), np.uint8)
+                parts[True] = np.empty((n_val, c, size, size), np.uint8)
+            pixels = np.asarray(picture)
+            is_val, row = slot[i]
+            # (size, size) or (size, size, 3) -> (C, size, size)
+            parts[is_val][row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+    return {
+        "train": torch.from_numpy(parts[False]),
+        "val": torch.from_numpy(parts[True]),
+        "files_train": [files[i][0] for i in train_index],
+        "files_val": [files[i][0] for i in val_index],
+        "file_list_hash": file_list_hash(files),
+    }
+
+
+def _resize_uint8(images: torch.Tensor, size: int, batch: int = 4096) -> torch.Tensor:
+    """Bilinear, antialiased resize of uint8 (N, C, H, W) images to (N, C, size, size), in batches."""
+    out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
+    # Batches bound the float32 copy: 60000 images at 256x256 would need 16 GB at once.
+    for start in range(0, len(images), batch):
+        x = images[start : start + batch].float()
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        out[start : start + batch] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def training_data(
+    data: str,
+    *,
+    size: int | None = None,
+    channels: int | None = None,
+    val_fraction: float = 0.05,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+) -> dict:
+    """Train and validation images (uint8, (N, C, H, W)) from "mnist", "fashion-mnist" or a folder.
+
+    For the two MNIST datasets, val is the official test split (``val_fraction`` and ``seed`` are unused)
+    and ``root`` is where the IDX files are; for a folder, see load_folder. Keys: train, val,
+    files_train, files_val, file_list_hash (None for MNIST) and name.
+    """
+    _check_training_options(size, channels, val_fraction)
+    if data in _FOLDERS:
+        train = load_mnist("train", root=root, dataset=data)[0]  # (60000, 1, 28, 28)
+        val = load_mnist("test", root=root, dataset=data)[0]  # (10000, 1, 28, 28)
+        if size is not None and size != 28:
+            train, val = _resize_uint8(train, size), _resize_uint8(val, size)
+        if channels == 3:
+            train, val = train.repeat(1, 3, 1, 1), val.repeat(1, 3, 1, 1)
+        return {
+            "train": train,
+            "val": val,
+            "files_train": None,
+            "files_val": None,
+            "file_list_hash": None,
+            "name": data,
+        }
+
+    folder = Path(data).expanduser()
+    if not folder.exists():
+        raise RestoreError(f"unknown dataset {data!r}: use mnist, fashion-mnist or a folder of images")
+    result = load_folder(folder, size=size, channels=channels, val_fraction=val_fraction, seed=seed)
+    return {**result, "name": str(folder.resolve())}
