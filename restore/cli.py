@@ -412,6 +412,49 @@ def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: 
 
 
 @app.command()
+def train(
+    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm.")],
+    data: Annotated[str, typer.Option(help="mnist, fashion-mnist or a folder of images (searched recursively).")],
+    out: Annotated[str, typer.Option(help="Run folder: checkpoints, log.jsonl, sample grids and the exported model.")],
+    size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own, 28 for MNIST).")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="1 or 3 to convert every image (default: as stored).")] = None,
+    width: Annotated[int, typer.Option(help="Base channel count of the network.")] = 32,
+    schedule: Annotated[str, typer.Option(help="Beta schedule: linear or cosine.")] = "linear",
+    steps: Annotated[int, typer.Option(help="Optimiser steps in total (a resumed run continues to this).")] = 10000,
+    batch_size: Annotated[int, typer.Option(help="Images per step, over all processes.")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
+    ema: Annotated[float, typer.Option(help="EMA decay of the exported weights.")] = 0.999,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Wall-clock budget; checkpoints and stops when spent.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 500,
+    sample_every: Annotated[int, typer.Option(help="Steps between sample grids.")] = 1000,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --out.")] = False,
+    device: Device = "auto",
+    seed: Seed = 0,
+):
+    """Train a prior on a dataset (runs under torchrun for several processes)."""
+    if family != "ddpm":
+        raise RestoreError(f"training {family!r} is not available yet; trainable families: ddpm")
+    _check_seed(seed)
+    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width),
+                        ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every)):
+        if value < 1:
+            raise RestoreError(f"{name} must be a positive integer, got {value}")
+    if not (math.isfinite(lr) and lr > 0) or not 0 <= ema < 1:
+        raise RestoreError(f"--lr must be positive and --ema in [0, 1), got {lr} and {ema}")
+    from .priors.ddpm import train_ddpm
+
+    summary = train_ddpm(data=data, out=out, size=size, channels=channels, width=width, schedule=schedule, steps=steps,
+                         batch_size=batch_size, lr=lr, ema_decay=ema, seed=seed, max_minutes=max_minutes,
+                         checkpoint_every=checkpoint_every, sample_every=sample_every, val_every=checkpoint_every,
+                         resume=resume, device=device)
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        state = "finished" if summary["finished"] else "stopped by the time budget (continue with --resume)"
+        typer.echo(f"{out}: step {summary['step']}, {state}, {summary['minutes']:.1f} min")
+
+
+@app.command()
 def priors():
     """List the prior families this installation can use."""
     from .priors import AVAILABLE, PLANNED
@@ -428,3 +471,7 @@ def main() -> None:
     except RestoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -141,3 +141,87 @@ class DDPMPrior(torch.nn.Module):
             if callback is not None:
                 callback(i, x)
         return ((x + 1) / 2).clamp(0, 1)
+
+
+def make_unet(size: int, channels: int, width: int = 32, layers_per_block: int = 1):
+    """A diffusers UNet2DModel for size x size images: widths (w, 2w, 2w), attention at the lowest resolution.
+
+    Two downsamplings, so ``size`` must be divisible by 4 (28 -> 14 -> 7 on MNIST).
+    """
+    from diffusers import UNet2DModel
+
+    if size % 4:
+        raise RestoreError(f"the DDPM UNet downsamples twice, so the image size must be divisible by 4, got {size}")
+    return UNet2DModel(
+        sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=layers_per_block,
+        block_out_channels=(width, 2 * width, 2 * width),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=min(8, width),
+    )
+
+
+def make_scheduler(schedule: str = "linear", timesteps: int = 1000):
+    """diffusers' DDPMScheduler: Ho et al.'s linear betas (1e-4 to 0.02) or the cosine schedule of
+    Nichol & Dhariwal (2021) ("squaredcos_cap_v2"), epsilon prediction, beta_tilde variance."""
+    from diffusers import DDPMScheduler
+
+    names = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+    if schedule not in names:
+        raise RestoreError(f"unknown beta schedule {schedule!r} (known: linear, cosine)")
+    return DDPMScheduler(num_train_timesteps=timesteps, beta_schedule=names[schedule], prediction_type="epsilon",
+                         variance_type="fixed_small", clip_sample=True)
+
+
+def ddpm_loss(alpha_bar: torch.Tensor):
+    """Algorithm 1 of Ho et al. (2020): || eps - eps_theta(sqrt(a_t) x_0 + sqrt(1 - a_t) eps, t) ||^2."""
+
+    def loss(net, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x0 = 2 * x - 1  # [0, 1] -> the model's [-1, 1]
+        t = torch.randint(len(alpha_bar), (x0.shape[0],), generator=generator)
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+        a = alpha_bar[t].to(x0.device).view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        return (net(x_t, t.to(x0.device)).sample.float() - eps).square().mean()
+
+    return loss
+
+
+def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None = None, width: int = 32,
+               layers_per_block: int = 1, schedule: str = "linear", timesteps: int = 1000, steps: int = 10000,
+               batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999, seed: int = 0,
+               max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
+               val_every: int = 500, resume: bool = False, device: str = "auto", data_root=None) -> dict:
+    """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder."""
+    from pathlib import Path
+
+    from .. import data as datasets
+    from .. import training
+
+    d = training.setup_distributed(device)
+    ds = datasets.training_data(data, size=size, channels=channels, seed=seed, root=data_root)
+    _, c, h, w = ds["train"].shape
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    unet = make_unet(h, c, width, layers_per_block)
+    scheduler = make_scheduler(schedule, timesteps)
+    alpha_bar = torch.cumprod(1 - scheduler.betas, 0)
+    config = {
+        "family": "ddpm", "data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"), "image_size": h,
+        "channels": c, "width": width, "layers_per_block": layers_per_block, "schedule": schedule, "timesteps": timesteps,
+        "parameters": sum(p.numel() for p in unet.parameters()),
+    }
+
+    def sample_fn(ema, generator):
+        prior = DDPMPrior(ema, scheduler.betas).to(d.device)
+        return prior.sample(16, steps=min(50, timesteps), method="ddim", generator=generator)
+
+    def export_fn(ema, folder: Path):
+        from diffusers import DDPMPipeline
+
+        DDPMPipeline(unet=ema, scheduler=scheduler).save_pretrained(folder, safe_serialization=True)
+
+    return training.train(
+        model=unet, loss_fn=ddpm_loss(alpha_bar), data=ds, out=out, config=config, steps=steps, batch_size=batch_size,
+        lr=lr, ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every, val_every=val_every,
+        sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume, dist_info=d,
+    )

@@ -1,0 +1,270 @@
+"""Training machinery shared by every prior family.
+
+A family supplies a model, a loss ``loss_fn(model, x, generator) -> scalar`` on a batch x of
+images in [0, 1], a sampler for progress grids, and an export function; :func:`train` does the
+rest once for all of them: Adam, an EMA copy of the weights, a progress bar (loss, images/s), a
+JSONL log of training and validation loss, sample grids at intervals, atomic checkpoints
+(safetensors + JSON, no pickle), ``resume`` after a kill, a wall-clock budget, and
+DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on GPU; only rank 0 writes).
+
+Batches are drawn with replacement from a generator seeded by (seed, step, rank), so a resumed
+run continues with exactly the batches and noise the uninterrupted run would have used.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import io
+from .errors import RestoreError
+
+CHECKPOINT_FORMAT = "restore.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Dist:
+    """Where this process stands in a (possibly single-process) distributed run."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> Dist:
+    """Join the process group torchrun describes in the environment, or run alone."""
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RestoreError("--device cuda was asked for, but no CUDA GPU is available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return Dist(rank, world, torch.device("cuda", local))
+    return Dist(rank, world, torch.device("cpu"))
+
+
+def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write ``step-N.safetensors`` atomically, then point ``checkpoint.json`` at it, then prune.
+
+    A kill at any moment leaves checkpoint.json naming a complete tensor file: the old one or the new.
+    """
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"step-{meta['step']}.safetensors"
+    with io.atomic_write(folder / name) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    io.write_json(folder / "checkpoint.json", {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "tensors": name, **meta})
+    for old in folder.glob("step-*.safetensors"):
+        if old.name != name:
+            old.unlink()
+
+
+def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The latest checkpoint in ``folder`` as (tensors, meta), or None if there is none."""
+    from safetensors.torch import load_file
+
+    index = folder / "checkpoint.json"
+    if not index.exists():
+        return None
+    try:
+        meta = json.loads(index.read_text())
+    except json.JSONDecodeError:
+        raise RestoreError(f"checkpoint index '{index}' is not valid JSON") from None
+    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
+        raise RestoreError(f"'{index}' is not a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION} file")
+    return load_file(str(folder / meta["tensors"])), meta
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """Adam's state as flat named tensors plus JSON-able param groups (no pickle)."""
+    state = opt.state_dict()
+    tensors = {f"optim.{i}.{k}": torch.as_tensor(v) for i, s in state["state"].items() for k, v in s.items()}
+    return tensors, state["param_groups"]
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _batch(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A batch drawn with replacement, as floats in [0, 1]."""
+    idx = torch.randint(len(images), (size,), generator=generator)
+    return images[idx].float() / 255
+
+
+def train(
+    *,
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor],
+    data: dict,
+    out: str | Path,
+    config: dict,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 2e-4,
+    ema_decay: float = 0.999,
+    max_minutes: float | None = None,
+    checkpoint_every: int = 500,
+    val_every: int = 500,
+    sample_every: int = 1000,
+    sample_fn: Callable[[torch.nn.Module, torch.Generator], torch.Tensor] | None = None,
+    export_fn: Callable[[torch.nn.Module, Path], None] | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    device: str = "auto",
+    dist_info: Dist | None = None,
+) -> dict:
+    """Train ``model`` on ``data["train"]`` (uint8 (N, C, H, W)); returns a summary dict.
+
+    ``out`` receives run.json (the resolved options and data description), log.jsonl,
+    samples/step-N.png, checkpoint/ and, through ``export_fn``, the exported EMA model.
+    """
+    from tqdm.auto import tqdm
+
+    d = dist_info or setup_distributed(device)
+    out = Path(out)
+    ckpt_dir = out / "checkpoint"
+    if d.is_main:
+        if out.exists() and not out.is_dir():
+            raise RestoreError(f"'{out}' exists and is not a folder")
+        if (ckpt_dir / "checkpoint.json").exists() and not resume:
+            raise RestoreError(f"'{out}' already holds a checkpoint: pass --resume to continue it, or choose another --out")
+        if not out.parent.is_dir():
+            raise RestoreError(f"cannot create the run folder '{out}': '{out.parent}' does not exist")
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+    model = model.to(d.device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    start = 0
+    if resume:
+        found = load_checkpoint(ckpt_dir)
+        if found is None:
+            raise RestoreError(f"--resume: no checkpoint in '{ckpt_dir}'")
+        tensors, meta = found
+        if meta.get("config", {}).get("family") != config.get("family"):
+            raise RestoreError(f"--resume: '{out}' holds a {meta.get('config', {}).get('family')} run, not {config.get('family')}")
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, meta["param_groups"])
+        start = meta["step"]
+    if d.is_main:
+        io.write_json(out / "run.json", {**config, "steps": steps, "batch_size": batch_size, "lr": lr,
+                                         "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size})
+    net = model
+    if d.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    train_images = data["train"]
+    val_images = data.get("val")
+    amp = d.device.type == "cuda"
+    log_path = out / "log.jsonl"
+    t_start = time.monotonic()
+    per_rank = max(1, batch_size // d.world_size)
+    bar = tqdm(total=steps, initial=start, desc=config.get("family", "train"), unit="step", disable=None if d.is_main else True)
+    seen, t_window = 0, time.monotonic()
+    step = start
+    stopped_by_budget = False
+
+    def checkpoint(step: int) -> None:
+        if not d.is_main:
+            return
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        optim_tensors, groups = _optimizer_tensors(opt)
+        tensors.update(optim_tensors)
+        save_checkpoint(ckpt_dir, tensors, {"step": step, "param_groups": groups, "config": config})
+
+    while step < steps:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step * d.world_size + d.rank)
+        x = _batch(train_images, per_rank, g).to(d.device)
+        model.train()
+        # 1. One optimiser step (DDP averages the gradients across ranks).
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(net, x, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        # 2. EMA of the weights, identical on every rank because the weights are.
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1 - ema_decay)
+            for b_ema, b in zip(ema.buffers(), model.buffers()):
+                b_ema.copy_(b)
+        step += 1
+        seen += per_rank * d.world_size
+        record = {"step": step, "loss": float(loss.detach()), "minutes": (time.monotonic() - t_start) / 60}
+        if val_images is not None and (step % val_every == 0 or step == steps):
+            record["val_loss"] = validation_loss(ema, loss_fn, val_images, per_rank, seed, d.device)
+        if d.is_main:
+            rate = seen / max(time.monotonic() - t_window, 1e-9)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.0f}")
+            bar.update(1)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if sample_fn is not None and step % sample_every == 0:
+                io.write_grid(out / "samples" / f"step-{step}.png", sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
+        over_budget = max_minutes is not None and time.monotonic() - t_start > 60 * max_minutes
+        if d.world_size > 1:  # every rank must stop at the same step
+            flag = torch.tensor([float(over_budget)], device=d.device)
+            torch.distributed.all_reduce(flag)
+            over_budget = bool(flag.item() > 0)
+        if step % checkpoint_every == 0 or step == steps or over_budget:
+            checkpoint(step)
+        if over_budget:
+            stopped_by_budget = True
+            break
+    bar.close()
+    summary = {"step": step, "finished": step >= steps, "stopped_by_budget": stopped_by_budget,
+               "minutes": (time.monotonic() - t_start) / 60, "ranks_identical": ranks_identical(model, d)}
+    if d.is_main:
+        if export_fn is not None:
+            export_fn(ema, out)
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"summary": summary}) + "\n")
+    return summary
+
+
+@torch.no_grad()
+def validation_loss(model, loss_fn, images: torch.Tensor, batch_size: int, seed: int, device, batches: int = 4) -> float:
+    """Mean loss of ``batches`` fixed validation batches (same images and noise every time)."""
+    model.eval()
+    total = 0.0
+    for i in range(batches):
+        g = torch.Generator().manual_seed(10_000_019 + seed + i)
+        total += float(loss_fn(model, _batch(images, batch_size, g).to(device), g))
+    return total / batches
+
+
+def ranks_identical(model: torch.nn.Module, d: Dist) -> bool:
+    """Whether every rank holds the same weights (a float64 checksum compared across ranks)."""
+    if d.world_size == 1:
+        return True
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(d.device)
+    gathered = [torch.zeros_like(checksum) for _ in range(d.world_size)]
+    torch.distributed.all_gather(gathered, checksum)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
