@@ -167,8 +167,12 @@ def train(
         tensors, meta = found
         if meta.get("config", {}).get("family") != config.get("family"):
             raise RestoreError(f"--resume: '{out}' holds a {meta.get('config', {}).get('family')} run, not {config.get('family')}")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        try:
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        except RuntimeError:
+            raise RestoreError(f"--resume: the checkpoint in '{ckpt_dir}' was made for a different model "
+                               "(resume with the options of the original run, see its run.json)") from None
         _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, meta["param_groups"])
         start = meta["step"]
     if d.is_main:

@@ -22,11 +22,11 @@ def _data(n=64, seed=0):
     return (x * 255).round().to(torch.uint8)
 
 
-def _run(out, steps, resume=False, ema_decay=0.9):
+def _run(out, steps, resume=False, ema_decay=0.9, width=8):
     torch.manual_seed(0)
     scheduler = make_scheduler("linear", 50)
     return training.train(
-        model=make_unet(28, 1, 8), loss_fn=ddpm_loss(torch.cumprod(1 - scheduler.betas, 0)),
+        model=make_unet(28, 1, width), loss_fn=ddpm_loss(torch.cumprod(1 - scheduler.betas, 0)),
         data={"train": _data(), "val": _data(16, seed=1)}, out=out, config={"family": "ddpm"}, steps=steps,
         batch_size=8, lr=1e-3, ema_decay=ema_decay, checkpoint_every=3, val_every=3, resume=resume,
     )
@@ -58,6 +58,8 @@ def test_refuses_to_overwrite_or_resume_nothing(tmp_path):
         _run(tmp_path / "run", 3)
     with pytest.raises(RestoreError, match="no checkpoint"):
         _run(tmp_path / "empty", 3, resume=True)
+    with pytest.raises(RestoreError, match="different model"):
+        _run(tmp_path / "run", 6, resume=True, width=16)
 
 
 def test_training_lowers_the_validation_loss(tmp_path):
