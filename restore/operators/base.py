@@ -48,7 +48,8 @@ class Operator(torch.nn.Module):
         return self.noise.sigma if self.noise.kind == "gaussian" else None
 
     def measurement_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of y for an input of shape x_shape, without computing anything heavy."""
+        """Shape of y for an input of shape x_shape (here by applying A to one zero image; subclasses
+        with a closed form override it)."""
         return (x_shape[0],) + tuple(self.A(torch.zeros(1, *x_shape[1:])).shape[1:])
 
     def check_input(self, x_shape: tuple[int, ...]) -> None:

@@ -74,15 +74,16 @@ class Blur(SVDOperator):
     def V(self, z):
         return torch.fft.ifft2(z, norm="ortho").real
 
+    def _phase(self, x: torch.Tensor) -> torch.Tensor:
+        """K / |K|, the unit-modulus factor that U carries (H, W), complex."""
+        K = self.otf(x)
+        return K / K.abs().clamp_min(1e-30)
+
     def U_adjoint(self, y):
-        K = self.otf(y)
-        phase = K / K.abs().clamp_min(1e-30)
-        return phase.conj() * torch.fft.fft2(y, norm="ortho")
+        return self._phase(y).conj() * torch.fft.fft2(y, norm="ortho")
 
     def U(self, z):
-        K = self.otf(z.real)
-        phase = K / K.abs().clamp_min(1e-30)
-        return torch.fft.ifft2(phase * z, norm="ortho").real
+        return torch.fft.ifft2(self._phase(z.real) * z, norm="ortho").real
 
     def singular_values(self, x):
         s = self.otf(x).abs().to(x.dtype)
