@@ -429,6 +429,7 @@ def train(
     sample_every: Annotated[int, typer.Option(help="Steps between sample grids.")] = 1000,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --out.")] = False,
     device: Device = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16 (autocast).")] = "auto",
     seed: Seed = 0,
 ):
     """Train a prior on a dataset (runs under torchrun for several processes)."""
@@ -446,7 +447,7 @@ def train(
     summary = train_ddpm(data=data, out=out, size=size, channels=channels, width=width, schedule=schedule, steps=steps,
                          batch_size=batch_size, lr=lr, ema_decay=ema, seed=seed, max_minutes=max_minutes,
                          checkpoint_every=checkpoint_every, sample_every=sample_every, val_every=checkpoint_every,
-                         resume=resume, device=device)
+                         resume=resume, device=device, precision=precision)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

@@ -136,16 +136,22 @@ def train(
     seed: int = 0,
     resume: bool = False,
     device: str = "auto",
+    precision: str = "auto",
     dist_info: Dist | None = None,
 ) -> dict:
     """Train ``model`` on ``data["train"]`` (uint8 (N, C, H, W)); returns a summary dict.
 
     ``out`` receives run.json (the resolved options and data description), log.jsonl,
     samples/step-N.png, checkpoint/ and, through ``export_fn``, the exported EMA model.
+    ``precision`` "bf16" runs the forward pass under bfloat16 autocast (weights, optimiser and EMA
+    stay float32); "auto" means bf16 on a GPU and fp32 on the CPU.
     """
     from tqdm.auto import tqdm
 
     d = dist_info or setup_distributed(device)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise RestoreError(f"unknown precision {precision!r} (known: auto, fp32, bf16)")
+    amp = precision == "bf16" or (precision == "auto" and d.device.type == "cuda")
     out = Path(out)
     ckpt_dir = out / "checkpoint"
     if d.is_main:
@@ -177,7 +183,8 @@ def train(
         start = meta["step"]
     if d.is_main:
         io.write_json(out / "run.json", {**config, "steps": steps, "batch_size": batch_size, "lr": lr,
-                                         "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size})
+                                         "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size,
+                                         "precision": "bf16" if amp else "fp32"})
     net = model
     if d.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -185,7 +192,6 @@ def train(
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     train_images = data["train"]
     val_images = data.get("val")
-    amp = d.device.type == "cuda"
     log_path = out / "log.jsonl"
     t_start = time.monotonic()
     per_rank = max(1, batch_size // d.world_size)
@@ -208,7 +214,7 @@ def train(
         x = _batch(train_images, per_rank, g).to(d.device)
         model.train()
         # 1. One optimiser step (DDP averages the gradients across ranks).
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(net, x, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -191,7 +191,8 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
                layers_per_block: int = 1, schedule: str = "linear", timesteps: int = 1000, steps: int = 10000,
                batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999, seed: int = 0,
                max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
-               val_every: int = 500, resume: bool = False, device: str = "auto", data_root=None) -> dict:
+               val_every: int = 500, resume: bool = False, device: str = "auto", precision: str = "auto",
+               data_root=None) -> dict:
     """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder."""
     from pathlib import Path
 
@@ -223,5 +224,6 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
     return training.train(
         model=unet, loss_fn=ddpm_loss(alpha_bar), data=ds, out=out, config=config, steps=steps, batch_size=batch_size,
         lr=lr, ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every, val_every=val_every,
-        sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume, dist_info=d,
+        sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume,
+        precision=precision, dist_info=d,
     )
