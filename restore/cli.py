@@ -265,14 +265,12 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
     import torch
 
     from . import io, metrics
-    from .priors import AVAILABLE, PLANNED
     from .solvers import CLASSICAL, check_compatible
 
     out = _output_check(output)
     _check_seed(seed)
-    if prior not in AVAILABLE:
-        later = " (planned, not built yet)" if prior in PLANNED else ""
-        raise RestoreError(f"unknown prior {prior!r}{later}; available priors: {', '.join(AVAILABLE)}")
+    if prior != "classical":
+        _check_restoring_prior(prior)
     y, op, shape, source, notes = _load_measurement(task, input, spec, op_options)
     name = solver or DEFAULT_SOLVER[task]
     if name not in CLASSICAL:
@@ -318,6 +316,18 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
         if truth is not None:
             line += f"  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}"
         typer.echo(line)
+
+
+def _check_restoring_prior(prior: str) -> None:
+    """Refuse a learned prior for restoration while no solver in this installation takes one."""
+    from .priors import FAMILIES, PLANNED
+    from .solvers import PRIOR_SOLVERS
+
+    if prior in PLANNED:
+        raise RestoreError(f"the {prior} prior family is planned but not built yet; available priors: {', '.join(FAMILIES)}")
+    if not PRIOR_SOLVERS:
+        raise RestoreError(f"no solver in this installation restores with a learned prior yet (the diffusion solvers "
+                           f"are planned); use --prior classical, or draw samples from {prior!r} with `restore sample`")
 
 
 def _device(name: str):
@@ -455,13 +465,99 @@ def train(
         typer.echo(f"{out}: step {summary['step']}, {state}, {summary['minutes']:.1f} min")
 
 
+PriorSpec = Annotated[str, typer.Option(help="A family name (its shipped default), a model folder or a hub id (owner/name).")]
+
+
+@app.command()
+def sample(
+    prior: PriorSpec = "ddpm",
+    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 64,
+    output: Annotated[str, typer.Option("-o", "--output", help="Grid of the samples (.png).")] = "samples.png",
+    method: Annotated[str, typer.Option(help="ancestral (Algorithm 2 of Ho et al.) or ddim (Song et al. 2021).")] = "ancestral",
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: every timestep for ancestral, 50 for ddim).")] = None,
+    variance: Annotated[str, typer.Option(help="Ancestral variance sigma_t^2: beta_tilde (default) or beta.")] = "beta_tilde",
+    eta: Annotated[float, typer.Option(help="DDIM noise scale: 0 is deterministic, 1 is ancestral-like.")] = 0.0,
+    nrow: Annotated[Optional[int], typer.Option(help="Images per grid row (default about sqrt(n)).")] = None,
+    json: Json = False,
+    device: Device = "auto",
+    seed: Seed = 0,
+):
+    """Draw samples from a prior and write them as one grid image."""
+    import torch
+
+    from . import io
+    from .priors import load_prior
+
+    out = _output_check(output)
+    _check_seed(seed)
+    if n < 1:
+        raise RestoreError(f"-n must be a positive integer, got {n}")
+    if method not in ("ancestral", "ddim"):
+        raise RestoreError(f"--method must be ancestral or ddim, got {method!r}")
+    if variance not in ("beta_tilde", "beta"):
+        raise RestoreError(f"--variance must be beta_tilde or beta, got {variance!r}")
+    if not (math.isfinite(eta) and eta >= 0):
+        raise RestoreError(f"--eta must be a non-negative number, got {eta}")
+    if nrow is not None and nrow < 1:
+        raise RestoreError(f"--nrow must be a positive integer, got {nrow}")
+    dev = _device(device)
+    model = load_prior(prior, device=dev)
+    if steps is None:
+        steps = model.num_timesteps if method == "ancestral" else min(50, model.num_timesteps)
+    if not 1 <= steps <= model.num_timesteps:
+        raise RestoreError(f"--steps must be between 1 and {model.num_timesteps} for this prior, got {steps}")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=f"sampling ({method})", unit="step", disable=None, leave=False)
+    t0 = time.perf_counter()
+    x = model.sample(n, steps=steps, method=method, variance=variance, eta=eta,
+                     generator=torch.Generator(device=dev).manual_seed(seed), callback=lambda i, _x: bar.update(1))
+    seconds = time.perf_counter() - t0
+    bar.close()
+    io.write_grid(out, x.cpu(), nrow=nrow)
+    result = {"output": str(out), "prior": prior, "n": n, "method": method, "steps": steps,
+              "variance": variance if method == "ancestral" else None, "eta": eta if method == "ddim" else None,
+              "seed": seed, "seconds": round(seconds, 3), "nfe": steps, "image_shape": list(x.shape[1:])}
+    if json:
+        import json as json_module
+
+        typer.echo(json_module.dumps(result))
+    else:
+        typer.echo(f"wrote {out} ({n} samples, {method}, {steps} steps, {seconds:.2f} s)")
+
+
+@app.command()
+def info(prior: PriorSpec = "ddpm", json: Json = False):
+    """Describe a prior: family, image size, channels, training data, and what can use it."""
+    from .priors import load_prior
+    from .solvers import solvers_for
+
+    model = load_prior(prior)
+    result = {**model.info(), "solvers": solvers_for(model), "sampling": "restore sample --prior " + prior}
+    if json:
+        import json as json_module
+
+        typer.echo(json_module.dumps(result))
+        return
+    for key, value in result.items():
+        if key == "solvers" and not value:
+            value = "none in this installation yet (the diffusion solvers are planned)"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value)) if key != "image_size" else "x".join(map(str, value))
+        typer.echo(f"{key + ':':17s}{value}")
+
+
 @app.command()
 def priors():
-    """List the prior families this installation can use."""
-    from .priors import AVAILABLE, PLANNED
+    """List the prior families this installation can use, with their shipped defaults."""
+    from .priors import FAMILIES, PLANNED, SHIPPED, shipped_path
 
-    for name, text in AVAILABLE.items():
-        typer.echo(f"{name:10s} {text}")
+    for name, text in FAMILIES.items():
+        shipped = ""
+        if name in SHIPPED:
+            state = "" if shipped_path(name).is_dir() else ", missing from this installation"
+            shipped = f" [default: {SHIPPED[name]}{state}]"
+        typer.echo(f"{name:10s} {text}{shipped}")
     typer.echo(f"planned: {', '.join(PLANNED)}")
 
 

@@ -165,7 +165,7 @@ def train(
     model = model.to(d.device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    start = 0
+    start, minutes_before = 0, 0.0  # minutes_before: training time of the segments before a resume
     if resume:
         found = load_checkpoint(ckpt_dir)
         if found is None:
@@ -181,6 +181,9 @@ def train(
                                "(resume with the options of the original run, see its run.json)") from None
         _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, meta["param_groups"])
         start = meta["step"]
+        minutes_before = meta.get("minutes", 0.0)
+        if d.is_main:
+            _truncate_log(out / "log.jsonl", start)
     if d.is_main:
         io.write_json(out / "run.json", {**config, "steps": steps, "batch_size": batch_size, "lr": lr,
                                          "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size,
@@ -207,7 +210,8 @@ def train(
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
         optim_tensors, groups = _optimizer_tensors(opt)
         tensors.update(optim_tensors)
-        save_checkpoint(ckpt_dir, tensors, {"step": step, "param_groups": groups, "config": config})
+        minutes = minutes_before + (time.monotonic() - t_start) / 60
+        save_checkpoint(ckpt_dir, tensors, {"step": step, "param_groups": groups, "config": config, "minutes": minutes})
 
     while step < steps:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step * d.world_size + d.rank)
@@ -227,7 +231,8 @@ def train(
                 b_ema.copy_(b)
         step += 1
         seen += per_rank * d.world_size
-        record = {"step": step, "loss": float(loss.detach()), "minutes": (time.monotonic() - t_start) / 60}
+        minutes = minutes_before + (time.monotonic() - t_start) / 60  # training time over all segments
+        record = {"step": step, "loss": float(loss.detach()), "minutes": minutes}
         if val_images is not None and (step % val_every == 0 or step == steps):
             record["val_loss"] = validation_loss(ema, loss_fn, val_images, per_rank, seed, d.device)
         if d.is_main:
@@ -249,14 +254,31 @@ def train(
             stopped_by_budget = True
             break
     bar.close()
+    segment = (time.monotonic() - t_start) / 60
     summary = {"step": step, "finished": step >= steps, "stopped_by_budget": stopped_by_budget,
-               "minutes": (time.monotonic() - t_start) / 60, "ranks_identical": ranks_identical(model, d)}
+               "minutes": segment, "minutes_total": minutes_before + segment, "ranks_identical": ranks_identical(model, d)}
     if d.is_main:
         if export_fn is not None:
             export_fn(ema, out)
+        # run.json also records how far the exported weights were trained.
+        run = json.loads((out / "run.json").read_text())
+        io.write_json(out / "run.json", {**run, "steps_done": step, "minutes_total": round(minutes_before + segment, 2)})
         with open(log_path, "a") as f:
             f.write(json.dumps({"summary": summary}) + "\n")
     return summary
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log records after ``step`` (written between the last checkpoint and a kill), atomically."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("step", record.get("summary", {}).get("step", 0)) <= step:
+            kept.append(line)
+    with io.atomic_write(path) as tmp:
+        tmp.write_text("".join(k + "\n" for k in kept))
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from restore.data import default_data_root
 
@@ -9,3 +10,19 @@ def mnist_available():
     raw = default_data_root() / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
     if not raw.exists():
         pytest.skip(f"MNIST not found at {raw} (set RESTORE_DATA)")
+
+
+@pytest.fixture(scope="session")
+def ddpm_dir(tmp_path_factory):
+    """A tiny randomly initialised diffusers DDPM folder (8x8 gray, T = 20), saved with save_pretrained."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+    )
+    scheduler = DDPMScheduler(num_train_timesteps=20)
+    path = tmp_path_factory.mktemp("ddpm")
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(path)
+    return path

@@ -371,17 +371,109 @@ def digit_specs(digit_png, tmp_path_factory) -> dict[str, Path]:
     return specs
 
 
-def test_unknown_prior_lists_available(cli, tmp_path, digit_specs):
+def test_learned_priors_have_no_restoring_solver_yet(cli, tmp_path, digit_specs):
     before = _listing(tmp_path)
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "ddpm", "-o", tmp_path / "out.png"))
-    assert "ddpm" in line and "available priors: classical" in line
+    assert "no solver in this installation restores with a learned prior" in line and "restore sample" in line
+    line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "vae", "-o", tmp_path / "out.png"))
+    assert "planned but not built yet; available priors: classical, ddpm" in line
     assert _listing(tmp_path) == before
 
 
 def test_priors_command(cli):
     result = _ok(cli("priors"))
-    assert result.out.split()[0] == "classical"
-    assert "planned:" in result.out
+    lines = result.out.splitlines()
+    assert lines[0].split()[0] == "classical" and lines[1].split()[0] == "ddpm"
+    assert "[default: ddpm-mnist" in lines[1]
+    assert lines[-1].startswith("planned:")
+
+
+# ---------------------------------------------------------------------------------------------
+# restore sample and restore info, on a tiny random DDPM folder (8x8, T = 20)
+
+
+def test_sample_writes_a_grid_reproducibly(cli, tmp_path, ddpm_dir):
+    result = _ok(cli("sample", "--prior", ddpm_dir, "-n", "6", "--nrow", "3", "-o", tmp_path / "a.png", "--json"))
+    info = json.loads(result.out)
+    assert info["n"] == 6 and info["steps"] == 20 and info["method"] == "ancestral" and info["nfe"] == 20
+    grid = read_image(tmp_path / "a.png")[0]
+    # 3 x 2 tiles of 8x8 with 2-pixel padding: (2 + 3 * 10) wide, (2 + 2 * 10) high.
+    assert grid.shape == (1, 1, 22, 32)
+    _ok(cli("sample", "--prior", ddpm_dir, "-n", "6", "--nrow", "3", "-o", tmp_path / "b.png"))
+    assert torch.equal(grid, read_image(tmp_path / "b.png")[0])
+    _ok(cli("sample", "--prior", ddpm_dir, "-n", "6", "--nrow", "3", "-o", tmp_path / "c.png", "--seed", "1"))
+    assert not torch.equal(grid, read_image(tmp_path / "c.png")[0])
+    result = _ok(cli("sample", "--prior", ddpm_dir, "-n", "2", "--method", "ddim", "--steps", "5",
+                     "-o", tmp_path / "d.png", "--json"))
+    assert json.loads(result.out)["steps"] == 5
+
+
+def test_info_names_family_size_and_data(cli, ddpm_dir):
+    result = _ok(cli("info", "--prior", ddpm_dir))
+    fields = dict(line.split(":", 1) for line in result.out.splitlines())
+    assert fields["family"].strip() == "ddpm" and fields["image_size"].strip() == "8x8"
+    assert fields["channels"].strip() == "1" and "none in this installation yet" in fields["solvers"]
+    data = json.loads(_ok(cli("info", "--prior", ddpm_dir, "--json")).out)
+    assert data["timesteps"] == 20 and data["solvers"] == []
+
+
+def _pickle_file(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"\x80\x04cbuiltins\nexec\n.")
+    return path
+
+
+def _vae_run(tmp_path):
+    folder = tmp_path / "vae-run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"family": "vae"}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (lambda d, t: ["-n", "0"], "-n must be a positive integer"),
+        (lambda d, t: ["--steps", "21"], "--steps must be between 1 and 20"),
+        (lambda d, t: ["--method", "euler"], "--method must be ancestral or ddim"),
+        (lambda d, t: ["--variance", "large"], "--variance must be beta_tilde or beta"),
+        (lambda d, t: ["--eta", "-1"], "--eta must be a non-negative number"),
+        (lambda d, t: ["-o", t / "missing" / "x.png"], "does not exist"),
+        (lambda d, t: ["-o", t / "x.jpg"], "must be a .png file"),
+        (lambda d, t: ["--prior", _pickle_file(t)], "pickled checkpoint"),
+        (lambda d, t: ["--prior", _vae_run(t)], "holds a vae model"),
+        (lambda d, t: ["--prior", "restore-tests/no-such-model"], "cannot fetch prior"),
+        (lambda d, t: ["--prior", "gan"], "planned but not built"),
+    ],
+    ids=["n0", "steps", "method", "variance", "eta", "out-folder", "out-suffix", "pickle", "other-family", "hub",
+         "planned"],
+)
+def test_sample_bad_input(cli, tmp_path, ddpm_dir, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    extra = args(ddpm_dir, tmp_path)
+    base = ["sample", "--prior", ddpm_dir, "-o", tmp_path / "x.png"]
+    before = _listing(tmp_path)
+    line = _assert_user_error(cli(*base, *extra))
+    assert expected in line
+    assert _listing(tmp_path) == before
+
+
+def test_train_bad_data_folders(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    line = _assert_user_error(cli("train", "ddpm", "--data", tmp_path / "empty", "--out", tmp_path / "r", "--size", "8"))
+    assert "no image files" in line
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(mixed / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(mixed / "b.png")
+    line = _assert_user_error(cli("train", "ddpm", "--data", mixed, "--out", tmp_path / "r", "--size", "8"))
+    assert "mixes gray" in line and "--channels" in line
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (tmp_path / "broken" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    line = _assert_user_error(cli("train", "ddpm", "--data", tmp_path / "broken", "--out", tmp_path / "r", "--size", "8"))
+    assert "cannot read image" in line
+    assert not (tmp_path / "r").exists()
 
 
 def test_incompatible_solver_names_working_ones(cli, tmp_path, digit_specs):

@@ -40,6 +40,9 @@ def _weights(out):
 def test_resume_continues_exactly(tmp_path):
     _run(tmp_path / "straight", 6)
     _run(tmp_path / "split", 3)
+    # As if killed after steps 4 and 5 were logged but before their checkpoint: resume drops them.
+    with open(tmp_path / "split" / "log.jsonl", "a") as f:
+        f.write('{"step": 4, "loss": 9.0}\n{"step": 5, "loss": 9.0}\n')
     _run(tmp_path / "split", 6, resume=True)
     a, meta_a = _weights(tmp_path / "straight")
     b, meta_b = _weights(tmp_path / "split")
@@ -50,6 +53,13 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a[k], b[k]), k
     # The checkpoint folder holds only the latest tensors file.
     assert sorted(p.name for p in (tmp_path / "split" / "checkpoint").iterdir()) == ["checkpoint.json", "step-6.safetensors"]
+    records = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "step" in r] == [1, 2, 3, 4, 5, 6]
+    assert all(r["loss"] != 9.0 for r in records if "loss" in r)
+    # Training time adds up over the two segments; run.json says how far the weights were trained.
+    assert records[-2]["minutes"] >= records[2]["minutes"]
+    run = json.loads((tmp_path / "split" / "run.json").read_text())
+    assert run["steps_done"] == 6 and run["minutes_total"] >= 0
 
 
 def test_refuses_to_overwrite_or_resume_nothing(tmp_path):

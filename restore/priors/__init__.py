@@ -1,7 +1,120 @@
-"""Generative priors. Each family arrives with its issue; ``classical`` means no learned prior."""
+"""Generative priors, and the one rule that turns a ``--prior`` value into a loaded model.
 
-#: Prior families this installation can use, with a one-line description each.
-AVAILABLE = {"classical": "no learned prior: biharmonic, Wiener, Richardson-Lucy, TV, bicubic, pseudo-inverse"}
+:func:`load_prior` resolves, in this order:
+
+1. a family name (``ddpm``) -> that family's shipped default, from ``restore/weights/``;
+2. an existing path -> a model folder: ours (a training run's exported model) or any diffusers DDPM
+   folder. Pickled checkpoints (.bin, .pt, .pth, .pkl, .ckpt) are refused: unpickling runs code;
+3. otherwise a Hugging Face hub id (``google/ddpm-cifar10-32``), downloaded with its safetensors
+   weights only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..errors import RestoreError
+
+#: Prior families this installation has, with a one-line description each.
+FAMILIES = {
+    "classical": "no learned prior: biharmonic, Wiener, Richardson-Lucy, TV, bicubic, pseudo-inverse",
+    "ddpm": "denoising diffusion (Ho et al. 2020) on a diffusers UNet2DModel: Tweedie x0_hat, score, sampling, bits/dim",
+}
 
 #: Families that are planned but not built yet (the command line names them in its error).
-PLANNED = ("ddpm", "vae", "gan", "flow", "pixelcnn", "gaussian")
+PLANNED = ("vae", "gan", "flow", "pixelcnn", "gaussian")
+
+#: Family name -> the folder of its shipped default under restore/weights/.
+SHIPPED = {"ddpm": "ddpm-mnist"}
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+# File suffixes of pickled checkpoints; loading one could run arbitrary code.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+# A hub id: "name" or "owner/name", letters, digits, '-', '_', '.'.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+
+
+def shipped_path(family: str) -> Path:
+    """The folder of a family's shipped default prior."""
+    return WEIGHTS / SHIPPED[family]
+
+
+def folder_family(path: Path) -> str | None:
+    """The prior family a model folder holds: "ddpm" for a diffusers DDPM layout, else what its
+    run.json says (a restore training run), else None."""
+    if (path / "unet" / "config.json").is_file() or (path / "scheduler_config.json").is_file():
+        return "ddpm"
+    run = path / "run.json"
+    if run.is_file():
+        try:
+            return json.loads(run.read_text()).get("family")
+        except (json.JSONDecodeError, AttributeError):
+            raise RestoreError(f"'{run}' is not a valid run description (JSON object)") from None
+    return None
+
+
+def load_prior(spec: str, *, device=None):
+    """The prior named by ``spec`` (family name, model folder or hub id), in eval mode."""
+    if spec == "classical":
+        raise RestoreError("'classical' is not a model: it means restoring without a learned prior")
+    if spec in PLANNED:
+        raise RestoreError(f"the {spec} prior family is planned but not built yet; available: {', '.join(SHIPPED)}")
+    if spec in SHIPPED:
+        path = shipped_path(spec)
+        if not path.is_dir():
+            raise RestoreError(f"the shipped {spec} prior is missing from this installation ('{path}'): reinstall restore")
+        prior = _load_folder(path)
+    elif Path(spec).expanduser().exists():
+        prior = _load_path(Path(spec).expanduser())
+    elif spec.lower().endswith(_PICKLE_SUFFIXES) or "/" not in spec and spec.endswith((".json", ".safetensors")):
+        raise RestoreError(f"prior file '{spec}' does not exist")
+    elif _HUB_ID.match(spec):
+        prior = _load_hub(spec)
+    else:
+        raise RestoreError(f"unknown prior {spec!r}: not a family ({', '.join(FAMILIES)}), an existing model folder, "
+                           "or a hub id (owner/name)")
+    prior.source = spec
+    return prior.eval().to(device) if device is not None else prior.eval()
+
+
+def _load_path(path: Path):
+    if path.is_file():
+        if path.suffix.lower() in _PICKLE_SUFFIXES:
+            raise RestoreError(f"'{path}' is a pickled checkpoint, which restore never loads (unpickling can run code); "
+                               "give a model folder with safetensors weights")
+        raise RestoreError(f"'{path}' is a file: --prior takes a family name, a model folder or a hub id")
+    return _load_folder(path)
+
+
+def _load_folder(path: Path):
+    family = folder_family(path)
+    if family == "ddpm":
+        if (path / "checkpoint").is_dir() and not (path / "unet").is_dir():
+            raise RestoreError(f"'{path}' is a ddpm training run with no exported model yet; it exports when training "
+                               "finishes or stops at its --max-minutes budget (continue it with --resume)")
+        from .ddpm import DDPMPrior
+
+        return DDPMPrior.from_pretrained(path)
+    if family is None:
+        raise RestoreError(f"'{path}' is not a model folder: it has neither a diffusers DDPM layout "
+                           "(unet/config.json, scheduler/) nor a restore run.json")
+    if family in PLANNED:
+        raise RestoreError(f"'{path}' holds a {family} model; the {family} family is not built into this installation yet")
+    raise RestoreError(f"'{path}' holds a model of unknown family {family!r} (known: {', '.join(SHIPPED)})")
+
+
+def _load_hub(repo_id: str):
+    """Download a hub DDPM's JSON configs and safetensors weights (never pickles), then load the folder."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"])
+    except Exception as exc:  # offline, unknown repo, gated repo, ...: many exception types
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise RestoreError(f"cannot fetch prior {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: {reason}); "
+                           "check the id and the connection, or give a local model folder") from None
+    return _load_folder(Path(folder))

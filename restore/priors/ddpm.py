@@ -14,6 +14,8 @@ q(x_t' | x_t, x_0) on the sub-sequence; DDIM (Song, Meng & Ermon 2021) is the et
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -28,6 +30,8 @@ class DDPMPrior(torch.nn.Module):
 
     def __init__(self, unet, betas: torch.Tensor, *, prediction_type: str = "epsilon", clip_sample: bool = True):
         super().__init__()
+        self.source: str | None = None  # what --prior named, set by restore.priors.load_prior
+        self.run_info: dict | None = None  # run.json of a restore training run, if the folder has one
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise RestoreError(f"unknown DDPM prediction type {prediction_type!r} (known: epsilon, sample, v_prediction)")
         self.unet = unet
@@ -40,17 +44,37 @@ class DDPMPrior(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "DDPMPrior":
-        """Load a diffusers DDPM folder (model_index.json, unet/, scheduler/), safetensors weights only."""
+        """Load a diffusers DDPM folder, safetensors weights only.
+
+        Two layouts exist: ``unet/`` and ``scheduler/`` subfolders (what ``DDPMPipeline.save_pretrained``
+        writes, and our training runs), or the UNet's config.json and weights beside
+        scheduler_config.json at the top (older hub models such as google/ddpm-cifar10-32).
+        """
         from diffusers import DDPMScheduler, UNet2DModel
 
         path = Path(path)
-        if not (path / "unet" / "config.json").exists() or not (path / "scheduler" / "scheduler_config.json").exists():
-            raise RestoreError(f"'{path}' is not a diffusers DDPM folder (it needs unet/config.json and scheduler/scheduler_config.json)")
-        if not list((path / "unet").glob("*.safetensors")):
-            raise RestoreError(f"'{path / 'unet'}' holds no .safetensors weights (pickled .bin checkpoints are refused)")
-        unet = UNet2DModel.from_pretrained(path, subfolder="unet", use_safetensors=True)
-        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
-        return cls.from_diffusers(unet, scheduler)
+        if (path / "unet" / "config.json").is_file() and (path / "scheduler" / "scheduler_config.json").is_file():
+            unet_dir, sub = path / "unet", {"unet": "unet", "scheduler": "scheduler"}
+        elif (path / "config.json").is_file() and (path / "scheduler_config.json").is_file():
+            unet_dir, sub = path, {"unet": None, "scheduler": None}
+        else:
+            raise RestoreError(f"'{path}' is not a diffusers DDPM folder (it needs unet/config.json and "
+                               "scheduler/scheduler_config.json, or config.json beside scheduler_config.json)")
+        weights = sorted(p.name for p in unet_dir.glob("*.safetensors"))
+        if not weights:
+            raise RestoreError(f"'{unet_dir}' holds no .safetensors weights (pickled .bin checkpoints are refused)")
+        # Only a half-precision file: load that variant (diffusers names it *.fp16.safetensors).
+        variant = "fp16" if all(".fp16." in name for name in weights) else None
+        try:
+            unet = UNet2DModel.from_pretrained(path, subfolder=sub["unet"], use_safetensors=True, variant=variant)
+            scheduler = DDPMScheduler.from_pretrained(path, subfolder=sub["scheduler"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = " ".join(str(exc).split())[:300]
+            raise RestoreError(f"cannot load the DDPM in '{path}': {reason}") from None
+        prior = cls.from_diffusers(unet.float(), scheduler)
+        run = path / "run.json"  # our training runs describe their data and options here
+        prior.run_info = json.loads(run.read_text()) if run.is_file() else None
+        return prior
 
     @classmethod
     def from_diffusers(cls, unet, scheduler) -> "DDPMPrior":
@@ -62,6 +86,25 @@ class DDPMPrior(torch.nn.Module):
     @property
     def num_timesteps(self) -> int:
         return self.betas.numel()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images this prior models."""
+        cfg = self.unet.config
+        size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
+        return (cfg.in_channels, *size)
+
+    def info(self) -> dict:
+        """What ``restore info`` prints: family, image shape, schedule, size and training data."""
+        run = self.run_info or {}
+        return {
+            "family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]),
+            "channels": self.image_shape[0], "prediction_type": self.prediction_type,
+            "timesteps": self.num_timesteps, "parameters": sum(p.numel() for p in self.unet.parameters()),
+            "training_data": run.get("data"), "training_steps": run.get("steps_done", run.get("steps")),
+            "file_list_hash": run.get("file_list_hash"),
+            "offers": ["x0_hat (Tweedie)", "score", "sample (ancestral, ddim)", "bits_per_dim"],
+        }
 
     def model_output(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The network's raw output at timestep t (epsilon, x_0 or v, per ``prediction_type``)."""
@@ -106,11 +149,9 @@ class DDPMPrior(torch.nn.Module):
             raise RestoreError(f"unknown sampling method {method!r} (known: ancestral, ddim)")
         if variance not in ("beta_tilde", "beta"):
             raise RestoreError(f"unknown variance {variance!r} (known: beta_tilde, beta)")
-        cfg = self.unet.config
-        size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
         device = self.betas.device
         dtype = self.unet.dtype
-        x = torch.randn((n, cfg.in_channels, *size), generator=generator, device=device, dtype=dtype)  # x_T
+        x = torch.randn((n, *self.image_shape), generator=generator, device=device, dtype=dtype)  # x_T
         ts = self.timesteps(steps or self.num_timesteps)
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
@@ -141,6 +182,75 @@ class DDPMPrior(torch.nn.Module):
             if callback is not None:
                 callback(i, x)
         return ((x + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def bits_per_dim(self, images: torch.Tensor, *, variance: str = "beta_tilde", batch_size: int = 100,
+                     generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+        """The variational bound of Ho et al. (2020), eq. (5), in bits/dim per image, on 8-bit data.
+
+        L = L_T + sum_{t>1} L_{t-1} + L_0 with every one of the T terms evaluated (x_t drawn once
+        per term): L_T = KL(q(x_T | x_0) || N(0, I)); L_{t-1} = KL(q(x_{t-1} | x_t, x_0) ||
+        p(x_{t-1} | x_t)) between Gaussians; L_0 = -log p(x_0 | x_1) with the discretised Gaussian
+        decoder of their Section 3.3 (256 bins, the outer two open). The model's variance is
+        beta_tilde_t (at t = 1, where beta_tilde is 0, that of t = 2, as Ho et al.'s code does) or
+        beta_t. ``images`` (N, C, H, W) in [0, 1] are first rounded to 8 bits.
+        """
+        from tqdm.auto import tqdm
+
+        if variance not in ("beta_tilde", "beta"):
+            raise RestoreError(f"unknown variance {variance!r} (known: beta_tilde, beta)")
+        device = self.betas.device
+        # The schedule in float64: 1 - alpha_bar_1 from float32 products is off by 1e-3 relative,
+        # and the decoder variance beta_tilde_2 inherits that.
+        betas = self.betas.double()
+        a_bar = torch.cumprod(1 - betas, 0)
+        a_prev = torch.cat([a_bar.new_ones(1), a_bar[:-1]])
+        post_var = betas * (1 - a_prev) / (1 - a_bar)  # beta_tilde_t, (T,)
+        model_var = torch.cat([post_var[1:2], post_var[1:]]) if variance == "beta_tilde" else torch.cat([post_var[1:2], betas[1:]])
+        T = self.num_timesteps
+        out = []
+        for start in range(0, len(images), batch_size):
+            x0 = (images[start : start + batch_size].to(device).double() * 255).round().clamp(0, 255) / 127.5 - 1
+            dims = x0[0].numel()
+            # L_T: KL(N(sqrt(a_T) x0, 1 - a_T) || N(0, 1)), summed over dimensions.
+            total = _normal_kl(a_bar[-1].sqrt() * x0, (1 - a_bar[-1]).log(), 0.0, 0.0).flatten(1).sum(1)
+            for t in tqdm(range(T), desc="bits/dim", unit="t", disable=not progress or None, leave=False):
+                noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(device).double()
+                x_t = a_bar[t].sqrt() * x0 + (1 - a_bar[t]).sqrt() * noise
+                _, x0_hat = self.eps_and_x0(x_t.to(self.unet.dtype), t)
+                x0_hat = x0_hat.double().clamp(-1, 1) if self.clip_sample else x0_hat.double()
+                # Posterior mean, eq. (7): coefficients of x_0 and x_t in mu_tilde.
+                c0 = a_prev[t].sqrt() * betas[t] / (1 - a_bar[t])
+                ct = (1 - betas[t]).sqrt() * (1 - a_prev[t]) / (1 - a_bar[t])
+                mean_model = c0 * x0_hat + ct * x_t
+                if t == 0:  # L_0: the discretised decoder
+                    term = -_discretised_gaussian_log_likelihood(x0, mean_model, model_var[0].log())
+                else:  # L_{t-1}
+                    term = _normal_kl(c0 * x0 + ct * x_t, post_var[t].log(), mean_model, model_var[t].log())
+                total += term.flatten(1).sum(1)
+            out.append(total / (dims * math.log(2)))
+        return torch.cat(out).float().cpu()
+
+
+def _normal_kl(mean1, logvar1, mean2, logvar2):
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats."""
+    logvar1, logvar2 = torch.as_tensor(logvar1), torch.as_tensor(logvar2)
+    return 0.5 * (logvar2 - logvar1 - 1 + (logvar1 - logvar2).exp() + (mean1 - mean2).square() * (-logvar2).exp())
+
+
+def _discretised_gaussian_log_likelihood(x, mean, logvar):
+    """log P(x) per element for x on the 256 levels k / 127.5 - 1: the mass of N(mean, e^logvar) on
+    [x - 1/255, x + 1/255], with the bins at -1 and 1 extended to -inf and +inf (Ho et al. 2020, eq. 13)."""
+    inv_std = (-0.5 * torch.as_tensor(logvar)).exp()
+    upper = inv_std * (x - mean + 1 / 255)
+    lower = inv_std * (x - mean - 1 / 255)
+    log_cdf_upper = torch.special.log_ndtr(upper)  # log P(X <= upper edge)
+    log_sf_lower = torch.special.log_ndtr(-lower)  # log P(X >= lower edge)
+    # Difference of upper tails where the bin lies above the mean: no cancellation of two values near 1.
+    mass = torch.where(lower > 0, torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+                       torch.special.ndtr(upper) - torch.special.ndtr(lower))
+    mid = mass.clamp_min(1e-300).log()
+    return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, mid))
 
 
 def make_unet(size: int, channels: int, width: int = 32, layers_per_block: int = 1):
