@@ -440,6 +440,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --out.")] = False,
     device: Device = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16 (autocast).")] = "auto",
+    flip: Annotated[bool, typer.Option("--flip", help="Mirror training images left-right at random (not for digits).")] = False,
     seed: Seed = 0,
 ):
     """Train a prior on a dataset (runs under torchrun for several processes)."""
@@ -457,7 +458,7 @@ def train(
     summary = train_ddpm(data=data, out=out, size=size, channels=channels, width=width, schedule=schedule, steps=steps,
                          batch_size=batch_size, lr=lr, ema_decay=ema, seed=seed, max_minutes=max_minutes,
                          checkpoint_every=checkpoint_every, sample_every=sample_every, val_every=checkpoint_every,
-                         resume=resume, device=device, precision=precision)
+                         resume=resume, device=device, precision=precision, flip=flip)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
@@ -542,6 +543,8 @@ def info(prior: PriorSpec = "ddpm", json: Json = False):
     for key, value in result.items():
         if key == "solvers" and not value:
             value = "none in this installation yet (the diffusion solvers are planned)"
+        elif value is None:
+            value = "unknown (not recorded by a restore training run)"
         elif isinstance(value, list):
             value = ", ".join(map(str, value)) if key != "image_size" else "x".join(map(str, value))
         typer.echo(f"{key + ':':17s}{value}")

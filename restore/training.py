@@ -110,10 +110,15 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> 
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _batch(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A batch drawn with replacement, as floats in [0, 1]."""
+def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bool = False) -> torch.Tensor:
+    """A batch drawn with replacement, as floats in [0, 1]; with ``flip``, each image is mirrored
+    left-right with probability 1/2."""
     idx = torch.randint(len(images), (size,), generator=generator)
-    return images[idx].float() / 255
+    x = images[idx].float() / 255
+    if flip:
+        mirror = torch.rand(size, generator=generator) < 0.5
+        x[mirror] = x[mirror].flip(-1)
+    return x
 
 
 def train(
@@ -137,6 +142,7 @@ def train(
     resume: bool = False,
     device: str = "auto",
     precision: str = "auto",
+    flip: bool = False,
     dist_info: Dist | None = None,
 ) -> dict:
     """Train ``model`` on ``data["train"]`` (uint8 (N, C, H, W)); returns a summary dict.
@@ -144,7 +150,8 @@ def train(
     ``out`` receives run.json (the resolved options and data description), log.jsonl,
     samples/step-N.png, checkpoint/ and, through ``export_fn``, the exported EMA model.
     ``precision`` "bf16" runs the forward pass under bfloat16 autocast (weights, optimiser and EMA
-    stay float32); "auto" means bf16 on a GPU and fp32 on the CPU.
+    stay float32); "auto" means bf16 on a GPU and fp32 on the CPU. ``flip`` mirrors training
+    images left-right at random (for data where that is natural; not for digits or text).
     """
     from tqdm.auto import tqdm
 
@@ -187,7 +194,7 @@ def train(
     if d.is_main:
         io.write_json(out / "run.json", {**config, "steps": steps, "batch_size": batch_size, "lr": lr,
                                          "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size,
-                                         "precision": "bf16" if amp else "fp32"})
+                                         "precision": "bf16" if amp else "fp32", "flip": flip})
     net = model
     if d.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -215,7 +222,7 @@ def train(
 
     while step < steps:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step * d.world_size + d.rank)
-        x = _batch(train_images, per_rank, g).to(d.device)
+        x = _batch(train_images, per_rank, g, flip).to(d.device)
         model.train()
         # 1. One optimiser step (DDP averages the gradients across ranks).
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):

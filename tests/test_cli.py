@@ -443,9 +443,10 @@ def _vae_run(tmp_path):
         (lambda d, t: ["--prior", _pickle_file(t)], "pickled checkpoint"),
         (lambda d, t: ["--prior", _vae_run(t)], "holds a vae model"),
         (lambda d, t: ["--prior", "restore-tests/no-such-model"], "cannot fetch prior"),
+        (lambda d, t: ["--prior", t / "nothing"], "does not exist (no such file or folder)"),
         (lambda d, t: ["--prior", "gan"], "planned but not built"),
     ],
-    ids=["n0", "steps", "method", "variance", "eta", "out-folder", "out-suffix", "pickle", "other-family", "hub",
+    ids=["n0", "steps", "method", "variance", "eta", "out-folder", "out-suffix", "pickle", "other-family", "hub", "missing-path",
          "planned"],
 )
 def test_sample_bad_input(cli, tmp_path, ddpm_dir, monkeypatch, args, expected):

@@ -151,3 +151,19 @@ def test_discretised_decoder_sums_to_one():
         log_p = _discretised_gaussian_log_likelihood(levels, torch.tensor(mean, dtype=torch.float64),
                                                      torch.tensor(math.log(var), dtype=torch.float64))
         assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_ddim_matches_diffusers_ddim_pipeline(ddpm_dir):
+    from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(ddpm_dir, subfolder="unet")
+    scheduler = DDIMScheduler.from_pretrained(ddpm_dir, subfolder="scheduler")
+    pipe = DDIMPipeline(unet=unet, scheduler=scheduler)
+    # Ours recomputes epsilon from the clipped x0_hat, which diffusers does with use_clipped_model_output.
+    ref = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=5, eta=0.0,
+               use_clipped_model_output=True, output_type="np").images
+    ours = DDPMPrior.from_pretrained(ddpm_dir).sample(2, steps=5, method="ddim", generator=torch.Generator().manual_seed(3))
+    ref = torch.from_numpy(ref).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+    # Measured max difference 0.0. Keeping the unclipped epsilon instead moves the result by 0.046,
+    # and 4 steps instead of 5 by 0.012: both far above this bound.
+    assert (ours - ref).abs().max() < 1e-6

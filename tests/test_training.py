@@ -112,3 +112,14 @@ def test_torchrun_two_processes_hold_identical_weights(tmp_path, mnist_available
     assert tuple(torch.as_tensor(images).shape[-2:]) in ((28, 28), (28, 1))
     assert DDPMPrior.from_pretrained(out).num_timesteps == 1000
     assert (out / "samples" / "step-3.png").exists()
+
+
+def test_flip_mirrors_about_half_the_batch():
+    images = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    images[..., 0] = 255  # a bright left column
+    x = training._batch(images, 400, torch.Generator().manual_seed(0), flip=True)
+    left, right = x[:, 0, :, 0].mean(1), x[:, 0, :, -1].mean(1)
+    assert torch.equal(left + right, torch.ones(400))  # each image is the original or its mirror
+    assert 150 < int(right.sum()) < 250  # about half are mirrored (binomial 400, 1/2: sd 10)
+    plain = training._batch(images, 400, torch.Generator().manual_seed(0))
+    assert plain[:, 0, :, 0].eq(1).all()

@@ -34,6 +34,9 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 # File suffixes of pickled checkpoints; loading one could run arbitrary code.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
+# Names that can only be paths, never hub ids.
+_FILE_SUFFIXES = (*_PICKLE_SUFFIXES, ".json", ".safetensors")
+
 # A hub id: "name" or "owner/name", letters, digits, '-', '_', '.'.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
@@ -70,8 +73,8 @@ def load_prior(spec: str, *, device=None):
         prior = _load_folder(path)
     elif Path(spec).expanduser().exists():
         prior = _load_path(Path(spec).expanduser())
-    elif spec.lower().endswith(_PICKLE_SUFFIXES) or "/" not in spec and spec.endswith((".json", ".safetensors")):
-        raise RestoreError(f"prior file '{spec}' does not exist")
+    elif spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or spec.lower().endswith(_FILE_SUFFIXES):
+        raise RestoreError(f"prior '{spec}' does not exist (no such file or folder)")
     elif _HUB_ID.match(spec):
         prior = _load_hub(spec)
     else:

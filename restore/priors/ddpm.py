@@ -66,7 +66,9 @@ class DDPMPrior(torch.nn.Module):
         # Only a half-precision file: load that variant (diffusers names it *.fp16.safetensors).
         variant = "fp16" if all(".fp16." in name for name in weights) else None
         try:
-            unet = UNet2DModel.from_pretrained(path, subfolder=sub["unet"], use_safetensors=True, variant=variant)
+            # low_cpu_mem_usage=False: the small models here need no `accelerate` (and no warning about it).
+            unet = UNet2DModel.from_pretrained(path, subfolder=sub["unet"], use_safetensors=True, variant=variant,
+                                               low_cpu_mem_usage=False)
             scheduler = DDPMScheduler.from_pretrained(path, subfolder=sub["scheduler"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             reason = " ".join(str(exc).split())[:300]
@@ -302,7 +304,7 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
                batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999, seed: int = 0,
                max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
                val_every: int = 500, resume: bool = False, device: str = "auto", precision: str = "auto",
-               data_root=None) -> dict:
+               flip: bool = False, data_root=None) -> dict:
     """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder."""
     from pathlib import Path
 
@@ -335,5 +337,5 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
         model=unet, loss_fn=ddpm_loss(alpha_bar), data=ds, out=out, config=config, steps=steps, batch_size=batch_size,
         lr=lr, ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every, val_every=val_every,
         sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume,
-        precision=precision, dist_info=d,
+        precision=precision, flip=flip, dist_info=d,
     )
