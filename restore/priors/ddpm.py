@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import RestoreError
+from .sampling import reverse_diffusion, strided_timesteps
 
 
 class DDPMPrior(torch.nn.Module):
@@ -136,54 +137,19 @@ class DDPMPrior(torch.nn.Module):
         """grad log p_t(x_t) = -eps_hat / sqrt(1 - alpha_bar_t), in model space."""
         return -self.eps_and_x0(x_t, t)[0] / (1 - self.alpha_bar[t]).sqrt()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
     def timesteps(self, steps: int) -> list[int]:
         """``steps`` evenly spaced timesteps, descending, starting at 0 ("leading" spacing, as diffusers)."""
-        if not 1 <= steps <= self.num_timesteps:
-            raise RestoreError(f"steps must be between 1 and {self.num_timesteps}, got {steps}")
-        ratio = self.num_timesteps // steps
-        return [i * ratio for i in reversed(range(steps))]
+        return strided_timesteps(self.num_timesteps, steps)
 
-    @torch.no_grad()
     def sample(self, n: int, *, steps: int | None = None, method: str = "ancestral", variance: str = "beta_tilde",
                eta: float = 0.0, generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
         """n samples in [0, 1]: ancestral sampling (Algorithm 2 of Ho et al.) or DDIM (eta = 0 is deterministic)."""
-        if method not in ("ancestral", "ddim"):
-            raise RestoreError(f"unknown sampling method {method!r} (known: ancestral, ddim)")
-        if variance not in ("beta_tilde", "beta"):
-            raise RestoreError(f"unknown variance {variance!r} (known: beta_tilde, beta)")
-        device = self.betas.device
-        dtype = self.unet.dtype
-        x = torch.randn((n, *self.image_shape), generator=generator, device=device, dtype=dtype)  # x_T
-        ts = self.timesteps(steps or self.num_timesteps)
-        for i, t in enumerate(ts):
-            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            a_t = self.alpha_bar[t]
-            a_prev = self.alpha_bar[t_prev] if t_prev >= 0 else torch.ones_like(a_t)
-            eps, x0 = self.eps_and_x0(x, t)
-            if self.clip_sample:
-                x0 = x0.clamp(-1, 1)
-            if method == "ancestral":
-                alpha_t = a_t / a_prev  # 1 - beta_t on the (possibly strided) sub-sequence
-                beta_t = 1 - alpha_t
-                # 1. Posterior mean of q(x_prev | x_t, x_0), equation (7) of Ho et al.
-                mean = (a_prev.sqrt() * beta_t / (1 - a_t)) * x0 + (alpha_t.sqrt() * (1 - a_prev) / (1 - a_t)) * x
-                # 2. sigma_t^2: beta_tilde_t = (1 - alpha_bar_prev) / (1 - alpha_bar_t) beta_t, or beta_t.
-                var = ((1 - a_prev) / (1 - a_t) * beta_t).clamp_min(1e-20) if variance == "beta_tilde" else beta_t
-                if t_prev >= 0:  # Algorithm 2: no noise at the last step
-                    z = torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
-                    x = mean + var.sqrt() * z
-                else:
-                    x = mean
-            else:
-                # DDIM, equation (12) of Song et al. (2021); eps recomputed from the clipped x0.
-                eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-                sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
-                x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).sqrt() * eps
-                if eta > 0 and t_prev >= 0:
-                    x = x + sigma * torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
-            if callback is not None:
-                callback(i, x)
-        return ((x + 1) / 2).clamp(0, 1)
+        return reverse_diffusion(self, n, steps=steps, method=method, variance=variance, eta=eta,
+                                 generator=generator, callback=callback)
 
     @torch.no_grad()
     def bits_per_dim(self, images: torch.Tensor, *, variance: str = "beta_tilde", batch_size: int = 100,

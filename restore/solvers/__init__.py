@@ -2,9 +2,16 @@
 
 from .base import check_compatible, missing_capabilities, requires
 from .classical import SOLVERS as CLASSICAL
+from .ddrm import ddnm, ddrm
+from .diffpir import diffpir
+from .guidance import dps, pigdm
+from .repaint import repaint
 
-#: Solvers that use a learned prior, by name. Each has ``prior_needs``: the prior methods it calls
-#: (x0_hat, score, decode, log_prob). Filled as the solver families land.
+#: Diffusion solvers: they need a prior with Tweedie's estimate (a DDPM, or the Gaussian reference).
+DIFFUSION = {"ddrm": ddrm, "ddnm": ddnm, "pigdm": pigdm, "dps": dps, "diffpir": diffpir, "repaint": repaint}
+
+#: Solvers that the command line offers with a learned prior, by name. Each has ``prior_needs``: the
+#: prior methods it calls. Filled when the command line learns to restore with learned priors.
 PRIOR_SOLVERS: dict = {}
 
 
@@ -13,4 +20,5 @@ def solvers_for(prior) -> list[str]:
     return [name for name, fn in PRIOR_SOLVERS.items() if all(hasattr(prior, m) for m in fn.prior_needs)]
 
 
-__all__ = ["CLASSICAL", "PRIOR_SOLVERS", "check_compatible", "missing_capabilities", "requires", "solvers_for"]
+__all__ = ["CLASSICAL", "DIFFUSION", "PRIOR_SOLVERS", "check_compatible", "missing_capabilities", "requires",
+           "solvers_for"]

@@ -1,0 +1,45 @@
+"""DiffPIR: plug-and-play restoration with a diffusion denoiser, Zhu et al. (2023), Algorithm 1."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Callback, effective_sigma, requires
+from .classical import SIGMA_FLOOR
+from .diffusion import alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like, schedule, to_image
+
+
+@requires("V", "V_adjoint", "U_adjoint", "singular_values", noise=("gaussian",))
+def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator | None = None,
+            callback: Callback = None, fidelity: float = 1.0, lam: float = 7.0, zeta: float = 0.3):
+    """Each step: x0 = D(x_t) (Tweedie), the data proximal step
+    x0_hat = argmin_x ||y - A x||^2 + rho_t ||x - x0||^2 with rho_t = lam sigma_y^2 / sigma_bar_t^2
+    and sigma_bar_t^2 = (1 - alpha_bar_t) / alpha_bar_t, solved in closed form through the SVD:
+    V^T x0_hat = (s U^T y + rho_t V^T x0) / (s^2 + rho_t); then
+    x_{t'} = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t') (sqrt(1 - zeta) eps_hat + sqrt(zeta) z),
+    eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t). sigma_y is floored at 1e-3
+    (noiseless data still carries quantisation), and ``fidelity`` divides it.
+    """
+    shape = check_prior(y, operator, prior)
+    check_fidelity(fidelity)
+    sigma = 2 * max(effective_sigma(y, operator), SIGMA_FLOOR) / math.sqrt(fidelity)  # model space
+    z_y = operator.U_adjoint(model_measurement(y, operator, shape))  # U^T y', spectral
+    s = operator.singular_values(z_y.real if z_y.is_complex() else z_y).to(torch.float64)
+    x = noise_like(shape, generator, y.device)  # x_T
+    for i, (t, t_prev) in enumerate(schedule(prior, steps)):
+        a, a_prev = alpha_bars(prior, t, t_prev, x)
+        with torch.no_grad():
+            x0 = clip(prior, prior.eps_and_x0(x, t)[1])
+        # 1. Data proximal step (their equation 13), diagonal in the spectral domain.
+        rho = lam * sigma**2 * a / (1 - a)
+        x0_hat = operator.V((s * z_y + rho * operator.V_adjoint(x0.double())) / (s**2 + rho)).to(x.dtype)
+        # 2. The effective noise of x_t given x0_hat, then a step mixing it with fresh noise (equation 15).
+        eps_hat = (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
+        z = noise_like(shape, generator, y.device)
+        x = (a_prev.sqrt() * x0_hat
+             + (1 - a_prev).sqrt() * (math.sqrt(1 - zeta) * eps_hat + math.sqrt(zeta) * z)).to(y.dtype)
+        if callback is not None:
+            callback(i, None)
+    return to_image(x)

@@ -1,0 +1,91 @@
+"""What the diffusion solvers share: the step schedule, the model-space measurement, DDIM steps.
+
+A diffusion prior (DDPM or the Gaussian reference) works in model space x' = 2 x - 1, with
+x_t = sqrt(alpha_bar_t) x0' + sqrt(1 - alpha_bar_t) eps. The operators act on images x in [0, 1].
+For a linear A, y = A x + n is the same measurement as y' = 2 y - A(1) = A x' + 2 n of x', so
+the SVD solvers work entirely in model space with sigma_y' = 2 sigma_y.
+
+``fidelity`` is the one knob every diffusion solver shares for the balance of data and prior: the
+solver behaves as if the noise were sigma_y / sqrt(fidelity) (so the data term's weight
+1 / sigma_y^2 is multiplied by ``fidelity``); DPS multiplies its step size by it. 1 is each
+paper's own setting.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import RestoreError
+
+
+def to_model(x: torch.Tensor) -> torch.Tensor:
+    return 2 * x - 1
+
+
+def to_image(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1) / 2
+
+
+def check_prior(y: torch.Tensor, operator, prior) -> tuple[int, ...]:
+    """The shape (B, C, H, W) of the images to restore, after checking that the prior models it."""
+    needed = ("eps_and_x0", "alpha_bar", "timesteps", "image_shape")
+    missing = [m for m in needed if not hasattr(prior, m)]
+    if missing:
+        raise RestoreError(f"this solver needs a diffusion prior (one with {', '.join(needed)}); "
+                           f"the given prior lacks {', '.join(missing)}")
+    shape = (y.shape[0], *prior.image_shape)
+    operator.check_input(shape)
+    expected = tuple(operator.measurement_shape(shape))
+    if tuple(y.shape) != expected:
+        raise RestoreError(f"the measurement has shape {tuple(y.shape)}, but the operator maps the prior's "
+                           f"{'x'.join(map(str, prior.image_shape[1:]))} images to {expected}")
+    return shape
+
+
+def check_fidelity(fidelity: float) -> None:
+    if not (math.isfinite(fidelity) and fidelity > 0):
+        raise RestoreError(f"fidelity must be a positive number, got {fidelity}")
+
+
+def schedule(prior, steps: int) -> list[tuple[int, int]]:
+    """(t, t_prev) pairs of a strided reverse process, t_prev = -1 at the end (alpha_bar = 1)."""
+    ts = prior.timesteps(steps)
+    return [(t, ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)]
+
+
+def alpha_bars(prior, t: int, t_prev: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha_bar_t and alpha_bar_{t_prev} (1 at t_prev = -1) as float64 scalars on like's device."""
+    a = prior.alpha_bar.to(like.device, torch.float64)
+    return a[t], (a[t_prev] if t_prev >= 0 else torch.ones((), dtype=torch.float64, device=like.device))
+
+
+def model_measurement(y: torch.Tensor, operator, image_shape) -> torch.Tensor:
+    """y' = 2 y - A(1): the measurement of the model-space image x' = 2 x - 1 (linear A);
+    ``image_shape`` is (B, C, H, W) of x."""
+    ones = torch.ones((1, *image_shape[1:]), dtype=y.dtype, device=y.device)
+    return 2 * y - operator.A(ones)
+
+
+def clip(prior, x0: torch.Tensor) -> torch.Tensor:
+    """x0_hat clipped to the data range [-1, 1] if the prior asks for it (DDPMs trained on images do;
+    the Gaussian reference does not, so that its Tweedie estimate stays exact)."""
+    return x0.clamp(-1, 1) if getattr(prior, "clip_sample", False) else x0
+
+
+def noise_like(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, a_t, a_prev, eta: float, generator) -> torch.Tensor:
+    """x_{t_prev} from x0' and eps, equation (12) of Song, Meng & Ermon (2021, DDIM).
+
+    eta = 0 is deterministic DDIM; eta = 1 has the variance of the DDPM posterior q(x_prev | x_t, x_0)
+    (beta_tilde on the strided schedule), i.e. ancestral sampling (Algorithm 2 of Ho et al. 2020).
+    """
+    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp_min(0).sqrt()
+    x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
+    if eta > 0 and float(a_prev) < 1:
+        x = x + sigma * noise_like(x.shape, generator, x.device, x.dtype)
+    return x.to(x0.dtype)
