@@ -30,6 +30,11 @@ TASKS = ("inpaint", "deblur", "superres", "denoise", "cs")
 #: Per-task default classical solver, chosen from benchmarks/classical.py (see README).
 DEFAULT_SOLVER = {"inpaint": "biharmonic", "deblur": "richardson-lucy", "superres": "tv", "denoise": "tv", "cs": "tv"}
 
+#: Per-task default diffusion solver with a learned prior. Provisional: PiGDM was the most accurate
+#: against the closed-form posterior of the Gaussian reference (tests/test_diffusion_solvers.py);
+#: the MNIST solver benchmark that is to choose these has not been run yet.
+DEFAULT_PRIOR_SOLVER = {task: "pigdm" for task in TASKS}
+
 # Options shared by several commands.
 Box = Annotated[Optional[str], typer.Option(help="Missing rectangle X,Y,W,H in pixels (inpainting).")]
 Random = Annotated[Optional[float], typer.Option(help="Fraction of pixels missing at random, seeded (inpainting).")]
@@ -209,11 +214,32 @@ def degrade(
     typer.echo(f"wrote {paths['png']} (preview), {paths['json']} (spec) and {paths['data']} (float measurement)")
 
 
-def _load_measurement(task: str, input: str, spec: Optional[str], op_options: dict):
+def _fit_to(y, alpha, target, task: str, factor: Optional[int]):
+    """A plain damaged image (and its alpha) resized and converted to what a prior of images
+    ``target`` (C, H, W) needs: bilinear (antialiased) for pixels, nearest for the alpha mask."""
+    import torch
+
+    C, H, W = target
+    if task == "superres":
+        k = 4 if factor is None else factor
+        if H % k or W % k:
+            raise RestoreError(f"--resize: the prior's {W}x{H} images are not divisible by the factor {k}")
+        H, W = H // k, W // k
+    if y.shape[1] == 3 and C == 1:
+        y = (y * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    elif y.shape[1] == 1 and C == 3:
+        y = y.repeat(1, 3, 1, 1)
+    y = torch.nn.functional.interpolate(y, size=(H, W), mode="bilinear", antialias=True, align_corners=False)
+    if alpha is not None:
+        alpha = torch.nn.functional.interpolate(alpha[None].float(), size=(H, W), mode="nearest")[0]
+    return y.clamp(0, 1), alpha
+
+
+def _load_measurement(task: str, input: str, spec: Optional[str], op_options: dict, target=None):
     """(y, operator, image_shape, source, notes) from a spec or from a plain image plus options.
 
     ``notes`` are messages for stderr, printed once every check has passed, so that a failing
-    command prints its one error line only.
+    command prints its one error line only. ``target`` (C, H, W): resize a plain image to it.
     """
     from . import io, measurement
 
@@ -224,6 +250,8 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
         if path.suffix.lower() == ".json" and spec is not None:
             raise RestoreError("give the measurement spec once: as the input or with --spec, not both")
         spec_path = path if path.suffix.lower() == ".json" else Path(spec)
+        if target is not None:
+            raise RestoreError("--resize works on plain images, not on a measurement spec (its operator fixes the size)")
         if not path.exists():
             raise RestoreError(f"input '{path}' does not exist")
         y, op, meta = measurement.load(spec_path)
@@ -240,6 +268,8 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
     if path.is_dir():
         raise RestoreError(f"'{path}' is a directory: give one image file")
     y, alpha = io.read_image(path)
+    if target is not None:
+        y, alpha = _fit_to(y, alpha, target, task, op_options.get("factor"))
     C, h, w = y.shape[1:]
     if task == "superres":
         k = 4 if op_options["factor"] is None else op_options["factor"]
@@ -261,7 +291,8 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
 
 
 def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[str], steps: Optional[int],
-         reference: Optional[str], json_out: bool, device: str, seed: int, op_options: dict):
+         reference: Optional[str], json_out: bool, device: str, seed: int, op_options: dict,
+         learned: Optional[dict] = None):
     import torch
 
     from . import io, metrics
@@ -269,8 +300,13 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
 
     out = _output_check(output)
     _check_seed(seed)
+    learned = learned or {}
     if prior != "classical":
-        _check_restoring_prior(prior)
+        _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed,
+                            op_options, **learned)
+        return
+    if learned.get("samples", 1) != 1 or learned.get("params") or learned.get("resize"):
+        raise RestoreError("--samples, --param and --resize are for learned priors (--prior ddpm, gaussian or a model)")
     y, op, shape, source, notes = _load_measurement(task, input, spec, op_options)
     name = solver or DEFAULT_SOLVER[task]
     if name not in CLASSICAL:
@@ -318,16 +354,129 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
         typer.echo(line)
 
 
-def _check_restoring_prior(prior: str) -> None:
-    """Refuse a learned prior for restoration while no solver in this installation takes one."""
-    from .priors import FAMILIES, PLANNED
-    from .solvers import PRIOR_SOLVERS
+def _parse_params(params: list[str], fn) -> dict:
+    """--param KEY=VALUE options, typed by the solver's own keyword defaults."""
+    import inspect
 
-    if prior in PLANNED:
-        raise RestoreError(f"the {prior} prior family is planned but not built yet; available priors: {', '.join(FAMILIES)}")
-    if not PRIOR_SOLVERS:
-        raise RestoreError(f"no solver in this installation restores with a learned prior yet (the diffusion solvers "
-                           f"are planned); use --prior classical, or draw samples from {prior!r} with `restore sample`")
+    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("steps", "generator", "callback")}
+    out = {}
+    for text in params:
+        key, sep, value = text.partition("=")
+        if not sep or key not in defaults:
+            raise RestoreError(f"--param {text!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)} "
+                               f"({fn.__name__}'s hyperparameters)")
+        kind = type(defaults[key])
+        try:
+            out[key] = kind(value)
+        except ValueError:
+            raise RestoreError(f"--param {text!r}: {key} takes a {kind.__name__}") from None
+        if isinstance(out[key], float) and not math.isfinite(out[key]):
+            raise RestoreError(f"--param {text!r}: {key} must be finite")
+    return {**defaults, **out}
+
+
+class _CountedPrior:
+    """A prior seen through a counter of network (Tweedie) evaluations: the NFE of a solver run."""
+
+    def __init__(self, prior):
+        self._prior = prior
+        self.nfe = 0
+
+    def __getattr__(self, name):
+        return getattr(self._prior, name)
+
+    def eps_and_x0(self, x_t, t):
+        self.nfe += 1
+        return self._prior.eps_and_x0(x_t, t)
+
+
+def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
+                        *, samples: int = 1, estimate: str = "mean", params=(), resize: bool = False):
+    """Restore with a learned prior and a diffusion solver: estimate, sample grid, std map and a JSON record."""
+    import torch
+
+    from . import io, metrics
+    from .priors import load_prior
+    from .solvers import DIFFUSION, check_compatible, solvers_for
+    from .solvers.repaint import jump_schedule
+
+    if samples < 1:
+        raise RestoreError(f"--samples must be a positive integer, got {samples}")
+    if estimate not in ("mean", "sample"):
+        raise RestoreError(f"--estimate must be mean or sample, got {estimate!r}")
+    stem = out.with_suffix("")
+    paths = {"samples": Path(f"{stem}.samples.png"), "std": Path(f"{stem}.std.png"), "json": Path(f"{stem}.json")}
+    for p in paths.values():
+        io.output_path_check(p)
+    dev = _device(device)
+    model = load_prior(prior, device=dev)
+    usable = {n: DIFFUSION[n] for n in solvers_for(model)}
+    name = solver or DEFAULT_PRIOR_SOLVER[task]
+    if name not in DIFFUSION:
+        raise RestoreError(f"unknown solver {name!r} for a learned prior; known: {', '.join(DIFFUSION)}")
+    if name not in usable:
+        raise RestoreError(f"solver {name!r} cannot use the {model.family} prior; solvers that can: {', '.join(usable) or 'none'}")
+    fn = usable[name]
+    hyper = _parse_params(list(params), fn)
+    y, op, shape, source, notes = _load_measurement(task, input, spec, op_options,
+                                                    target=model.image_shape if resize else None)
+    check_compatible(name, fn, op, usable)
+    if tuple(shape) != tuple(model.image_shape):
+        have, want = "x".join(map(str, shape)), "x".join(map(str, model.image_shape))
+        hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
+        raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
+    truth = None
+    if reference is not None:
+        truth, _ = io.read_image(reference)
+        if tuple(truth.shape[1:]) != tuple(shape):
+            raise RestoreError(f"the reference is {tuple(truth.shape[1:])} (C, H, W) but the restored image will be {tuple(shape)}")
+    if steps is None:
+        import inspect
+
+        steps = inspect.signature(fn).parameters["steps"].default
+    if not 1 <= steps <= model.num_timesteps:
+        raise RestoreError(f"--steps must be between 1 and {model.num_timesteps} for this prior, got {steps}")
+    for note in notes:
+        typer.echo(note, err=True)
+    from tqdm.auto import tqdm
+
+    total = (len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1 if name == "repaint" else steps)
+    bar = tqdm(total=total, desc=f"{name} ({samples} sample{'s' * (samples > 1)})", unit="step", disable=None, leave=False)
+    counted = _CountedPrior(model)
+    op, y = op.to(dev), y.to(dev)
+    t0 = time.perf_counter()
+    x = fn(y.repeat(samples, 1, 1, 1), op, counted, steps=steps, generator=torch.Generator(device=dev).manual_seed(seed),
+           callback=lambda i, _x: bar.update(1), **hyper).detach().cpu()  # (samples, C, H, W)
+    seconds = time.perf_counter() - t0
+    bar.close()
+    x_hat = (x.mean(0, keepdim=True) if estimate == "mean" else x[:1]).clamp(0, 1)
+    io.write_png(out, x_hat)
+    result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
+              "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": estimate,
+              "operator": op.spec(), "seconds": round(seconds, 3), "nfe": counted.nfe, "image_shape": list(shape),
+              "seed": seed, "device": str(dev), "resize": resize}
+    if samples > 1:
+        std = x.std(0, keepdim=True)
+        io.write_grid(paths["samples"], x.clamp(0, 1))
+        io.write_png(paths["std"], (4 * std.mean(1, keepdim=True)).clamp(0, 1))  # white = std 0.25 or more
+        result.update(sample_grid=str(paths["samples"]), std_map=str(paths["std"]), std_map_scale=4.0,
+                      mean_std=float(std.mean()))
+    if truth is not None:
+        result["psnr"] = float(metrics.psnr(x_hat, truth)[0])
+        result["ssim"] = float(metrics.ssim(x_hat, truth)[0])
+        if samples > 1:
+            result["psnr_one_sample"] = float(metrics.psnr(x[:1].clamp(0, 1), truth)[0])
+    io.write_json(paths["json"], result)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result))
+    else:
+        line = f"wrote {out} ({prior} / {name}, {steps} steps, {samples} sample{'s' * (samples > 1)}, {seconds:.2f} s)"
+        if truth is not None:
+            line += f"  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}"
+        typer.echo(line)
 
 
 def _device(name: str):
@@ -366,9 +515,13 @@ def _progress(fn, steps):
 Input = Annotated[str, typer.Argument(help="Damaged image (PNG/JPEG) or a measurement spec .json from `restore degrade`.")]
 Output = Annotated[str, typer.Option("-o", "--output", help="Restored image (.png).")]
 Spec = Annotated[Optional[str], typer.Option(help="Measurement spec .json (full-precision y and exact operator).")]
-Prior = Annotated[str, typer.Option(help="Prior: classical (more families arrive; `restore priors` lists them).")]
+Prior = Annotated[str, typer.Option(help="classical (no learned prior), a family (ddpm, gaussian: its shipped default), a model folder or a hub id.")]
+Samples = Annotated[int, typer.Option(help="Posterior samples to draw (learned priors); beside -o: a grid and a std map.")]
+Estimate = Annotated[str, typer.Option(help="What -o holds: mean (of the samples) or sample (the first one).")]
+Param = Annotated[Optional[list[str]], typer.Option("--param", help="Solver hyperparameter KEY=VALUE (repeatable), e.g. fidelity=2.")]
+Resize = Annotated[bool, typer.Option("--resize", help="Fit a plain image's size and channels to the prior's.")]
 Solver = Annotated[Optional[str], typer.Option(help="Solver; default per task (see README).")]
-Steps = Annotated[Optional[int], typer.Option(help="Iterations of an iterative solver.")]
+Steps = Annotated[Optional[int], typer.Option(help="Iterations of an iterative solver, or diffusion steps.")]
 Reference = Annotated[Optional[str], typer.Option(help="Clean image: print PSNR and SSIM against it.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result.")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
@@ -378,52 +531,62 @@ Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 def inpaint(input: Input, output: Output = "restored.png", box: Box = None, random: Random = None, mask: Mask = None,
             noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
             solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
-            device: Device = "auto", seed: Seed = 0):
+            device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
     """Fill in missing pixels. Without --box/--random/--mask, transparent pixels are the missing ones."""
     _run("inpaint", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(box=box, random=random, mask=mask, noise=noise, poisson=poisson, seed=seed))
+         dict(box=box, random=random, mask=mask, noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
 
 
 @app.command()
 def deblur(input: Input, output: Output = "restored.png", kernel: Kernel = None, noise: Noise = None,
            poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical", solver: Solver = None,
            steps: Steps = None, reference: Reference = None, json: Json = False, device: Device = "auto",
-           seed: Seed = 0):
+           seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
     """Remove blur (circular convolution with a known kernel; default gaussian:2)."""
     _run("deblur", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(kernel=kernel, noise=noise, poisson=poisson, seed=seed))
+         dict(kernel=kernel, noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
 
 
 @app.command()
 def superres(input: Input, output: Output = "restored.png", factor: Factor = None, filter: Filter = None,
              noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
              solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
-             device: Device = "auto", seed: Seed = 0):
+             device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
     """Upsample a low-resolution image by --factor (default 4)."""
     _run("superres", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(factor=factor, filter=filter, noise=noise, poisson=poisson, seed=seed))
+         dict(factor=factor, filter=filter, noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
 
 
 @app.command()
 def denoise(input: Input, output: Output = "restored.png", noise: Noise = None, poisson: Poisson = None,
             spec: Spec = None, prior: Prior = "classical", solver: Solver = None, steps: Steps = None,
-            reference: Reference = None, json: Json = False, device: Device = "auto", seed: Seed = 0):
+            reference: Reference = None, json: Json = False, device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
     """Remove noise; without --noise, sigma_y is estimated from the image."""
     _run("denoise", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(noise=noise, poisson=poisson, seed=seed))
+         dict(noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
 
 
 @app.command()
 def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: Prior = "classical",
        solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
-       device: Device = "auto", seed: Seed = 0):
+       device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
     """Recover an image from compressed-sensing measurements (the .json written by `restore degrade --task cs`)."""
-    _run("cs", input, output, spec, prior, solver, steps, reference, json, device, seed, dict(seed=seed))
+    _run("cs", input, output, spec, prior, solver, steps, reference, json, device, seed, dict(seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
 
 
 @app.command()
 def train(
-    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm.")],
+    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm or gaussian.")],
     data: Annotated[str, typer.Option(help="mnist, fashion-mnist or a folder of images (searched recursively).")],
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, log.jsonl, sample grids and the exported model.")],
     size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own, 28 for MNIST).")] = None,
@@ -441,12 +604,23 @@ def train(
     device: Device = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16 (autocast).")] = "auto",
     flip: Annotated[bool, typer.Option("--flip", help="Mirror training images left-right at random (not for digits).")] = False,
+    rank: Annotated[int, typer.Option(help="gaussian: number of principal directions kept (the rest is diagonal).")] = 64,
     seed: Seed = 0,
 ):
-    """Train a prior on a dataset (runs under torchrun for several processes)."""
-    if family != "ddpm":
-        raise RestoreError(f"training {family!r} is not available yet; trainable families: ddpm")
+    """Train a prior on a dataset (ddpm runs under torchrun for several processes; gaussian fits in seconds)."""
+    if family not in ("ddpm", "gaussian"):
+        raise RestoreError(f"training {family!r} is not available yet; trainable families: ddpm, gaussian")
     _check_seed(seed)
+    if family == "gaussian":
+        from .priors.gaussian import train_gaussian
+
+        if not 1 <= rank:
+            raise RestoreError(f"--rank must be a positive integer, got {rank}")
+        summary = train_gaussian(data=data, out=out, size=size, channels=channels, rank=rank, seed=seed)
+        typer.echo(f"{out}: Gaussian prior of rank {rank} fitted to {summary['train_images']} images in "
+                   f"{summary['seconds']:.1f} s" + (f", validation {summary['val_bits_per_dim']:.3f} bits/dim"
+                                                    if "val_bits_per_dim" in summary else ""))
+        return
     for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width),
                         ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every)):
         if value < 1:
@@ -474,7 +648,7 @@ def sample(
     prior: PriorSpec = "ddpm",
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 64,
     output: Annotated[str, typer.Option("-o", "--output", help="Grid of the samples (.png).")] = "samples.png",
-    method: Annotated[str, typer.Option(help="ancestral (Algorithm 2 of Ho et al.) or ddim (Song et al. 2021).")] = "ancestral",
+    method: Annotated[Optional[str], typer.Option(help="ancestral (Algorithm 2 of Ho et al.), ddim (Song et al. 2021), or exact (gaussian only; its default).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: every timestep for ancestral, 50 for ddim).")] = None,
     variance: Annotated[str, typer.Option(help="Ancestral variance sigma_t^2: beta_tilde (default) or beta.")] = "beta_tilde",
     eta: Annotated[float, typer.Option(help="DDIM noise scale: 0 is deterministic, 1 is ancestral-like.")] = 0.0,
@@ -493,8 +667,8 @@ def sample(
     _check_seed(seed)
     if n < 1:
         raise RestoreError(f"-n must be a positive integer, got {n}")
-    if method not in ("ancestral", "ddim"):
-        raise RestoreError(f"--method must be ancestral or ddim, got {method!r}")
+    if method not in (None, "ancestral", "ddim", "exact"):
+        raise RestoreError(f"--method must be ancestral, ddim or exact, got {method!r}")
     if variance not in ("beta_tilde", "beta"):
         raise RestoreError(f"--variance must be beta_tilde or beta, got {variance!r}")
     if not (math.isfinite(eta) and eta >= 0):
@@ -503,9 +677,15 @@ def sample(
         raise RestoreError(f"--nrow must be a positive integer, got {nrow}")
     dev = _device(device)
     model = load_prior(prior, device=dev)
-    if steps is None:
+    exact = model.family == "gaussian"  # the one family with exact draws
+    method = method or ("exact" if exact else "ancestral")
+    if method == "exact" and not exact:
+        raise RestoreError(f"--method exact is for the gaussian prior; a {model.family} prior samples by ancestral or ddim")
+    if method == "exact":
+        steps = 0
+    elif steps is None:
         steps = model.num_timesteps if method == "ancestral" else min(50, model.num_timesteps)
-    if not 1 <= steps <= model.num_timesteps:
+    if method != "exact" and not 1 <= steps <= model.num_timesteps:
         raise RestoreError(f"--steps must be between 1 and {model.num_timesteps} for this prior, got {steps}")
     from tqdm.auto import tqdm
 

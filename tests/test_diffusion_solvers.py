@@ -233,3 +233,26 @@ def test_capabilities_name_what_each_solver_needs():
     poisson = O.Denoising(O.PoissonNoise(50.0))
     assert missing_capabilities(DIFFUSION["ddrm"], poisson) == ["poisson noise"]
     assert missing_capabilities(DIFFUSION["dps"], poisson) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped Gaussian prior is a real baseline
+
+
+def test_shipped_gaussian_prior_beats_the_best_classical_method_on_box_inpainting(mnist_available):
+    """16 MNIST test digits, the centre 14x14 box missing: the learned Gaussian (PCA of the training
+    split) with PiGDM, mean of 4 samples, against biharmonic inpainting (the best classical method,
+    README). Measured 15.31 dB against 13.45 dB."""
+    from restore import metrics
+    from restore.data import mnist_images
+    from restore.priors import load_prior
+    from restore.solvers import CLASSICAL
+
+    x, _ = mnist_images(16)
+    op = O.Inpainting.centre_box((1, 28, 28), 14)
+    y = op(x)
+    prior = load_prior("gaussian")
+    classical = metrics.psnr(CLASSICAL["biharmonic"](y, op, None), x).mean()
+    xs = DIFFUSION["pigdm"](y.repeat_interleave(4, 0), op, prior, steps=20, generator=torch.Generator().manual_seed(1))
+    learned = metrics.psnr(xs.reshape(16, 4, 1, 28, 28).mean(1).clamp(0, 1), x).mean()
+    assert learned > classical + 1.0, (learned, classical)

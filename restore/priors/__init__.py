@@ -21,13 +21,14 @@ from ..errors import RestoreError
 FAMILIES = {
     "classical": "no learned prior: biharmonic, Wiener, Richardson-Lucy, TV, bicubic, pseudo-inverse",
     "ddpm": "denoising diffusion (Ho et al. 2020) on a diffusers UNet2DModel: Tweedie x0_hat, score, sampling, bits/dim",
+    "gaussian": "Gaussian N(mu, W W^T + diag(d)) fitted by PCA: exact Tweedie x0_hat and closed-form posterior",
 }
 
 #: Families that are planned but not built yet (the command line names them in its error).
-PLANNED = ("vae", "gan", "flow", "pixelcnn", "gaussian")
+PLANNED = ("vae", "gan", "flow", "pixelcnn")
 
 #: Family name -> the folder of its shipped default under restore/weights/.
-SHIPPED = {"ddpm": "ddpm-mnist"}
+SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist"}
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -102,6 +103,10 @@ def _load_folder(path: Path):
         from .ddpm import DDPMPrior
 
         return DDPMPrior.from_pretrained(path)
+    if family == "gaussian":
+        from .gaussian import GaussianPrior
+
+        return GaussianPrior.from_pretrained(path)
     if family is None:
         raise RestoreError(f"'{path}' is not a model folder: it has neither a diffusers DDPM layout "
                            "(unet/config.json, scheduler/) nor a restore run.json")

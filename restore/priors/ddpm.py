@@ -161,7 +161,7 @@ class DDPMPrior(torch.nn.Module):
         p(x_{t-1} | x_t)) between Gaussians; L_0 = -log p(x_0 | x_1) with the discretised Gaussian
         decoder of their Section 3.3 (256 bins, the outer two open). The model's variance is
         beta_tilde_t (at t = 1, where beta_tilde is 0, that of t = 2, as Ho et al.'s code does) or
-        beta_t. ``images`` (N, C, H, W) in [0, 1] are first rounded to 8 bits.
+        beta_t. ``images`` (N, C, H, W): uint8, or floats in [0, 1] rounded to 8 bits.
         """
         from tqdm.auto import tqdm
 
@@ -178,7 +178,9 @@ class DDPMPrior(torch.nn.Module):
         T = self.num_timesteps
         out = []
         for start in range(0, len(images), batch_size):
-            x0 = (images[start : start + batch_size].to(device).double() * 255).round().clamp(0, 255) / 127.5 - 1
+            chunk = images[start : start + batch_size].to(device)
+            levels = chunk.double() if chunk.dtype == torch.uint8 else (chunk.double() * 255).round().clamp(0, 255)
+            x0 = levels / 127.5 - 1
             dims = x0[0].numel()
             # L_T: KL(N(sqrt(a_T) x0, 1 - a_T) || N(0, 1)), summed over dimensions.
             total = _normal_kl(a_bar[-1].sqrt() * x0, (1 - a_bar[-1]).log(), 0.0, 0.0).flatten(1).sum(1)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import RestoreError
-from .sampling import strided_timesteps
+from .sampling import reverse_diffusion, strided_timesteps
 
 FORMAT = "restore.gaussian-prior"
 
@@ -63,8 +63,15 @@ class GaussianPrior(torch.nn.Module):
         return self.betas.numel()
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, clip: bool = True) -> torch.Tensor:
-        """n exact draws mu + W z1 + sqrt(d) z2, shaped (n, C, H, W); clipped to [0, 1] by default."""
+    def sample(self, n: int, *, method: str = "exact", steps: int | None = None, variance: str = "beta_tilde",
+               eta: float = 0.0, generator: torch.Generator | None = None, callback=None,
+               clip: bool = True) -> torch.Tensor:
+        """n images (n, C, H, W), clipped to [0, 1] by default: exact draws mu + W z1 + sqrt(d) z2
+        (``method="exact"``), or the reverse diffusion of :mod:`restore.priors.sampling` with the
+        exact score ("ancestral" or "ddim"), which is how a DDPM samples."""
+        if method != "exact":
+            return reverse_diffusion(self, n, steps=steps, method=method, variance=variance, eta=eta,
+                                     generator=generator, callback=callback, clip=clip)
         D, k = self.factor.shape
         z1 = torch.randn(n, k, generator=generator, dtype=torch.float64).to(self.mean.device)
         z2 = torch.randn(n, D, generator=generator, dtype=torch.float64).to(self.mean.device)
@@ -82,8 +89,9 @@ class GaussianPrior(torch.nn.Module):
 
     def bits_per_dim(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """-log2 of the dequantised density, per dimension, on 8-bit images: an upper bound on the
-        discrete model's bits/dim (uniform dequantisation, one draw u per image; Theis et al. 2016)."""
-        k = (images.double() * 255).round()
+        discrete model's bits/dim (uniform dequantisation, one draw u per image; Theis et al. 2016).
+        ``images``: uint8, or floats in [0, 1] rounded to 8 bits."""
+        k = images.double() if images.dtype == torch.uint8 else (images.double() * 255).round()
         u = torch.rand(k.shape, generator=generator, dtype=torch.float64).to(k.device)
         x = (k + u) / 256
         D = x[0].numel()
@@ -213,3 +221,29 @@ def dense_matrix(operator, image_shape) -> torch.Tensor:
     op = copy.deepcopy(operator).double()  # a float64 copy: the caller's operator stays as it is
     rows = torch.cat([op.A(basis[i : i + 256]).reshape(min(256, D - i), -1) for i in range(0, D, 256)])  # (D, M)
     return rows.T  # (M, D)
+
+
+def train_gaussian(*, data: str, out, size: int | None = None, channels: int | None = None, rank: int = 64,
+                   seed: int = 0, data_root=None) -> dict:
+    """Fit a Gaussian prior to a dataset's training split and write it to the folder ``out``."""
+    import time
+
+    from .. import data as datasets
+
+    out = Path(out)
+    if (out / "run.json").exists():
+        raise RestoreError(f"'{out}' already holds a model: choose another --out")
+    if not out.parent.is_dir():
+        raise RestoreError(f"cannot create the model folder '{out}': '{out.parent}' does not exist")
+    t0 = time.perf_counter()
+    ds = datasets.training_data(data, size=size, channels=channels, seed=seed, root=data_root)
+    prior = fit_gaussian(ds["train"], rank=rank)
+    seconds = time.perf_counter() - t0
+    val = ds.get("val")
+    summary = {"data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"), "rank": rank,
+               "train_images": len(ds["train"]), "seconds": round(seconds, 2)}
+    if val is not None and len(val):
+        summary["val_bits_per_dim"] = round(float(prior.bits_per_dim(val, generator=torch.Generator().manual_seed(seed)).mean()), 4)
+    out.mkdir(exist_ok=True)
+    prior.save(out, summary)
+    return summary

@@ -10,9 +10,8 @@ from .repaint import repaint
 #: Diffusion solvers: they need a prior with Tweedie's estimate (a DDPM, or the Gaussian reference).
 DIFFUSION = {"ddrm": ddrm, "ddnm": ddnm, "pigdm": pigdm, "dps": dps, "diffpir": diffpir, "repaint": repaint}
 
-#: Solvers that the command line offers with a learned prior, by name. Each has ``prior_needs``: the
-#: prior methods it calls. Filled when the command line learns to restore with learned priors.
-PRIOR_SOLVERS: dict = {}
+#: Solvers that use a learned prior, by name. Each has ``prior_needs``: the prior methods it calls.
+PRIOR_SOLVERS: dict = {**DIFFUSION}
 
 
 def solvers_for(prior) -> list[str]:

@@ -19,12 +19,14 @@ from ..errors import RestoreError
 Callback = Optional[Callable[[int, Optional[torch.Tensor]], None]]
 
 
-def requires(*capabilities: str, noise: tuple[str, ...] = ("gaussian", "poisson")):
-    """Mark a solver with the operator capabilities and noise models it works with."""
+def requires(*capabilities: str, noise: tuple[str, ...] = ("gaussian", "poisson"), prior: tuple[str, ...] = ()):
+    """Mark a solver with the operator capabilities and noise models it works with, and the prior
+    methods it calls (``prior_needs``; empty for the classical solvers, which use no prior)."""
 
     def mark(fn):
         fn.requires = capabilities
         fn.noise_models = noise
+        fn.prior_needs = prior
         return fn
 
     return mark

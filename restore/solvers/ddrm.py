@@ -14,8 +14,8 @@ import math
 import torch
 
 from .base import Callback, effective_sigma, requires
-from .diffusion import (alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like, schedule,
-                        to_image)
+from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
+                        schedule, to_image)
 
 SVD_CAPABILITIES = ("V", "V_adjoint", "U_adjoint", "singular_values")
 
@@ -31,7 +31,7 @@ def _spectral_measurement(y, operator, shape, sigma_y: float, rcond: float):
     return y_bar, keep, nu
 
 
-@requires(*SVD_CAPABILITIES, noise=("gaussian",))
+@requires(*SVD_CAPABILITIES, noise=("gaussian",), prior=TWEEDIE)
 def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | None = None,
          callback: Callback = None, fidelity: float = 1.0, eta: float = 0.85, eta_b: float = 1.0,
          rcond: float = 1e-3):
@@ -71,7 +71,7 @@ def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | No
     return to_image(x)
 
 
-@requires(*SVD_CAPABILITIES, noise=("gaussian",))
+@requires(*SVD_CAPABILITIES, noise=("gaussian",), prior=TWEEDIE)
 def ddnm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
          callback: Callback = None, fidelity: float = 1.0, eta: float = 0.85, rcond: float = 1e-3):
     """Denoising Diffusion Null-space Model, Wang et al. (2023): DDNM, and DDNM+ for noisy y.

@@ -19,6 +19,9 @@ import torch
 
 from ..errors import RestoreError
 
+#: What a diffusion solver needs from its prior: Tweedie's estimate and the noise schedule.
+TWEEDIE = ("eps_and_x0", "alpha_bar", "timesteps", "image_shape")
+
 
 def to_model(x: torch.Tensor) -> torch.Tensor:
     return 2 * x - 1
@@ -30,10 +33,9 @@ def to_image(x: torch.Tensor) -> torch.Tensor:
 
 def check_prior(y: torch.Tensor, operator, prior) -> tuple[int, ...]:
     """The shape (B, C, H, W) of the images to restore, after checking that the prior models it."""
-    needed = ("eps_and_x0", "alpha_bar", "timesteps", "image_shape")
-    missing = [m for m in needed if not hasattr(prior, m)]
+    missing = [m for m in TWEEDIE if not hasattr(prior, m)]
     if missing:
-        raise RestoreError(f"this solver needs a diffusion prior (one with {', '.join(needed)}); "
+        raise RestoreError(f"this solver needs a diffusion prior (one with {', '.join(TWEEDIE)}); "
                            f"the given prior lacks {', '.join(missing)}")
     shape = (y.shape[0], *prior.image_shape)
     operator.check_input(shape)

@@ -12,11 +12,11 @@ import math
 import torch
 
 from .base import Callback, effective_sigma, requires
-from .diffusion import (alpha_bars, check_fidelity, check_prior, clip, ddim_step, model_measurement, noise_like,
-                        schedule, to_image)
+from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, ddim_step, model_measurement,
+                        noise_like, schedule, to_image)
 
 
-@requires(noise=("gaussian", "poisson"))
+@requires(noise=("gaussian", "poisson"), prior=TWEEDIE)
 def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | None = None,
         callback: Callback = None, fidelity: float = 1.0, zeta: float = 1.0, eta: float = 1.0):
     """Diffusion posterior sampling, Algorithm 1 of Chung et al. (2023).
@@ -46,7 +46,7 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
     return to_image(x.detach())
 
 
-@requires("V", "V_adjoint", "U_adjoint", "singular_values", noise=("gaussian",))
+@requires("V", "V_adjoint", "U_adjoint", "singular_values", noise=("gaussian",), prior=TWEEDIE)
 def pigdm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
           callback: Callback = None, fidelity: float = 1.0, eta: float = 1.0, rcond: float = 1e-3):
     """Pseudoinverse-guided diffusion, Song, Vahdat, Mardani & Kautz (2023), Algorithm 1.

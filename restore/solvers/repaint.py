@@ -6,7 +6,7 @@ import torch
 
 from .base import Callback, requires
 from ..errors import RestoreError
-from .diffusion import alpha_bars, check_prior, clip, noise_like, schedule, to_image, to_model
+from .diffusion import TWEEDIE, alpha_bars, check_prior, clip, noise_like, schedule, to_image, to_model
 
 
 def jump_schedule(steps: int, jump_length: int, resamplings: int) -> list[int]:
@@ -30,7 +30,7 @@ def jump_schedule(steps: int, jump_length: int, resamplings: int) -> list[int]:
     return path
 
 
-@requires("mask", noise=("gaussian",))
+@requires("mask", noise=("gaussian",), prior=TWEEDIE)
 def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
             callback: Callback = None, fidelity: float = 1.0, jump_length: int = 10, resamplings: int = 10):
     """Each reverse step t -> t' combines the known pixels, noised to level t' from y
