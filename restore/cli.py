@@ -343,15 +343,19 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
+    _report(result, json_out, f"wrote {out} ({prior} / {name}, {seconds:.2f} s)")
+
+
+def _report(result: dict, json_out: bool, line: str) -> None:
+    """Print the result as JSON, or as one line (with PSNR and SSIM when a reference was given)."""
     if json_out:
         import json
 
         typer.echo(json.dumps(result))
-    else:
-        line = f"wrote {out} ({prior} / {name}, {seconds:.2f} s)"
-        if truth is not None:
-            line += f"  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}"
-        typer.echo(line)
+        return
+    if "psnr" in result:
+        line += f"  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}"
+    typer.echo(line)
 
 
 def _parse_params(params: list[str], fn) -> dict:
@@ -407,8 +411,11 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         raise RestoreError(f"--estimate must be mean or sample, got {estimate!r}")
     stem = out.with_suffix("")
     paths = {"samples": Path(f"{stem}.samples.png"), "std": Path(f"{stem}.std.png"), "json": Path(f"{stem}.json")}
-    for p in paths.values():
+    inputs = {Path(v).resolve() for v in (input, spec) if v is not None}
+    for p in (out, *paths.values()):
         io.output_path_check(p)
+        if p.resolve() in inputs:
+            raise RestoreError(f"'{p}' would overwrite an input: choose another -o")
     dev = _device(device)
     model = load_prior(prior, device=dev)
     usable = {n: DIFFUSION[n] for n in solvers_for(model)}
@@ -468,15 +475,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         if samples > 1:
             result["psnr_one_sample"] = float(metrics.psnr(x[:1].clamp(0, 1), truth)[0])
     io.write_json(paths["json"], result)
-    if json_out:
-        import json
-
-        typer.echo(json.dumps(result))
-    else:
-        line = f"wrote {out} ({prior} / {name}, {steps} steps, {samples} sample{'s' * (samples > 1)}, {seconds:.2f} s)"
-        if truth is not None:
-            line += f"  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}"
-        typer.echo(line)
+    plural = "s" * (samples > 1)
+    _report(result, json_out, f"wrote {out} ({prior} / {name}, {steps} steps, {samples} sample{plural}, {seconds:.2f} s)")
 
 
 def _device(name: str):

@@ -785,6 +785,14 @@ def test_learned_prior_bad_input(cli, tmp_path, ddpm_dir, args, expected):
     assert _listing(tmp_path) == before
 
 
+def test_the_record_never_overwrites_the_input_spec(cli, tmp_path, digit_specs):
+    spec = tmp_path / "y.json"
+    shutil.copy(digit_specs["inpaint"], spec)
+    text = spec.read_text()
+    line = _assert_user_error(cli("inpaint", spec, "--prior", "gaussian", "-o", tmp_path / "y.png"))
+    assert "would overwrite an input" in line and spec.read_text() == text
+
+
 def test_learned_options_need_a_learned_prior(cli, tmp_path, digit_specs):
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--samples", "2", "-o", tmp_path / "o.png"))
     assert "--samples, --param and --resize are for learned priors" in line

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from ..errors import RestoreError
-from .sampling import reverse_diffusion, strided_timesteps
+from .base import DiffusionPrior
+from .sampling import reverse_diffusion
 
 
-class DDPMPrior(torch.nn.Module):
+class DDPMPrior(DiffusionPrior):
     """A UNet2DModel predicting epsilon, x_0 ("sample") or v, with the schedule alpha_bar."""
 
     family = "ddpm"
@@ -87,10 +88,6 @@ class DDPMPrior(torch.nn.Module):
                    clip_sample=cfg.get("clip_sample", True) and cfg.get("clip_sample_range", 1.0) == 1.0)
 
     @property
-    def num_timesteps(self) -> int:
-        return self.betas.numel()
-
-    @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the images this prior models."""
         cfg = self.unet.config
@@ -129,21 +126,9 @@ class DDPMPrior(torch.nn.Module):
             eps = a.sqrt() * out + (1 - a).sqrt() * x_t
         return eps, x0
 
-    def x0_hat(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
-        """Tweedie's estimate E[x_0 | x_t] as an image in [0, 1] (not clipped)."""
-        return (self.eps_and_x0(x_t, t)[1] + 1) / 2
-
-    def score(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
-        """grad log p_t(x_t) = -eps_hat / sqrt(1 - alpha_bar_t), in model space."""
-        return -self.eps_and_x0(x_t, t)[0] / (1 - self.alpha_bar[t]).sqrt()
-
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
-
-    def timesteps(self, steps: int) -> list[int]:
-        """``steps`` evenly spaced timesteps, descending, starting at 0 ("leading" spacing, as diffusers)."""
-        return strided_timesteps(self.num_timesteps, steps)
 
     def sample(self, n: int, *, steps: int | None = None, method: str = "ancestral", variance: str = "beta_tilde",
                eta: float = 0.0, generator: torch.Generator | None = None, callback=None) -> torch.Tensor:

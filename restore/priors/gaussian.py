@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 from ..errors import RestoreError
-from .sampling import reverse_diffusion, strided_timesteps
+from .base import DiffusionPrior
+from .sampling import reverse_diffusion
 
 FORMAT = "restore.gaussian-prior"
 
 
-class GaussianPrior(torch.nn.Module):
+class GaussianPrior(DiffusionPrior):
     """N(mu, W W^T + diag(d)) on images of shape ``image_shape``, with a DDPM noise schedule."""
 
     family = "gaussian"
@@ -57,10 +58,6 @@ class GaussianPrior(torch.nn.Module):
     def covariance(self) -> torch.Tensor:
         """Sigma = W W^T + diag(d), (D, D) in float64, in image space [0, 1]."""
         return self.factor @ self.factor.T + torch.diag(self.diag)
-
-    @property
-    def num_timesteps(self) -> int:
-        return self.betas.numel()
 
     @torch.no_grad()
     def sample(self, n: int, *, method: str = "exact", steps: int | None = None, variance: str = "beta_tilde",
@@ -113,21 +110,9 @@ class GaussianPrior(torch.nn.Module):
         eps = (xt - a.sqrt() * x0) / (1 - a).sqrt()
         return eps.to(x_t.dtype).reshape(shape), x0.to(x_t.dtype).reshape(shape)
 
-    def x0_hat(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
-        """E[x_0 | x_t] as an image in [0, 1] (not clipped)."""
-        return (self.eps_and_x0(x_t, t)[1] + 1) / 2
-
-    def score(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
-        """grad log p_t(x_t) = -eps_hat / sqrt(1 - alpha_bar_t), in model space."""
-        return -self.eps_and_x0(x_t, t)[0] / (1 - self.alpha_bar[t]).sqrt()
-
     @property
     def dtype(self) -> torch.dtype:
         return torch.float32
-
-    def timesteps(self, steps: int) -> list[int]:
-        """``steps`` evenly spaced timesteps, descending (as DDPMPrior.timesteps)."""
-        return strided_timesteps(self.num_timesteps, steps)
 
     # -- the exact posterior -----------------------------------------------------------------------
 
