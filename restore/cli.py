@@ -380,21 +380,6 @@ def _parse_params(params: list[str], fn) -> dict:
     return {**defaults, **out}
 
 
-class _CountedPrior:
-    """A prior seen through a counter of network (Tweedie) evaluations: the NFE of a solver run."""
-
-    def __init__(self, prior):
-        self._prior = prior
-        self.nfe = 0
-
-    def __getattr__(self, name):
-        return getattr(self._prior, name)
-
-    def eps_and_x0(self, x_t, t):
-        self.nfe += 1
-        return self._prior.eps_and_x0(x_t, t)
-
-
 def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
                         *, samples: int = 1, estimate: str = "mean", params=(), resize: bool = False):
     """Restore with a learned prior and a diffusion solver: estimate, sample grid, std map and a JSON record."""
@@ -403,6 +388,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     from . import io, metrics
     from .priors import load_prior
     from .solvers import DIFFUSION, check_compatible, solvers_for
+    from .solvers.diffusion import CountingPrior
     from .solvers.repaint import jump_schedule
 
     if samples < 1:
@@ -450,7 +436,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
 
     total = (len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1 if name == "repaint" else steps)
     bar = tqdm(total=total, desc=f"{name} ({samples} sample{'s' * (samples > 1)})", unit="step", disable=None, leave=False)
-    counted = _CountedPrior(model)
+    counted = CountingPrior(model)
     op, y = op.to(dev), y.to(dev)
     t0 = time.perf_counter()
     x = fn(y.repeat(samples, 1, 1, 1), op, counted, steps=steps, generator=torch.Generator(device=dev).manual_seed(seed),
@@ -461,7 +447,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     io.write_png(out, x_hat)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": estimate,
-              "operator": op.spec(), "seconds": round(seconds, 3), "nfe": counted.nfe, "image_shape": list(shape),
+              "operator": op.spec(), "seconds": round(seconds, 3), "nfe": counted.calls, "image_shape": list(shape),
               "seed": seed, "device": str(dev), "resize": resize}
     if samples > 1:
         std = x.std(0, keepdim=True)

@@ -91,3 +91,18 @@ def ddim_step(x0: torch.Tensor, eps: torch.Tensor, a_t, a_prev, eta: float, gene
     if eta > 0 and float(a_prev) < 1:
         x = x + sigma * noise_like(x.shape, generator, x.device, x.dtype)
     return x.to(x0.dtype)
+
+
+class CountingPrior:
+    """A prior seen through a counter of its Tweedie evaluations (``calls``: one per batched network call)."""
+
+    def __init__(self, prior):
+        self._prior = prior
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._prior, name)
+
+    def eps_and_x0(self, x_t: torch.Tensor, t: int):
+        self.calls += 1
+        return self._prior.eps_and_x0(x_t, t)
