@@ -256,3 +256,38 @@ def test_shipped_gaussian_prior_beats_the_best_classical_method_on_box_inpaintin
     xs = DIFFUSION["pigdm"](y.repeat_interleave(4, 0), op, prior, steps=20, generator=torch.Generator().manual_seed(1))
     learned = metrics.psnr(xs.reshape(16, 4, 1, 28, 28).mean(1).clamp(0, 1), x).mean()
     assert learned > classical + 1.0, (learned, classical)
+
+
+# ---------------------------------------------------------------------------------------------
+# A nonlinear operator: DPS on Fourier phase retrieval
+
+
+def test_phase_retrieval_operator():
+    x = torch.rand(3, 1, 5, 7, generator=torch.Generator().manual_seed(0))
+    op = O.PhaseRetrieval(2.0)
+    y = op.A(x)
+    assert y.shape == (3, 1, 10, 14) == op.measurement_shape(x.shape)
+    # Orthonormal DFT of the zero-padded image: Parseval, ||y|| = ||x||.
+    assert torch.allclose(y.square().sum((1, 2, 3)), x.square().sum((1, 2, 3)), rtol=1e-5)
+    # The phase is lost: a point reflection of x has the same magnitudes (up to a shift of the padding).
+    flipped = torch.nn.functional.pad(x.flip(-1, -2), (0, 7, 0, 5)).roll((1, 1), (-2, -1))
+    assert torch.allclose(torch.fft.fft2(flipped, norm="ortho").abs(), y, atol=1e-5)
+    again = O.from_spec(O.PhaseRetrieval(3.0, O.GaussianNoise(0.1)).spec())
+    assert again.oversampling == 3.0 and again.sigma_y == 0.1
+
+
+def test_dps_fits_a_phase_retrieval_measurement():
+    prior = _correlated()
+    op = O.PhaseRetrieval(2.0, O.GaussianNoise(0.01))
+    x_true = prior.sample(2, generator=torch.Generator().manual_seed(5), clip=False)
+    y = op(x_true, generator=torch.Generator().manual_seed(6))
+    # zeta = 0.4: the DPS paper's step for phase retrieval (1.0 overshoots on this small problem).
+    x = DIFFUSION["dps"](y, op, prior, steps=200, zeta=0.4, generator=torch.Generator().manual_seed(7))
+    fit = (op.A(x) - y).flatten(1).norm(dim=1)
+    prior_mean = prior.mean.float().reshape(1, *SHAPE)
+    prior_fit = (op.A(prior_mean) - y).flatten(1).norm(dim=1)
+    # Measured on 8 images: residual 0.15 on average against the prior mean's 0.66. (The distance to
+    # the true image is no fair test: x and its point reflection have the same magnitudes.)
+    # The SVD solvers cannot run at all.
+    assert (fit < 0.5 * prior_fit).all(), (fit, prior_fit)
+    assert missing_capabilities(DIFFUSION["pigdm"], op) and not missing_capabilities(DIFFUSION["dps"], op)

@@ -11,10 +11,11 @@ from .cs import CompressedSensing
 from .downsample import Downsample
 from .mask import Inpainting
 from .noise import GaussianNoise, Noise, PoissonNoise, noise_from_spec
+from .phase import PhaseRetrieval
 
 __all__ = [
     "DEFAULT_RCOND", "Blur", "Composition", "CompressedSensing", "Denoising", "Downsample", "GaussianNoise",
-    "Inpainting", "LinearOperator", "Noise", "Operator", "PoissonNoise", "SVDOperator", "compose",
+    "Inpainting", "LinearOperator", "Noise", "Operator", "PhaseRetrieval", "PoissonNoise", "SVDOperator", "compose",
     "from_spec", "noise_from_spec",
 ]
 
@@ -25,10 +26,11 @@ _FIELDS = {
     "denoise": {"type", "noise"},
     "cs": {"type", "m", "seed", "image_shape", "noise"},
     "composition": {"type", "outer", "inner", "noise"},
+    "phase-retrieval": {"type", "oversampling", "noise"},
 }
 _REQUIRED = {
     "inpaint": {"mask"}, "deblur": {"kernel"}, "superres": {"factor"}, "denoise": set(),
-    "cs": {"m", "image_shape"}, "composition": {"outer", "inner"},
+    "cs": {"m", "image_shape"}, "composition": {"outer", "inner"}, "phase-retrieval": set(),
 }
 
 
@@ -65,6 +67,8 @@ def from_spec(spec: dict, arrays: dict[str, torch.Tensor] | None = None) -> Oper
         return Denoising(noise)
     if kind == "cs":
         return CompressedSensing(spec["m"], tuple(spec["image_shape"]), spec.get("seed", 0), noise)
+    if kind == "phase-retrieval":
+        return PhaseRetrieval(spec.get("oversampling", 2.0), noise)
     inner = from_spec(spec["inner"], arrays)
     outer = from_spec(dict(spec["outer"], noise=spec.get("noise")), arrays)
     return Composition(outer, inner)
