@@ -4,9 +4,9 @@
     python benchmarks/solvers.py --quick                  # 8 images, 10 steps, 2 samples: a smoke run
     python benchmarks/solvers.py --priors gaussian --solvers ddnm,pigdm --steps 20 -n 16
 
-Each cell (task, prior, solver, steps, images, samples) is cached as one JSON file under
-benchmarks/cache/solvers/, so an interrupted run resumes and a rerun only computes what is
-missing. Every method sees the same measurements (fixed seed per task). For each cell: PSNR and
+Each cell (task, prior, solver, steps, images, samples) is cached as one JSON file (and its first
+6 estimates) under benchmarks/results/solvers_cells/, which is committed: an interrupted run, or a
+later session, resumes and only computes what is missing. Every method sees the same measurements (fixed seed per task). For each cell: PSNR and
 SSIM of the posterior mean of ``--samples`` samples (clipped to [0, 1]), PSNR of one sample,
 calibration (the share of pixels whose true error lies within +-2 posterior standard deviations),
 seconds per image (all samples included) and NFE (network evaluations per sample). The paper's
@@ -35,7 +35,7 @@ from restore.tasks import STANDARD, standard_operator
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-CACHE = HERE / "cache" / "solvers"
+CACHE = RESULTS / "solvers_cells"  # committed, so a later session resumes the same cells
 
 #: The step counts of the papers, run on fewer images: (steps, extra keyword arguments).
 PAPER = {"dps": (1000, {}), "repaint": (250, {"jump_length": 10, "resamplings": 10})}
@@ -146,7 +146,9 @@ def main() -> None:
                 if solver in PAPER and args.paper_n:
                     runs.append((PAPER[solver][0], PAPER[solver][1], args.paper_n))
                 for steps, extra, n in runs:
-                    key = f"{task}/{pname}/{solver}/{steps}/{n}/{args.samples}"
+                    # The prior's training steps are in the key: a retrained prior gets new cells.
+                    tag = f"{pname}-{prior.info().get('training_steps')}"
+                    key = f"{task}/{tag}/{solver}/{steps}/{n}/{args.samples}"
                     plan.append((key, task, f"{pname} + {solver}", lambda t=task, pn=pname, p=prior, s=solver, st=steps,
                                  e=extra, m=n: run_diffusion(t, pn, p, s, st, x[:m], args.samples, args.batch, e)))
     rows, pictures = [], {}
