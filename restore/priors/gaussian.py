@@ -90,9 +90,9 @@ class GaussianPrior(DiffusionPrior):
         ``images``: uint8, or floats in [0, 1] rounded to 8 bits."""
         k = images.double() if images.dtype == torch.uint8 else (images.double() * 255).round()
         u = torch.rand(k.shape, generator=generator, dtype=torch.float64).to(k.device)
-        x = (k + u) / 256
+        x = (k + u - 0.5) / 255  # uniform over the bin of width 1/255 centred on the level k/255 it was fitted on
         D = x[0].numel()
-        return ((-self.log_prob(x) + D * math.log(256)) / (D * math.log(2))).float()
+        return ((-self.log_prob(x) + D * math.log(255)) / (D * math.log(2))).float()
 
     # -- what diffusion solvers use (same convention as DDPMPrior) -------------------------------
 
@@ -127,7 +127,7 @@ class GaussianPrior(DiffusionPrior):
         if sigma is None:
             raise RestoreError("the closed-form Gaussian posterior needs Gaussian noise")
         Sigma = self.covariance()
-        gram = A @ Sigma @ A.T + sigma**2 * torch.eye(A.shape[0], dtype=torch.float64)  # (M, M)
+        gram = A @ Sigma @ A.T + sigma**2 * torch.eye(A.shape[0], dtype=torch.float64, device=A.device)  # (M, M)
         # Pseudo-inverse: without noise, rows of A that are zero (missing pixels) make gram singular.
         gain = (torch.linalg.pinv(gram, hermitian=True) @ A @ Sigma).T  # Sigma A^T gram^+, (D, M)
         yv = y.reshape(y.shape[0], -1).double()  # (B, M)
@@ -202,8 +202,9 @@ def dense_matrix(operator, image_shape) -> torch.Tensor:
     import copy
 
     D = math.prod(image_shape)
-    basis = torch.eye(D, dtype=torch.float64).reshape(D, *image_shape)
     op = copy.deepcopy(operator).double()  # a float64 copy: the caller's operator stays as it is
+    device = next(op.buffers(), torch.empty(0)).device
+    basis = torch.eye(D, dtype=torch.float64, device=device).reshape(D, *image_shape)
     rows = torch.cat([op.A(basis[i : i + 256]).reshape(min(256, D - i), -1) for i in range(0, D, 256)])  # (D, M)
     return rows.T  # (M, D)
 

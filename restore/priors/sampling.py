@@ -63,7 +63,7 @@ def reverse_diffusion(prior, n: int, *, steps: int | None = None, method: str = 
             # 3. DDIM; eps recomputed from the clipped x0, as diffusers' use_clipped_model_output.
             eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
             sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
-            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).sqrt() * eps
+            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
             if eta > 0 and t_prev >= 0:
                 x = x + sigma * torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
         if callback is not None:

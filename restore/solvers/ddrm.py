@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from ..errors import RestoreError
 from .base import Callback, effective_sigma, requires
 from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
                         schedule, to_image)
@@ -65,7 +66,7 @@ def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | No
         # 3. Observed, noise level above it: mix in y_bar, add the noise it lacks (second case).
         high = (1 - eta_b) * xb_0 + eta_b * y_bar + (sigma_prev**2 - eta_b**2 * nu**2).clamp_min(0).sqrt() * z
         xb = torch.where(~keep, null, torch.where(sigma_prev < nu, low, high))
-        x = (a_prev.sqrt() * operator.V(xb)).to(y.dtype)
+        x = (a_prev.sqrt() * operator.V(xb)).to(prior.dtype)
         if callback is not None:
             callback(i, None)
     return to_image(x)
@@ -86,6 +87,9 @@ def ddnm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | No
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
     sigma_y = effective_sigma(y, operator) / math.sqrt(fidelity)
+    if sigma_y > 0 and eta == 0:
+        raise RestoreError("DDNM+ takes the measurement noise out of the step's fresh noise, so a noisy "
+                           "measurement needs eta > 0 (with eta = 0 it would ignore y)")
     y_bar, keep, nu = _spectral_measurement(y, operator, shape, sigma_y, rcond)
     x = noise_like(shape, generator, y.device)  # x_T
     for i, (t, t_prev) in enumerate(schedule(prior, steps)):
@@ -104,7 +108,7 @@ def ddnm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | No
         noise_std = torch.where(keep, (step_noise**2 - (lam * correction_noise) ** 2).clamp_min(0).sqrt(),
                                 step_noise * torch.ones_like(nu))
         x = (a_prev.sqrt() * x0c + (1 - a_prev).sqrt() * math.sqrt(1 - eta**2) * eps.double()
-             + operator.V(noise_std * z)).to(y.dtype)
+             + operator.V(noise_std * z)).to(prior.dtype)
         if callback is not None:
             callback(i, None)
     return to_image(x)

@@ -17,7 +17,9 @@ def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator 
             callback: Callback = None, fidelity: float = 1.0, lam: float = 7.0, zeta: float = 0.3):
     """Each step: x0 = D(x_t) (Tweedie), the data proximal step
     x0_hat = argmin_x ||y - A x||^2 + rho_t ||x - x0||^2 with rho_t = lam sigma_y^2 / sigma_bar_t^2
-    and sigma_bar_t^2 = (1 - alpha_bar_t) / alpha_bar_t, solved in closed form through the SVD:
+    and sigma_bar_t^2 = (1 - alpha_bar_t) / alpha_bar_t, both in model units ([-1, 1]: sigma_y there is
+    twice the [0, 1] one, so rho is 4 lam sigma_y^2 / sigma_bar_t^2 in [0, 1] units of sigma_y), solved in
+    closed form through the SVD:
     V^T x0_hat = (s U^T y + rho_t V^T x0) / (s^2 + rho_t); then
     x_{t'} = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t') (sqrt(1 - zeta) eps_hat + sqrt(zeta) z),
     eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t). sigma_y is floored at 1e-3
@@ -40,7 +42,7 @@ def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator 
         eps_hat = (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
         z = noise_like(shape, generator, y.device)
         x = (a_prev.sqrt() * x0_hat
-             + (1 - a_prev).sqrt() * (math.sqrt(1 - zeta) * eps_hat + math.sqrt(zeta) * z)).to(y.dtype)
+             + (1 - a_prev).sqrt() * (math.sqrt(1 - zeta) * eps_hat + math.sqrt(zeta) * z)).to(prior.dtype)
         if callback is not None:
             callback(i, None)
     return to_image(x)

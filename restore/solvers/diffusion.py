@@ -80,12 +80,15 @@ def noise_like(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
-def ddim_step(x0: torch.Tensor, eps: torch.Tensor, a_t, a_prev, eta: float, generator) -> torch.Tensor:
-    """x_{t_prev} from x0' and eps, equation (12) of Song, Meng & Ermon (2021, DDIM).
+def ddim_step(x_t: torch.Tensor, x0: torch.Tensor, a_t, a_prev, eta: float, generator) -> torch.Tensor:
+    """x_{t_prev} from x_t and x0', equation (12) of Song, Meng & Ermon (2021, DDIM).
 
-    eta = 0 is deterministic DDIM; eta = 1 has the variance of the DDPM posterior q(x_prev | x_t, x_0)
-    (beta_tilde on the strided schedule), i.e. ancestral sampling (Algorithm 2 of Ho et al. 2020).
+    eps is recomputed from x_t and x0' (so a clipped x0' stays consistent with it, as in
+    :func:`restore.priors.sampling.reverse_diffusion`). eta = 0 is deterministic DDIM; eta = 1 has
+    the variance of the DDPM posterior q(x_prev | x_t, x_0) (beta_tilde on the strided schedule),
+    i.e. ancestral sampling (Algorithm 2 of Ho et al. 2020).
     """
+    eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp_min(0).sqrt()
     x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
     if eta > 0 and float(a_prev) < 1:

@@ -22,10 +22,11 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
     """Diffusion posterior sampling, Algorithm 1 of Chung et al. (2023).
 
     Each step is the unconditional step (DDIM with ``eta``; eta = 1 is their ancestral step)
-    followed by x_{t'} -= zeta_t grad_{x_t} ||y - A(x0_hat(x_t))||^2 with zeta_t = zeta / ||y - A(x0_hat)||,
-    i.e. a step of 2 zeta along the gradient of the residual norm. The residual is measured in the
-    model's [-1, 1] units, as in the paper. Works for any differentiable operator, linear or not;
-    ``fidelity`` multiplies zeta.
+    followed by x_{t'} -= zeta grad_{x_t} ||y - A(x0_hat(x_t))||, the step of the authors' code, with
+    which their zeta values were tuned (the paper's zeta_i = zeta / ||y - A(x0_hat)|| on the squared
+    norm would be twice as long). The residual is measured in the model's [-1, 1] units, as in the
+    paper, and is a plain l2 norm also for Poisson noise (the paper weights it). Works for any
+    differentiable operator, linear or not; ``fidelity`` multiplies zeta.
     """
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
@@ -33,14 +34,14 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
     for i, (t, t_prev) in enumerate(schedule(prior, steps)):
         a, a_prev = alpha_bars(prior, t, t_prev, x)
         x = x.detach().requires_grad_(True)
-        eps, x0 = prior.eps_and_x0(x, t)
+        x0 = prior.eps_and_x0(x, t)[1]
         # 1. The residual norm ||y - A(x0_hat)|| per image, in [-1, 1] units (twice the [0, 1] residual).
         norm = (2 * (y - operator.A(to_image(x0)))).flatten(1).norm(dim=1)
         (grad,) = torch.autograd.grad(norm.sum(), x)
         # 2. Unconditional step, then the measurement-gradient step (lines 4-7 of Algorithm 1).
         with torch.no_grad():
-            x = ddim_step(clip(prior, x0.detach()), eps.detach(), a, a_prev, eta, generator)
-            x = x - 2 * zeta * fidelity * grad
+            x_prev = ddim_step(x.detach(), clip(prior, x0.detach()), a, a_prev, eta, generator)
+            x = x_prev - zeta * fidelity * grad
         if callback is not None:
             callback(i, None)
     return to_image(x.detach())
@@ -49,13 +50,14 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
 @requires("V", "V_adjoint", "U_adjoint", "singular_values", noise=("gaussian",), prior=TWEEDIE)
 def pigdm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
           callback: Callback = None, fidelity: float = 1.0, eta: float = 1.0, rcond: float = 1e-3):
-    """Pseudoinverse-guided diffusion, Song, Vahdat, Mardani & Kautz (2023), Algorithm 1.
+    """Pseudoinverse-guided diffusion, Song, Vahdat, Mardani & Kautz (2023).
 
     p(x0 | x_t) is taken as N(x0_hat, r_t^2 I) with r_t^2 = 1 - alpha_bar_t (their choice for data
     of unit variance), so that
     g = (d x0_hat / d x_t)^T A^T (r_t^2 A A^T + sigma_y^2 I)^{-1} (y - A x0_hat)
     is grad log p(y | x_t), one vector-Jacobian product; (r_t^2 A A^T + sigma_y^2 I)^{-1} is applied
-    through the SVD. The step is DDIM with the guided score: eps <- eps - sqrt(1 - alpha_bar_t) g and
+    through the SVD. Where their Algorithm 1 adds g to the DDIM step with a weight, this step uses g
+    as the score it estimates: DDIM with eps <- eps - sqrt(1 - alpha_bar_t) g and
     x0_hat <- x0_hat + (1 - alpha_bar_t) / sqrt(alpha_bar_t) g (Tweedie with the posterior score),
     which is exact when the prior is Gaussian with identity covariance in model space.
     """
@@ -67,7 +69,7 @@ def pigdm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | N
     for i, (t, t_prev) in enumerate(schedule(prior, steps)):
         a, a_prev = alpha_bars(prior, t, t_prev, x)
         x = x.detach().requires_grad_(True)
-        eps, x0 = prior.eps_and_x0(x, t)
+        x0 = prior.eps_and_x0(x, t)[1]
         # 1. v = A^T (r^2 A A^T + sigma^2 I)^-1 (y - A x0), spectrally: V (s / (r^2 s^2 + sigma^2)) U^T (y - A x0).
         with torch.no_grad():
             z = operator.U_adjoint(y_model - operator.A(x0.detach()))
@@ -79,9 +81,9 @@ def pigdm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | N
         # 2. The vector-Jacobian product g = (d x0_hat / d x_t)^T v.
         (g,) = torch.autograd.grad(x0, x, grad_outputs=v)
         with torch.no_grad():
-            eps_c = eps - (1 - a).sqrt() * g
+            # x_t = sqrt(a) x0_c + sqrt(1 - a) eps_c still holds, with eps_c = eps - sqrt(1 - a) g.
             x0_c = clip(prior, x0 + (1 - a) / a.sqrt() * g)
-            x = ddim_step(x0_c, eps_c, a, a_prev, eta, generator)
+            x = ddim_step(x.detach(), x0_c, a, a_prev, eta, generator)
         if callback is not None:
             callback(i, None)
     return to_image(x.detach())

@@ -42,7 +42,7 @@ def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator |
     shape = check_prior(y, operator, prior)
     if fidelity != 1.0:
         raise RestoreError("RePaint replaces the known pixels outright: it has no fidelity to set (leave it at 1)")
-    mask = operator.mask.to(y.dtype)  # (1 or C, H, W): 1 = known
+    mask = operator.mask.to(y.device, prior.dtype)  # (1 or C, H, W): 1 = known
     y_model = to_model(y)
     pairs = schedule(prior, steps)  # pairs[i] = (t, t_prev), t descending
     level_t = [-1] + [t for t, _ in reversed(pairs)]  # level l -> its timestep; level 0 -> clean (-1)
@@ -60,12 +60,12 @@ def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator |
             var = (1 - a_prev) / (1 - a) * (1 - alpha)  # beta_tilde
             unknown = mean + var.sqrt() * noise_like(shape, generator, y.device)
             known = a_prev.sqrt() * y_model + (1 - a_prev).sqrt() * noise_like(shape, generator, y.device)
-            x = (mask * known + (1 - mask) * unknown).to(y.dtype)
+            x = (mask * known + (1 - mask) * unknown).to(prior.dtype)
         else:
             # 2. Jump back up: x_next ~ q(x_next | x_t) = N(sqrt(a_next / a_t) x_t, (1 - a_next / a_t) I) (line 10).
             a_next, a = alpha_bars(prior, t_next, t, x)
             ratio = a_next / a
-            x = (ratio.sqrt() * x + (1 - ratio).sqrt() * noise_like(shape, generator, y.device)).to(y.dtype)
+            x = (ratio.sqrt() * x + (1 - ratio).sqrt() * noise_like(shape, generator, y.device)).to(prior.dtype)
         if callback is not None:
             callback(i, None)
     return to_image(x)
