@@ -808,3 +808,20 @@ def test_sample_from_the_gaussian_prior_is_exact_by_default(cli, tmp_path):
     line = _assert_user_error(cli("sample", "--prior", "gaussian", "--method", "exact", "-o", tmp_path / "h.png",
                                   "--prior", "restore-tests/none"))
     assert "cannot fetch" in line
+
+
+def test_train_gaussian_on_a_folder_then_use_it(cli, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray((g.random((8, 8)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "g"
+    result = _ok(cli("train", "gaussian", "--data", folder, "--size", "8", "--rank", "4", "--out", out))
+    assert "Gaussian prior of rank 4 fitted to 11 images" in result.out  # one image held out for validation
+    info = json.loads(_ok(cli("info", "--prior", out, "--json")).out)
+    assert info["family"] == "gaussian" and info["rank"] == 4 and info["image_size"] == [8, 8]
+    assert len(info["file_list_hash"]) == 64
+    line = _assert_user_error(cli("train", "gaussian", "--data", folder, "--size", "8", "--out", out))
+    assert "already holds a model" in line
+    _ok(cli("sample", "--prior", out, "-n", "4", "-o", tmp_path / "s.png"))
