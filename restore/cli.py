@@ -579,6 +579,7 @@ def train(
     channels: Annotated[Optional[int], typer.Option(help="1 or 3 to convert every image (default: as stored).")] = None,
     width: Annotated[int, typer.Option(help="Base channel count of the network.")] = 32,
     schedule: Annotated[str, typer.Option(help="Beta schedule: linear or cosine.")] = "linear",
+    timesteps: Annotated[int, typer.Option(help="Diffusion timesteps T of the schedule.")] = 1000,
     steps: Annotated[int, typer.Option(help="Optimiser steps in total (a resumed run continues to this).")] = 10000,
     batch_size: Annotated[int, typer.Option(help="Images per step, over all processes.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
@@ -591,6 +592,7 @@ def train(
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16 (autocast).")] = "auto",
     flip: Annotated[bool, typer.Option("--flip", help="Mirror training images left-right at random (not for digits).")] = False,
     rank: Annotated[int, typer.Option(help="gaussian: number of principal directions kept (the rest is diagonal).")] = 64,
+    init: Annotated[Optional[str], typer.Option(help="ddpm: start from this model (a --prior value) instead of random weights.")] = None,
     seed: Seed = 0,
 ):
     """Train a prior on a dataset (ddpm runs under torchrun for several processes; gaussian fits in seconds)."""
@@ -607,7 +609,7 @@ def train(
                    f"{summary['seconds']:.1f} s" + (f", validation {summary['val_bits_per_dim']:.3f} bits/dim"
                                                     if "val_bits_per_dim" in summary else ""))
         return
-    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width),
+    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width), ("--timesteps", timesteps),
                         ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every)):
         if value < 1:
             raise RestoreError(f"{name} must be a positive integer, got {value}")
@@ -615,10 +617,11 @@ def train(
         raise RestoreError(f"--lr must be positive and --ema in [0, 1), got {lr} and {ema}")
     from .priors.ddpm import train_ddpm
 
-    summary = train_ddpm(data=data, out=out, size=size, channels=channels, width=width, schedule=schedule, steps=steps,
+    summary = train_ddpm(data=data, out=out, size=size, channels=channels, width=width, schedule=schedule,
+                         timesteps=timesteps, steps=steps,
                          batch_size=batch_size, lr=lr, ema_decay=ema, seed=seed, max_minutes=max_minutes,
                          checkpoint_every=checkpoint_every, sample_every=sample_every, val_every=checkpoint_every,
-                         resume=resume, device=device, precision=precision, flip=flip)
+                         resume=resume, device=device, precision=precision, flip=flip, init=init)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

@@ -825,3 +825,27 @@ def test_train_gaussian_on_a_folder_then_use_it(cli, tmp_path):
     line = _assert_user_error(cli("train", "gaussian", "--data", folder, "--size", "8", "--out", out))
     assert "already holds a model" in line
     _ok(cli("sample", "--prior", out, "-n", "4", "-o", tmp_path / "s.png"))
+
+
+def test_train_ddpm_from_an_existing_model(cli, tmp_path, ddpm_dir):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray((g.random((8, 8)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    _ok(cli("train", "ddpm", "--data", folder, "--size", "8", "--timesteps", "20", "--init", ddpm_dir, "--steps", "1",
+            "--batch-size", "2", "--lr", "1e-9", "--out", out))
+    assert json.loads((out / "run.json").read_text())["init"] == str(ddpm_dir)
+    from restore.priors import load_prior
+
+    before, after = load_prior(str(ddpm_dir)), load_prior(str(out))
+    x = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    # One step at a learning rate of 1e-9: the trained model is still the one it started from.
+    assert (before.x0_hat(x, 3) - after.x0_hat(x, 3)).abs().max() < 1e-4
+    line = _assert_user_error(cli("train", "ddpm", "--data", folder, "--size", "16", "--timesteps", "20", "--init",
+                                  ddpm_dir, "--out", tmp_path / "r2"))
+    assert "models 1x8x8 images, but the data is 1x16x16" in line
+    line = _assert_user_error(cli("train", "ddpm", "--data", folder, "--size", "8", "--init", ddpm_dir,
+                                  "--out", tmp_path / "r3"))
+    assert "another noise schedule" in line

@@ -252,13 +252,34 @@ def ddpm_loss(alpha_bar: torch.Tensor):
     return loss
 
 
+def _init_unet(spec: str, image_shape, betas: torch.Tensor):
+    """The UNet of the DDPM named by ``spec``, checked against the data's image shape and the schedule."""
+    from . import load_prior
+
+    prior = load_prior(spec)
+    if prior.family != "ddpm":
+        raise RestoreError(f"--init {spec!r} is a {prior.family} prior, not a ddpm")
+    if tuple(prior.image_shape) != tuple(image_shape):
+        raise RestoreError(f"--init {spec!r} models {'x'.join(map(str, prior.image_shape))} images, "
+                           f"but the data is {'x'.join(map(str, image_shape))}")
+    if prior.betas.shape != betas.shape or not torch.allclose(prior.betas, betas.float()):
+        raise RestoreError(f"--init {spec!r} has another noise schedule: pass its --schedule and its number of timesteps")
+    if prior.prediction_type != "epsilon":
+        raise RestoreError(f"--init {spec!r} predicts {prior.prediction_type}; training here predicts epsilon")
+    return prior.unet.train().requires_grad_(True)
+
+
 def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None = None, width: int = 32,
                layers_per_block: int = 1, schedule: str = "linear", timesteps: int = 1000, steps: int = 10000,
                batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999, seed: int = 0,
                max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
                val_every: int = 500, resume: bool = False, device: str = "auto", precision: str = "auto",
-               flip: bool = False, data_root=None) -> dict:
-    """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder."""
+               flip: bool = False, init: str | None = None, data_root=None) -> dict:
+    """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder.
+
+    ``init`` (a --prior value: family name, model folder or hub id) starts from that model's weights
+    (and architecture) instead of random ones: to continue training a shipped or downloaded DDPM.
+    """
     from pathlib import Path
 
     from .. import data as datasets
@@ -268,13 +289,17 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
     ds = datasets.training_data(data, size=size, channels=channels, seed=seed, root=data_root)
     _, c, h, w = ds["train"].shape
     torch.manual_seed(seed)  # the same initial weights on every rank
-    unet = make_unet(h, c, width, layers_per_block)
     scheduler = make_scheduler(schedule, timesteps)
+    if init is None:
+        unet = make_unet(h, c, width, layers_per_block)
+    else:
+        unet = _init_unet(init, (c, h, w), scheduler.betas)
+        width, layers_per_block = unet.config.block_out_channels[0], unet.config.layers_per_block
     alpha_bar = torch.cumprod(1 - scheduler.betas, 0)
     config = {
         "family": "ddpm", "data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"), "image_size": h,
         "channels": c, "width": width, "layers_per_block": layers_per_block, "schedule": schedule, "timesteps": timesteps,
-        "parameters": sum(p.numel() for p in unet.parameters()),
+        "parameters": sum(p.numel() for p in unet.parameters()), "init": init,
     }
 
     def sample_fn(ema, generator):
