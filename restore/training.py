@@ -188,9 +188,9 @@ def train(
                                "(resume with the options of the original run, see its run.json)") from None
         _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, meta["param_groups"])
         start = meta["step"]
-        minutes_before = meta.get("minutes", 0.0)
-        if d.is_main:
-            _truncate_log(out / "log.jsonl", start)
+        logged = _truncate_log(out / "log.jsonl", start) if d.is_main else None
+        # Checkpoints from before the "minutes" field: the log's last kept record has the time.
+        minutes_before = meta.get("minutes", logged or 0.0)
     if d.is_main:
         io.write_json(out / "run.json", {**config, "steps": steps, "batch_size": batch_size, "lr": lr,
                                          "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size,
@@ -275,17 +275,20 @@ def train(
     return summary
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop the log records after ``step`` (written between the last checkpoint and a kill), atomically."""
+def _truncate_log(path: Path, step: int) -> float | None:
+    """Drop the log records after ``step`` (written between the last checkpoint and a kill), atomically;
+    returns the training minutes of the last record kept, if any."""
     if not path.exists():
-        return
-    kept = []
+        return None
+    kept, minutes = [], None
     for line in path.read_text().splitlines():
         record = json.loads(line)
         if record.get("step", record.get("summary", {}).get("step", 0)) <= step:
             kept.append(line)
+            minutes = record.get("minutes", minutes)
     with io.atomic_write(path) as tmp:
         tmp.write_text("".join(k + "\n" for k in kept))
+    return minutes
 
 
 @torch.no_grad()

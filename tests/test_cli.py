@@ -849,3 +849,12 @@ def test_train_ddpm_from_an_existing_model(cli, tmp_path, ddpm_dir):
     line = _assert_user_error(cli("train", "ddpm", "--data", folder, "--size", "8", "--init", ddpm_dir,
                                   "--out", tmp_path / "r3"))
     assert "another noise schedule" in line
+
+
+def test_shipped_ddpm_prior_loads_samples_and_describes_itself(cli, tmp_path):
+    info = json.loads(_ok(cli("info", "--prior", "ddpm", "--json")).out)
+    assert info["family"] == "ddpm" and info["image_size"] == [28, 28] and info["channels"] == 1
+    assert info["training_data"] == "mnist" and info["training_steps"] > 0 and info["timesteps"] == 1000
+    result = json.loads(_ok(cli("sample", "--prior", "ddpm", "-n", "2", "--method", "ddim", "--steps", "3",
+                                "-o", tmp_path / "s.png", "--json")).out)
+    assert result["nfe"] == 3 and read_image(tmp_path / "s.png")[0].shape == (1, 1, 32, 62)

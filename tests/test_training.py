@@ -123,3 +123,17 @@ def test_flip_mirrors_about_half_the_batch():
     assert 150 < int(right.sum()) < 250  # about half are mirrored (binomial 400, 1/2: sd 10)
     plain = training._batch(images, 400, torch.Generator().manual_seed(0))
     assert plain[:, 0, :, 0].eq(1).all()
+
+
+def test_resume_of_a_checkpoint_without_minutes_takes_them_from_the_log(tmp_path):
+    _run(tmp_path / "run", 3)
+    index = tmp_path / "run" / "checkpoint" / "checkpoint.json"
+    meta = json.loads(index.read_text())
+    del meta["minutes"]  # as written before checkpoints recorded the training time
+    index.write_text(json.dumps(meta))
+    log = tmp_path / "run" / "log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records[2]["minutes"] = 5.0  # step 3
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    _run(tmp_path / "run", 4, resume=True)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["minutes_total"] >= 5.0
