@@ -593,6 +593,7 @@ def train(
     flip: Annotated[bool, typer.Option("--flip", help="Mirror training images left-right at random (not for digits).")] = False,
     rank: Annotated[int, typer.Option(help="gaussian: number of principal directions kept (the rest is diagonal).")] = 64,
     init: Annotated[Optional[str], typer.Option(help="ddpm: start from this model (a --prior value) instead of random weights.")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Where MNIST/Fashion-MNIST are (or are downloaded to; default $RESTORE_DATA).")] = None,
     seed: Seed = 0,
 ):
     """Train a prior on a dataset (ddpm runs under torchrun for several processes; gaussian fits in seconds)."""
@@ -604,7 +605,8 @@ def train(
 
         if not 1 <= rank:
             raise RestoreError(f"--rank must be a positive integer, got {rank}")
-        summary = train_gaussian(data=data, out=out, size=size, channels=channels, rank=rank, seed=seed)
+        summary = train_gaussian(data=data, out=out, size=size, channels=channels, rank=rank, seed=seed,
+                                 data_root=data_root)
         typer.echo(f"{out}: Gaussian prior of rank {rank} fitted to {summary['train_images']} images in "
                    f"{summary['seconds']:.1f} s" + (f", validation {summary['val_bits_per_dim']:.3f} bits/dim"
                                                     if "val_bits_per_dim" in summary else ""))
@@ -621,7 +623,8 @@ def train(
                          timesteps=timesteps, steps=steps,
                          batch_size=batch_size, lr=lr, ema_decay=ema, seed=seed, max_minutes=max_minutes,
                          checkpoint_every=checkpoint_every, sample_every=sample_every, val_every=checkpoint_every,
-                         resume=resume, device=device, precision=precision, flip=flip, init=init)
+                         resume=resume, device=device, precision=precision, flip=flip, init=init,
+                         data_root=data_root)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

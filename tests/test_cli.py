@@ -856,3 +856,25 @@ def test_shipped_ddpm_prior_loads_samples_and_describes_itself(cli, tmp_path):
     result = json.loads(_ok(cli("sample", "--prior", "ddpm", "-n", "2", "--method", "ddim", "--steps", "3",
                                 "-o", tmp_path / "s.png", "--json")).out)
     assert result["nfe"] == 3 and read_image(tmp_path / "s.png")[0].shape == (1, 1, 32, 62)
+
+
+def test_train_data_root_is_used_and_a_failed_download_is_one_line(cli, tmp_path, monkeypatch, mnist_available):
+    root = tmp_path / "data"
+    (root / "MNIST" / "raw").mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(default_data_root() / "MNIST" / "raw" / name, root / "MNIST" / "raw" / name)
+    result = _ok(cli("train", "gaussian", "--data", "mnist", "--data-root", root, "--rank", "8", "--out", tmp_path / "g"))
+    assert "fitted to 60000 images" in result.out
+
+    import torchvision.datasets
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    line = _assert_user_error(cli("train", "gaussian", "--data", "fashion-mnist", "--data-root", root,
+                                  "--out", tmp_path / "f"))
+    assert f"not found in '{root / 'FashionMNIST' / 'raw'}' and the download failed" in line
+    assert not (tmp_path / "f").exists()
