@@ -19,53 +19,69 @@ def strided_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return [i * ratio for i in reversed(range(steps))]
 
 
+def step_pairs(num_timesteps: int, steps: int) -> list[tuple[int, int]]:
+    """(t, t_prev) pairs of the strided reverse process, t_prev = -1 at the end (alpha_bar = 1 there)."""
+    ts = strided_timesteps(num_timesteps, steps)
+    return [(t, ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)]
+
+
+def ancestral_step(x_t: torch.Tensor, x0: torch.Tensor, a_t, a_prev, variance: str, generator) -> torch.Tensor:
+    """x_{t_prev} ~ N(mu_tilde(x_t, x0), sigma_t^2 I): one step of Algorithm 2 of Ho et al. (2020).
+
+    mu_tilde is the posterior mean of q(x_prev | x_t, x_0), their equation (7); sigma_t^2 is
+    beta_tilde_t ("beta_tilde") or beta_t ("beta"). On a strided schedule alpha_t = alpha_bar_t /
+    alpha_bar_prev takes the place of 1 - beta_t. No noise at the last step (a_prev = 1).
+    """
+    alpha_t = a_t / a_prev  # 1 - beta_t on the (possibly strided) sub-sequence
+    beta_t = 1 - alpha_t
+    # 1. Posterior mean of q(x_prev | x_t, x_0), equation (7) of Ho et al.
+    mean = (a_prev.sqrt() * beta_t / (1 - a_t)) * x0 + (alpha_t.sqrt() * (1 - a_prev) / (1 - a_t)) * x_t
+    if float(a_prev) >= 1:
+        return mean
+    # 2. sigma_t^2: beta_tilde_t = (1 - alpha_bar_prev) / (1 - alpha_bar_t) beta_t, or beta_t.
+    var = ((1 - a_prev) / (1 - a_t) * beta_t).clamp_min(1e-20) if variance == "beta_tilde" else beta_t
+    z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+    return mean + var.sqrt() * z
+
+
+def ddim_step(x_t: torch.Tensor, x0: torch.Tensor, a_t, a_prev, eta: float, generator) -> torch.Tensor:
+    """x_{t_prev} from x_t and x0', equation (12) of Song, Meng & Ermon (2021, DDIM).
+
+    eps is recomputed from x_t and x0' (so a clipped x0' stays consistent with it, as diffusers'
+    ``use_clipped_model_output``). eta = 0 is deterministic DDIM; eta = 1 has the variance of the DDPM
+    posterior q(x_prev | x_t, x_0) (beta_tilde on the strided schedule).
+    """
+    eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp_min(0).sqrt()
+    x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
+    if eta > 0 and float(a_prev) < 1:
+        x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x.to(x0.dtype)
+
+
 @torch.no_grad()
 def reverse_diffusion(prior, n: int, *, steps: int | None = None, method: str = "ancestral",
                       variance: str = "beta_tilde", eta: float = 0.0, generator: torch.Generator | None = None,
                       callback=None, clip: bool = True) -> torch.Tensor:
-    """n samples as images (in [0, 1] if ``clip``): ancestral sampling or DDIM.
-
-    Ancestral: Algorithm 2 of Ho et al. (2020), x_{t-1} = mu_tilde(x_t, x0_hat) + sigma_t z with the
-    posterior mean of their equation (7) and sigma_t^2 = beta_tilde_t (``variance="beta_tilde"``) or
-    beta_t. With fewer steps than the schedule has, step t -> t' uses alpha_t = alpha_bar_t / alpha_bar_t'
-    in place of 1 - beta_t: the same posterior q(x_t' | x_t, x_0) on the sub-sequence.
-    DDIM: equation (12) of Song, Meng & Ermon (2021), eta = 0 deterministic.
-    """
+    """n samples as images (in [0, 1] if ``clip``): ancestral sampling (:func:`ancestral_step`,
+    Algorithm 2 of Ho et al. 2020) or DDIM (:func:`ddim_step`, Song et al. 2021)."""
     if method not in ("ancestral", "ddim"):
         raise RestoreError(f"unknown sampling method {method!r} (known: ancestral, ddim)")
     if variance not in ("beta_tilde", "beta"):
         raise RestoreError(f"unknown variance {variance!r} (known: beta_tilde, beta)")
-    device = prior.alpha_bar.device
-    dtype = prior.dtype
     clip_x0 = getattr(prior, "clip_sample", False)
-    x = torch.randn((n, *prior.image_shape), generator=generator, device=device, dtype=dtype)  # x_T
-    ts = strided_timesteps(prior.num_timesteps, steps or prior.num_timesteps)
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+    x = torch.randn((n, *prior.image_shape), generator=generator, device=prior.alpha_bar.device,
+                    dtype=prior.dtype)  # x_T
+    for i, (t, t_prev) in enumerate(step_pairs(prior.num_timesteps, steps or prior.num_timesteps)):
         a_t = prior.alpha_bar[t]
         a_prev = prior.alpha_bar[t_prev] if t_prev >= 0 else torch.ones_like(a_t)
-        eps, x0 = prior.eps_and_x0(x, t)
+        x0 = prior.eps_and_x0(x, t)[1]
         if clip_x0:
             x0 = x0.clamp(-1, 1)
         if method == "ancestral":
-            alpha_t = a_t / a_prev  # 1 - beta_t on the (possibly strided) sub-sequence
-            beta_t = 1 - alpha_t
-            # 1. Posterior mean of q(x_prev | x_t, x_0), equation (7) of Ho et al.
-            mean = (a_prev.sqrt() * beta_t / (1 - a_t)) * x0 + (alpha_t.sqrt() * (1 - a_prev) / (1 - a_t)) * x
-            # 2. sigma_t^2: beta_tilde_t = (1 - alpha_bar_prev) / (1 - alpha_bar_t) beta_t, or beta_t.
-            var = ((1 - a_prev) / (1 - a_t) * beta_t).clamp_min(1e-20) if variance == "beta_tilde" else beta_t
-            if t_prev >= 0:  # Algorithm 2: no noise at the last step
-                z = torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
-                x = mean + var.sqrt() * z
-            else:
-                x = mean
+            x = ancestral_step(x, x0, a_t, a_prev, variance, generator)
         else:
-            # 3. DDIM; eps recomputed from the clipped x0, as diffusers' use_clipped_model_output.
-            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
-            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
-            if eta > 0 and t_prev >= 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
+            x = ddim_step(x, x0, a_t, a_prev, eta, generator)
         if callback is not None:
             callback(i, x)
     x = (x + 1) / 2

@@ -1,4 +1,6 @@
-"""What the diffusion solvers share: the step schedule, the model-space measurement, DDIM steps.
+"""What the diffusion solvers share: the step schedule, the model-space measurement, checks.
+
+The steps themselves (DDIM, ancestral) live in :mod:`restore.priors.sampling`, shared with sampling.
 
 A diffusion prior (DDPM or the Gaussian reference) works in model space x' = 2 x - 1, with
 x_t = sqrt(alpha_bar_t) x0' + sqrt(1 - alpha_bar_t) eps. The operators act on images x in [0, 1].
@@ -18,9 +20,10 @@ import math
 import torch
 
 from ..errors import RestoreError
+from ..priors.sampling import step_pairs
 
 #: What a diffusion solver needs from its prior: Tweedie's estimate and the noise schedule.
-TWEEDIE = ("eps_and_x0", "alpha_bar", "timesteps", "image_shape")
+TWEEDIE = ("eps_and_x0", "alpha_bar", "num_timesteps", "image_shape")
 
 
 def to_model(x: torch.Tensor) -> torch.Tensor:
@@ -53,8 +56,7 @@ def check_fidelity(fidelity: float) -> None:
 
 def schedule(prior, steps: int) -> list[tuple[int, int]]:
     """(t, t_prev) pairs of a strided reverse process, t_prev = -1 at the end (alpha_bar = 1)."""
-    ts = prior.timesteps(steps)
-    return [(t, ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)]
+    return step_pairs(prior.num_timesteps, steps)
 
 
 def alpha_bars(prior, t: int, t_prev: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,22 +80,6 @@ def clip(prior, x0: torch.Tensor) -> torch.Tensor:
 
 def noise_like(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-
-
-def ddim_step(x_t: torch.Tensor, x0: torch.Tensor, a_t, a_prev, eta: float, generator) -> torch.Tensor:
-    """x_{t_prev} from x_t and x0', equation (12) of Song, Meng & Ermon (2021, DDIM).
-
-    eps is recomputed from x_t and x0' (so a clipped x0' stays consistent with it, as in
-    :func:`restore.priors.sampling.reverse_diffusion`). eta = 0 is deterministic DDIM; eta = 1 has
-    the variance of the DDPM posterior q(x_prev | x_t, x_0) (beta_tilde on the strided schedule),
-    i.e. ancestral sampling (Algorithm 2 of Ho et al. 2020).
-    """
-    eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp_min(0).sqrt()
-    x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
-    if eta > 0 and float(a_prev) < 1:
-        x = x + sigma * noise_like(x.shape, generator, x.device, x.dtype)
-    return x.to(x0.dtype)
 
 
 class CountingPrior:

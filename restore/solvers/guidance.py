@@ -12,8 +12,9 @@ import math
 import torch
 
 from .base import Callback, effective_sigma, requires
-from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, ddim_step, model_measurement,
-                        noise_like, schedule, to_image)
+from ..priors.sampling import ddim_step
+from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
+                        schedule, to_image)
 
 
 @requires(noise=("gaussian", "poisson"), prior=TWEEDIE)

@@ -6,6 +6,7 @@ import torch
 
 from .base import Callback, requires
 from ..errors import RestoreError
+from ..priors.sampling import ancestral_step
 from .diffusion import TWEEDIE, alpha_bars, check_prior, clip, noise_like, schedule, to_image, to_model
 
 
@@ -55,10 +56,7 @@ def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator |
             a, a_prev = alpha_bars(prior, t, t_next, x)
             with torch.no_grad():
                 x0 = clip(prior, prior.eps_and_x0(x, t)[1])
-            alpha = a / a_prev  # 1 - beta on the strided schedule
-            mean = (a_prev.sqrt() * (1 - alpha) / (1 - a)) * x0 + (alpha.sqrt() * (1 - a_prev) / (1 - a)) * x
-            var = (1 - a_prev) / (1 - a) * (1 - alpha)  # beta_tilde
-            unknown = mean + var.sqrt() * noise_like(shape, generator, y.device)
+            unknown = ancestral_step(x, x0, a, a_prev, "beta_tilde", generator)
             known = a_prev.sqrt() * y_model + (1 - a_prev).sqrt() * noise_like(shape, generator, y.device)
             x = (mask * known + (1 - mask) * unknown).to(prior.dtype)
         else:
