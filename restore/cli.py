@@ -155,6 +155,18 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
     return op
 
 
+def _read_reference(reference: Optional[str], shape) -> Optional["torch.Tensor"]:
+    """The clean reference image (1, C, H, W), or None; it must have the restored image's shape."""
+    if reference is None:
+        return None
+    from . import io
+
+    truth, _ = io.read_image(reference)
+    if tuple(truth.shape[1:]) != tuple(shape):
+        raise RestoreError(f"the reference is {tuple(truth.shape[1:])} (C, H, W) but the restored image will be {tuple(shape)}")
+    return truth
+
+
 def _check_observed(op) -> None:
     """Refuse an inpainting mask with no observed pixel: there is nothing to restore from."""
     if hasattr(op, "mask") and not bool(op.mask.any()):
@@ -313,11 +325,7 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
         raise RestoreError(f"unknown solver {name!r} for prior {prior!r}; known: {', '.join(CLASSICAL)}")
     fn = CLASSICAL[name]
     check_compatible(name, fn, op, CLASSICAL)
-    truth = None
-    if reference is not None:
-        truth, _ = io.read_image(reference)
-        if tuple(truth.shape[1:]) != tuple(shape):
-            raise RestoreError(f"the reference is {tuple(truth.shape[1:])} (C, H, W) but the restored image will be {tuple(shape)}")
+    truth = _read_reference(reference, shape)
     dev = _device(device)
     op = op.to(dev)
     y = y.to(dev)
@@ -419,11 +427,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         have, want = "x".join(map(str, shape)), "x".join(map(str, model.image_shape))
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
-    truth = None
-    if reference is not None:
-        truth, _ = io.read_image(reference)
-        if tuple(truth.shape[1:]) != tuple(shape):
-            raise RestoreError(f"the reference is {tuple(truth.shape[1:])} (C, H, W) but the restored image will be {tuple(shape)}")
+    truth = _read_reference(reference, shape)
     if steps is None:
         import inspect
 
