@@ -155,7 +155,7 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
     return op
 
 
-def _read_reference(reference: Optional[str], shape) -> Optional["torch.Tensor"]:
+def _read_reference(reference: Optional[str], shape):
     """The clean reference image (1, C, H, W), or None; it must have the restored image's shape."""
     if reference is None:
         return None
