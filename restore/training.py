@@ -1,8 +1,10 @@
 """Training machinery shared by every prior family.
 
-A family supplies a model, a loss ``loss_fn(model, x, generator) -> scalar`` on a batch x of
-images in [0, 1], a sampler for progress grids, and an export function; :func:`train` does the
-rest once for all of them: Adam, an EMA copy of the weights, a progress bar (loss, images/s), a
+A family supplies a model, a loss ``loss_fn(model, x, generator, step)`` on a batch x of images
+in [0, 1] (a scalar, or a dict of scalars whose "loss" is minimised and whose other entries are
+logged; ``step`` is None for validation), a sampler for progress grids, and an export function;
+adversarial families give several :class:`Phase` es instead of one loss (a discriminator step,
+then a generator step, each with its own Adam). :func:`train` does the rest once for all of them: Adam, an EMA copy of the weights, a progress bar (loss, images/s), a
 JSONL log of training and validation loss, sample grids at intervals, atomic checkpoints
 (safetensors + JSON, no pickle), ``resume`` after a kill, a wall-clock budget, and
 DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on GPU; only rank 0 writes).
@@ -28,6 +30,18 @@ from .errors import RestoreError
 
 CHECKPOINT_FORMAT = "restore.checkpoint"
 CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Phase:
+    """One optimiser of a training step: Adam on ``model.<module>`` (the whole model if ""),
+    minimising ``loss_fn``, ``repeats`` times per step (a fresh batch each time)."""
+
+    name: str
+    loss_fn: Callable
+    module: str = ""
+    repeats: int = 1
+    betas: tuple[float, float] = (0.9, 0.999)
 
 
 @dataclass
@@ -94,20 +108,32 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
     return load_file(str(folder / meta["tensors"])), meta
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
-    """Adam's state as flat named tensors plus JSON-able param groups (no pickle)."""
+def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict[str, torch.Tensor], list]:
+    """Adam's state as flat named tensors ``prefix.i.name`` plus JSON-able param groups (no pickle)."""
     state = opt.state_dict()
-    tensors = {f"optim.{i}.{k}": torch.as_tensor(v) for i, s in state["state"].items() for k, v in s.items()}
+    tensors = {f"{prefix}.{i}.{k}": torch.as_tensor(v) for i, s in state["state"].items() for k, v in s.items()}
     return tensors, state["param_groups"]
 
 
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list, prefix: str = "optim") -> None:
     state: dict = {}
     for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, i, name = key.split(".", 2)
+        if key.startswith(prefix + "."):
+            i, name = key[len(prefix) + 1 :].split(".", 1)
             state.setdefault(int(i), {})[name] = value
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _prefix(phases: list, j: int) -> str:
+    """Tensor-name prefix of phase j's optimiser state ("optim" for the first, as single-loss runs)."""
+    return "optim" if j == 0 else f"optim_{phases[j].name}"
+
+
+def _scalars(out) -> tuple[torch.Tensor, dict[str, float]]:
+    """A loss function's result as (the loss to minimise, the floats to log)."""
+    if isinstance(out, dict):
+        return out["loss"], {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+    return out, {"loss": float(out.detach())}
 
 
 def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bool = False) -> torch.Tensor:
@@ -124,7 +150,9 @@ def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bo
 def train(
     *,
     model: torch.nn.Module,
-    loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor],
+    loss_fn: Callable | None = None,
+    phases: list[Phase] | None = None,
+    warn_fn: Callable[[dict], str | None] | None = None,
     data: dict,
     out: str | Path,
     config: dict,
@@ -152,6 +180,8 @@ def train(
     ``precision`` "bf16" runs the forward pass under bfloat16 autocast (weights, optimiser and EMA
     stay float32); "auto" means bf16 on a GPU and fp32 on the CPU. ``flip`` mirrors training
     images left-right at random (for data where that is natural; not for digits or text).
+    Give either ``loss_fn`` or ``phases``; with one phase, validation reports its loss on the EMA
+    model. ``warn_fn(record)`` may return a warning about a validation record (printed and logged).
     """
     from tqdm.auto import tqdm
 
@@ -169,9 +199,13 @@ def train(
         if not out.parent.is_dir():
             raise RestoreError(f"cannot create the run folder '{out}': '{out.parent}' does not exist")
         (out / "samples").mkdir(parents=True, exist_ok=True)
+    if (loss_fn is None) == (phases is None):
+        raise ValueError("give either loss_fn or phases")
+    phases = phases or [Phase("loss", loss_fn)]
     model = model.to(d.device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opts = [torch.optim.Adam((model.get_submodule(ph.module) if ph.module else model).parameters(), lr=lr, betas=ph.betas)
+            for ph in phases]
     start, minutes_before = 0, 0.0  # minutes_before: training time of the segments before a resume
     if resume:
         found = load_checkpoint(ckpt_dir)
@@ -186,7 +220,9 @@ def train(
         except RuntimeError:
             raise RestoreError(f"--resume: the checkpoint in '{ckpt_dir}' was made for a different model "
                                "(resume with the options of the original run, see its run.json)") from None
-        _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, meta["param_groups"])
+        groups = [meta["param_groups"], *meta.get("more_param_groups", [])]
+        for j, opt in enumerate(opts):
+            _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, groups[j], _prefix(phases, j))
         start = meta["step"]
         logged = _truncate_log(out / "log.jsonl", start) if d.is_main else None
         # Checkpoints from before the "minutes" field: the log's last kept record has the time.
@@ -199,7 +235,9 @@ def train(
     if d.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        # With several phases each step leaves some parameters unused (the generator in a critic step).
+        net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+                                      find_unused_parameters=len(phases) > 1)
     train_images = data["train"]
     val_images = data.get("val")
     log_path = out / "log.jsonl"
@@ -215,21 +253,31 @@ def train(
             return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-        optim_tensors, groups = _optimizer_tensors(opt)
-        tensors.update(optim_tensors)
+        groups = []
+        for j, opt in enumerate(opts):
+            optim_tensors, phase_groups = _optimizer_tensors(opt, _prefix(phases, j))
+            tensors.update(optim_tensors)
+            groups.append(phase_groups)
         minutes = minutes_before + (time.monotonic() - t_start) / 60
-        save_checkpoint(ckpt_dir, tensors, {"step": step, "param_groups": groups, "config": config, "minutes": minutes})
+        meta = {"step": step, "param_groups": groups[0], "config": config, "minutes": minutes}
+        if len(groups) > 1:
+            meta["more_param_groups"] = groups[1:]
+        save_checkpoint(ckpt_dir, tensors, meta)
 
     while step < steps:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step * d.world_size + d.rank)
-        x = _batch(train_images, per_rank, g, flip).to(d.device)
         model.train()
-        # 1. One optimiser step (DDP averages the gradients across ranks).
-        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = loss_fn(net, x, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        # 1. One optimiser step per phase and repeat (DDP averages the gradients across ranks).
+        logged: dict[str, float] = {}
+        for phase, opt in zip(phases, opts):
+            for _ in range(phase.repeats):
+                x = _batch(train_images, per_rank, g, flip).to(d.device)
+                with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss, values = _scalars(phase.loss_fn(net, x, g, step))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            logged.update(values if len(phases) == 1 else {f"{phase.name}_{k}": v for k, v in values.items()})
         # 2. EMA of the weights, identical on every rank because the weights are.
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), model.parameters()):
@@ -239,12 +287,18 @@ def train(
         step += 1
         seen += per_rank * d.world_size
         minutes = minutes_before + (time.monotonic() - t_start) / 60  # training time over all segments
-        record = {"step": step, "loss": float(loss.detach()), "minutes": minutes}
-        if val_images is not None and (step % val_every == 0 or step == steps):
-            record["val_loss"] = validation_loss(ema, loss_fn, val_images, per_rank, seed, d.device)
+        record = {"step": step, **logged, "minutes": minutes}
+        if val_images is not None and len(phases) == 1 and (step % val_every == 0 or step == steps):
+            val = validation_loss(ema, phases[0].loss_fn, val_images, per_rank, seed, d.device)
+            record.update({f"val_{k}": v for k, v in val.items()} if isinstance(val, dict) else {"val_loss": val})
+            warning = warn_fn(record) if warn_fn is not None else None
+            if warning and d.is_main:
+                record["warning"] = warning
+                tqdm.write(f"warning: step {step}: {warning}")
         if d.is_main:
             rate = seen / max(time.monotonic() - t_window, 1e-9)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.0f}")
+            first = next(iter(logged))
+            bar.set_postfix({first: f"{logged[first]:.4f}", "img_s": f"{rate:.0f}"})
             bar.update(1)
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -292,14 +346,18 @@ def _truncate_log(path: Path, step: int) -> float | None:
 
 
 @torch.no_grad()
-def validation_loss(model, loss_fn, images: torch.Tensor, batch_size: int, seed: int, device, batches: int = 4) -> float:
-    """Mean loss of ``batches`` fixed validation batches (same images and noise every time)."""
+def validation_loss(model, loss_fn, images: torch.Tensor, batch_size: int, seed: int, device,
+                    batches: int = 4) -> float | dict[str, float]:
+    """Mean loss of ``batches`` fixed validation batches (same images and noise every time); a dict
+    of means for a loss that returns a dict."""
     model.eval()
-    total = 0.0
+    totals: dict[str, float] = {}
     for i in range(batches):
         g = torch.Generator().manual_seed(10_000_019 + seed + i)
-        total += float(loss_fn(model, _batch(images, batch_size, g).to(device), g))
-    return total / batches
+        out = loss_fn(model, _batch(images, batch_size, g).to(device), g, None)
+        for k, v in _scalars(out)[1].items():
+            totals[k] = totals.get(k, 0.0) + v / batches
+    return totals if isinstance(out, dict) else totals["loss"]
 
 
 def ranks_identical(model: torch.nn.Module, d: Dist) -> bool:

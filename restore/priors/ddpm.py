@@ -241,7 +241,7 @@ def make_scheduler(schedule: str = "linear", timesteps: int = 1000):
 def ddpm_loss(alpha_bar: torch.Tensor):
     """Algorithm 1 of Ho et al. (2020): || eps - eps_theta(sqrt(a_t) x_0 + sqrt(1 - a_t) eps, t) ||^2."""
 
-    def loss(net, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def loss(net, x: torch.Tensor, generator: torch.Generator, step: int | None = None) -> torch.Tensor:
         x0 = 2 * x - 1  # [0, 1] -> the model's [-1, 1]
         t = torch.randint(len(alpha_bar), (x0.shape[0],), generator=generator)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device)
