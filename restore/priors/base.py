@@ -29,3 +29,39 @@ class DiffusionPrior(torch.nn.Module):
     def timesteps(self, steps: int) -> list[int]:
         """``steps`` evenly spaced timesteps, descending, starting at 0 ("leading" spacing, as diffusers)."""
         return strided_timesteps(self.num_timesteps, steps)
+
+
+class LatentPrior(torch.nn.Module):
+    """Base class of priors that decode a latent z ~ N(0, I) into an image (VAE decoder, GAN generator).
+
+    A subclass sets ``latent_shape`` and ``image_shape`` and supplies ``decode(z)`` -> images in
+    [0, 1], differentiable in z: what the latent-optimization solver (:mod:`restore.solvers.latent`) uses.
+    """
+
+    def latent(self, n: int, *, generator: torch.Generator | None = None, truncation: float | None = None,
+               device=None) -> torch.Tensor:
+        """n draws of z ~ N(0, I); with ``truncation`` tau, entries with |z| > tau are redrawn
+        (the truncation trick of Brock et al. 2019: fewer, more typical samples)."""
+        device = device if device is not None else next(self.parameters()).device
+        z = torch.randn((n, *self.latent_shape), generator=generator, device=device)
+        if truncation is not None:
+            if not truncation > 0:
+                raise ValueError(f"truncation must be positive, got {truncation}")
+            for _ in range(1000):  # P(|z| > tau) < 1 for every tau > 0; this ends almost surely
+                out = z.abs() > truncation
+                if not out.any():
+                    break
+                z[out] = torch.randn((int(out.sum()),), generator=generator, device=device)
+        return z
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, truncation: float | None = None,
+               batch_size: int = 500, callback=None) -> torch.Tensor:
+        """n images decoded from (optionally truncated) latent draws, in [0, 1]."""
+        z = self.latent(n, generator=generator, truncation=truncation)
+        out = []
+        for i, start in enumerate(range(0, n, batch_size)):
+            out.append(self.decode(z[start : start + batch_size]))
+            if callback is not None:
+                callback(i, None)
+        return torch.cat(out)
