@@ -5,13 +5,17 @@ from .classical import SOLVERS as CLASSICAL
 from .ddrm import ddnm, ddrm
 from .diffpir import diffpir
 from .guidance import dps, pigdm
+from .latent import csgm
 from .repaint import repaint
 
 #: Diffusion solvers: they need a prior with Tweedie's estimate (a DDPM, or the Gaussian reference).
 DIFFUSION = {"ddrm": ddrm, "ddnm": ddnm, "pigdm": pigdm, "dps": dps, "diffpir": diffpir, "repaint": repaint}
 
+#: Latent-optimization solvers: they need a prior that decodes a latent (VAE, GAN).
+LATENT = {"csgm": csgm}
+
 #: Solvers that use a learned prior, by name. Each has ``prior_needs``: the prior methods it calls.
-PRIOR_SOLVERS: dict = {**DIFFUSION}
+PRIOR_SOLVERS: dict = {**DIFFUSION, **LATENT}
 
 
 def solvers_for(prior) -> list[str]:
@@ -19,5 +23,5 @@ def solvers_for(prior) -> list[str]:
     return [name for name, fn in PRIOR_SOLVERS.items() if all(hasattr(prior, m) for m in fn.prior_needs)]
 
 
-__all__ = ["CLASSICAL", "DIFFUSION", "PRIOR_SOLVERS", "check_compatible", "missing_capabilities", "requires",
+__all__ = ["CLASSICAL", "DIFFUSION", "LATENT", "PRIOR_SOLVERS", "check_compatible", "missing_capabilities", "requires",
            "solvers_for"]

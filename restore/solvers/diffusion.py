@@ -83,15 +83,22 @@ def noise_like(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
 
 
 class CountingPrior:
-    """A prior seen through a counter of its Tweedie evaluations (``calls``: one per batched network call)."""
+    """A prior seen through a counter of its network evaluations (``calls``: one per batched call of
+    Tweedie's estimate ``eps_and_x0`` or of a generator's ``decode``). It has exactly the prior's attributes."""
+
+    COUNTED = ("eps_and_x0", "decode")
 
     def __init__(self, prior):
         self._prior = prior
         self.calls = 0
 
     def __getattr__(self, name):
-        return getattr(self._prior, name)
+        attr = getattr(self._prior, name)
+        if name not in self.COUNTED:
+            return attr
 
-    def eps_and_x0(self, x_t: torch.Tensor, t: int):
-        self.calls += 1
-        return self._prior.eps_and_x0(x_t, t)
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return attr(*args, **kwargs)
+
+        return counted
