@@ -395,7 +395,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
 
     from . import io, metrics
     from .priors import load_prior
-    from .solvers import DIFFUSION, check_compatible, solvers_for
+    from .solvers import PRIOR_SOLVERS, check_compatible, solvers_for
     from .solvers.diffusion import CountingPrior
     from .solvers.repaint import jump_schedule
 
@@ -412,10 +412,11 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
             raise RestoreError(f"'{p}' would overwrite an input: choose another -o")
     dev = _device(device)
     model = load_prior(prior, device=dev)
-    usable = {n: DIFFUSION[n] for n in solvers_for(model)}
-    name = solver or DEFAULT_PRIOR_SOLVER[task]
-    if name not in DIFFUSION:
-        raise RestoreError(f"unknown solver {name!r} for a learned prior; known: {', '.join(DIFFUSION)}")
+    usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
+    # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
+    name = solver or (DEFAULT_PRIOR_SOLVER[task] if DEFAULT_PRIOR_SOLVER[task] in usable else next(iter(usable), "none"))
+    if name not in PRIOR_SOLVERS:
+        raise RestoreError(f"unknown solver {name!r} for a learned prior; known: {', '.join(PRIOR_SOLVERS)}")
     if name not in usable:
         raise RestoreError(f"solver {name!r} cannot use the {model.family} prior; solvers that can: {', '.join(usable) or 'none'}")
     fn = usable[name]
@@ -432,8 +433,10 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         import inspect
 
         steps = inspect.signature(fn).parameters["steps"].default
-    if not 1 <= steps <= model.num_timesteps:
-        raise RestoreError(f"--steps must be between 1 and {model.num_timesteps} for this prior, got {steps}")
+    most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
+    if steps < 1 or (most is not None and steps > most):
+        raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
+                           else f"--steps must be a positive integer, got {steps}")
     for note in notes:
         typer.echo(note, err=True)
     from tqdm.auto import tqdm
@@ -505,7 +508,7 @@ def _progress(fn, steps):
 Input = Annotated[str, typer.Argument(help="Damaged image (PNG/JPEG) or a measurement spec .json from `restore degrade`.")]
 Output = Annotated[str, typer.Option("-o", "--output", help="Restored image (.png).")]
 Spec = Annotated[Optional[str], typer.Option(help="Measurement spec .json (full-precision y and exact operator).")]
-Prior = Annotated[str, typer.Option(help="classical (no learned prior), a family (ddpm, gaussian: its shipped default), a model folder or a hub id.")]
+Prior = Annotated[str, typer.Option(help="classical (no learned prior), a family (ddpm, gaussian, ...: its shipped default), a model folder or a hub id.")]
 Samples = Annotated[int, typer.Option(help="Posterior samples to draw (learned priors); beside -o: a grid and a std map.")]
 Estimate = Annotated[str, typer.Option(help="What -o holds: mean (of the samples) or sample (the first one).")]
 Param = Annotated[Optional[list[str]], typer.Option("--param", help="Solver hyperparameter KEY=VALUE (repeatable), e.g. fidelity=2.")]
@@ -576,17 +579,17 @@ def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: 
 
 @app.command()
 def train(
-    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm or gaussian.")],
+    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm, gaussian, vae or gan.")],
     data: Annotated[str, typer.Option(help="mnist, fashion-mnist or a folder of images (searched recursively).")],
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, log.jsonl, sample grids and the exported model.")],
     size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own, 28 for MNIST).")] = None,
     channels: Annotated[Optional[int], typer.Option(help="1 or 3 to convert every image (default: as stored).")] = None,
-    width: Annotated[int, typer.Option(help="Base channel count of the network.")] = 32,
+    width: Annotated[Optional[int], typer.Option(help="Base channel count of the network (default: 32, gan 64).")] = None,
     schedule: Annotated[str, typer.Option(help="Beta schedule: linear or cosine.")] = "linear",
     timesteps: Annotated[int, typer.Option(help="Diffusion timesteps T of the schedule.")] = 1000,
     steps: Annotated[int, typer.Option(help="Optimiser steps in total (a resumed run continues to this).")] = 10000,
-    batch_size: Annotated[int, typer.Option(help="Images per step, over all processes.")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step, over all processes (default 128, gan 64).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: ddpm 2e-4, vae 1e-3, gan 2e-4 or wgan-gp 1e-4).")] = None,
     ema: Annotated[float, typer.Option(help="EMA decay of the exported weights.")] = 0.999,
     max_minutes: Annotated[Optional[float], typer.Option(help="Wall-clock budget; checkpoints and stops when spent.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 500,
@@ -597,12 +600,18 @@ def train(
     flip: Annotated[bool, typer.Option("--flip", help="Mirror training images left-right at random (not for digits).")] = False,
     rank: Annotated[int, typer.Option(help="gaussian: number of principal directions kept (the rest is diagonal).")] = 64,
     init: Annotated[Optional[str], typer.Option(help="ddpm: start from this model (a --prior value) instead of random weights.")] = None,
+    latent_dim: Annotated[Optional[int], typer.Option(help="vae, gan: dimension of the latent z (default: vae 16, gan 100).")] = None,
+    beta: Annotated[float, typer.Option(help="vae: weight of the KL term (1 is the ELBO).")] = 1.0,
+    kl_warmup: Annotated[int, typer.Option(help="vae: steps over which the KL weight ramps up from 0 (0: none).")] = 0,
+    loss: Annotated[str, typer.Option(help="gan: ns (non-saturating, DCGAN) or wgan-gp.")] = "ns",
+    n_critic: Annotated[Optional[int], typer.Option(help="gan: discriminator steps per generator step (default: ns 1, wgan-gp 5).")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="Where MNIST/Fashion-MNIST are (or are downloaded to; default $RESTORE_DATA).")] = None,
     seed: Seed = 0,
 ):
-    """Train a prior on a dataset (ddpm runs under torchrun for several processes; gaussian fits in seconds)."""
-    if family not in ("ddpm", "gaussian"):
-        raise RestoreError(f"training {family!r} is not available yet; trainable families: ddpm, gaussian")
+    """Train a prior on a dataset (ddpm, vae and gan run under torchrun for several processes; gaussian fits in seconds)."""
+    trainable = ("ddpm", "gaussian", "vae", "gan")
+    if family not in trainable:
+        raise RestoreError(f"training {family!r} is not available yet; trainable families: {', '.join(trainable)}")
     _check_seed(seed)
     if family == "gaussian":
         from .priors.gaussian import train_gaussian
@@ -615,20 +624,35 @@ def train(
                    f"{summary['seconds']:.1f} s" + (f", validation {summary['val_bits_per_dim']:.3f} bits/dim"
                                                     if "val_bits_per_dim" in summary else ""))
         return
+    width = width if width is not None else (64 if family == "gan" else 32)
+    batch_size = batch_size if batch_size is not None else (64 if family == "gan" else 128)
     for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width), ("--timesteps", timesteps),
-                        ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every)):
+                        ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every),
+                        ("--latent-dim", latent_dim or 1), ("--n-critic", n_critic or 1)):
         if value < 1:
             raise RestoreError(f"{name} must be a positive integer, got {value}")
-    if not (math.isfinite(lr) and lr > 0) or not 0 <= ema < 1:
+    if lr is not None and not (math.isfinite(lr) and lr > 0) or not 0 <= ema < 1:
         raise RestoreError(f"--lr must be positive and --ema in [0, 1), got {lr} and {ema}")
-    from .priors.ddpm import train_ddpm
+    if not (math.isfinite(beta) and beta >= 0) or kl_warmup < 0:
+        raise RestoreError(f"--beta and --kl-warmup must be non-negative, got {beta} and {kl_warmup}")
+    common = dict(data=data, out=out, size=size, channels=channels, width=width, steps=steps, batch_size=batch_size,
+                  ema_decay=ema, seed=seed, max_minutes=max_minutes, checkpoint_every=checkpoint_every,
+                  sample_every=sample_every, resume=resume, device=device, precision=precision, flip=flip,
+                  data_root=data_root)
+    if family == "vae":
+        from .priors.vae import train_vae
 
-    summary = train_ddpm(data=data, out=out, size=size, channels=channels, width=width, schedule=schedule,
-                         timesteps=timesteps, steps=steps,
-                         batch_size=batch_size, lr=lr, ema_decay=ema, seed=seed, max_minutes=max_minutes,
-                         checkpoint_every=checkpoint_every, sample_every=sample_every, val_every=checkpoint_every,
-                         resume=resume, device=device, precision=precision, flip=flip, init=init,
-                         data_root=data_root)
+        summary = train_vae(**common, latent_dim=latent_dim or 16, beta=beta, kl_warmup=kl_warmup, lr=lr or 1e-3,
+                            val_every=checkpoint_every)
+    elif family == "gan":
+        from .priors.gan import train_gan
+
+        summary = train_gan(**common, latent_dim=latent_dim or 100, loss=loss, n_critic=n_critic, lr=lr)
+    else:
+        from .priors.ddpm import train_ddpm
+
+        summary = train_ddpm(**common, schedule=schedule, timesteps=timesteps, lr=lr or 2e-4,
+                             val_every=checkpoint_every, init=init)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
@@ -649,6 +673,7 @@ def sample(
     variance: Annotated[str, typer.Option(help="Ancestral variance sigma_t^2: beta_tilde (default) or beta.")] = "beta_tilde",
     eta: Annotated[float, typer.Option(help="DDIM noise scale: 0 is deterministic, 1 is ancestral-like.")] = 0.0,
     nrow: Annotated[Optional[int], typer.Option(help="Images per grid row (default about sqrt(n)).")] = None,
+    truncation: Annotated[Optional[float], typer.Option(help="vae, gan: redraw latent entries with |z| > this (the truncation trick).")] = None,
     json: Json = False,
     device: Device = "auto",
     seed: Seed = 0,
@@ -671,8 +696,15 @@ def sample(
         raise RestoreError(f"--eta must be a non-negative number, got {eta}")
     if nrow is not None and nrow < 1:
         raise RestoreError(f"--nrow must be a positive integer, got {nrow}")
+    if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
+        raise RestoreError(f"--truncation must be a positive number, got {truncation}")
     dev = _device(device)
     model = load_prior(prior, device=dev)
+    if hasattr(model, "latent_shape"):
+        _sample_latent(model, n, out, prior, method, steps, truncation, nrow, json, dev, seed)
+        return
+    if truncation is not None:
+        raise RestoreError(f"--truncation is for priors with a latent (vae, gan), not {model.family}")
     exact = model.family == "gaussian"  # the one family with exact draws
     method = method or ("exact" if exact else "ancestral")
     if method == "exact" and not exact:
@@ -703,6 +735,29 @@ def sample(
         typer.echo(f"wrote {out} ({n} samples, {method}, {steps} steps, {seconds:.2f} s)")
 
 
+def _sample_latent(model, n, out, prior, method, steps, truncation, nrow, json_out, dev, seed) -> None:
+    """``restore sample`` for a prior that decodes a latent: one decoder pass, no steps."""
+    import torch
+
+    from . import io
+
+    if method is not None or steps is not None:
+        raise RestoreError(f"a {model.family} prior samples in one pass: --method and --steps are for diffusion priors")
+    t0 = time.perf_counter()
+    x = model.sample(n, generator=torch.Generator(device=dev).manual_seed(seed), truncation=truncation)
+    seconds = time.perf_counter() - t0
+    io.write_grid(out, x.cpu(), nrow=nrow)
+    result = {"output": str(out), "prior": prior, "n": n, "method": "decode", "truncation": truncation, "seed": seed,
+              "seconds": round(seconds, 3), "nfe": 1, "image_shape": list(x.shape[1:])}
+    if json_out:
+        import json as json_module
+
+        typer.echo(json_module.dumps(result))
+    else:
+        extra = f", truncation {truncation}" if truncation is not None else ""
+        typer.echo(f"wrote {out} ({n} samples of the {model.family} prior{extra}, {seconds:.2f} s)")
+
+
 @app.command()
 def info(prior: PriorSpec = "ddpm", json: Json = False):
     """Describe a prior: family, image size, channels, training data, and what can use it."""
@@ -718,7 +773,7 @@ def info(prior: PriorSpec = "ddpm", json: Json = False):
         return
     for key, value in result.items():
         if key == "solvers" and not value:
-            value = "none in this installation yet (the diffusion solvers are planned)"
+            value = "none in this installation"
         elif value is None:
             value = "unknown (not recorded by a restore training run)"
         elif isinstance(value, list):

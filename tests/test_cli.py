@@ -373,9 +373,17 @@ def digit_specs(digit_png, tmp_path_factory) -> dict[str, Path]:
 
 def test_planned_prior_is_refused(cli, tmp_path, digit_specs):
     before = _listing(tmp_path)
-    line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "vae", "-o", tmp_path / "out.png"))
-    assert "the vae prior family is planned but not built yet" in line
+    line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "flow", "-o", tmp_path / "out.png"))
+    assert "the flow prior family is planned but not built yet" in line
     assert _listing(tmp_path) == before
+
+
+def test_family_without_a_shipped_model_names_the_training_command(cli, tmp_path, digit_specs, monkeypatch):
+    from restore import priors
+
+    monkeypatch.setattr(priors, "SHIPPED", {k: v for k, v in priors.SHIPPED.items() if k != "gan"})
+    line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "gan", "-o", tmp_path / "out.png"))
+    assert "no gan prior ships with this installation yet" in line and "restore train gan" in line
 
 
 def test_priors_command(cli):
@@ -421,10 +429,10 @@ def _pickle_file(tmp_path):
     return path
 
 
-def _vae_run(tmp_path):
-    folder = tmp_path / "vae-run"
+def _flow_run(tmp_path):
+    folder = tmp_path / "flow-run"
     folder.mkdir()
-    (folder / "run.json").write_text(json.dumps({"family": "vae"}))
+    (folder / "run.json").write_text(json.dumps({"family": "flow"}))
     return folder
 
 
@@ -440,10 +448,10 @@ def _vae_run(tmp_path):
         (lambda d, t: ["-o", t / "missing" / "x.png"], "does not exist"),
         (lambda d, t: ["-o", t / "x.jpg"], "must be a .png file"),
         (lambda d, t: ["--prior", _pickle_file(t)], "pickled checkpoint"),
-        (lambda d, t: ["--prior", _vae_run(t)], "holds a vae model"),
+        (lambda d, t: ["--prior", _flow_run(t)], "holds a flow model"),
         (lambda d, t: ["--prior", "restore-tests/no-such-model"], "cannot fetch prior"),
         (lambda d, t: ["--prior", t / "nothing"], "does not exist (no such file or folder)"),
-        (lambda d, t: ["--prior", "gan"], "planned but not built"),
+        (lambda d, t: ["--prior", "pixelcnn"], "planned but not built"),
     ],
     ids=["n0", "steps", "method", "exact-ddpm", "variance", "eta", "out-folder", "out-suffix", "pickle", "other-family", "hub", "missing-path",
          "planned"],
@@ -878,3 +886,33 @@ def test_train_data_root_is_used_and_a_failed_download_is_one_line(cli, tmp_path
                                   "--out", tmp_path / "f"))
     assert f"not found in '{root / 'FashionMNIST' / 'raw'}' and the download failed" in line
     assert not (tmp_path / "f").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# VAE and GAN priors: train a tiny one on a folder, then sample, describe and restore with it
+
+
+@pytest.mark.parametrize("family, extra", [("vae", ["--latent-dim", "3", "--kl-warmup", "2"]),
+                                           ("gan", ["--latent-dim", "4", "--batch-size", "4"])])
+def test_train_a_latent_prior_then_sample_describe_and_restore(cli, tmp_path, holes8, family, extra):
+    folder = _noise_images(tmp_path / "imgs", 10)
+    out = tmp_path / family
+    _ok(cli("train", family, "--data", folder, "--size", "8", "--width", "4", "--steps", "3", "--out", out, *extra))
+    info = json.loads(_ok(cli("info", "--prior", out, "--json")).out)
+    assert info["family"] == family and info["solvers"] == ["csgm"] and info["training_steps"] == 3
+    sample = json.loads(_ok(cli("sample", "--prior", out, "-n", "4", "--truncation", "1.5", "-o", tmp_path / "s.png",
+                                "--json")).out)
+    assert sample["truncation"] == 1.5 and read_image(tmp_path / "s.png")[0].shape[1] == 1
+    line = _assert_user_error(cli("sample", "--prior", out, "--method", "ddim", "-o", tmp_path / "t.png"))
+    assert "samples in one pass" in line
+    record = json.loads(_ok(cli("inpaint", holes8, "--prior", out, "--steps", "5", "--samples", "2",
+                                "--param", "restarts=2", "-o", tmp_path / "r.png", "--json")).out)
+    assert record["solver"] == "csgm" and record["prior_family"] == family
+    assert record["hyperparameters"]["restarts"] == 2 and record["nfe"] == 6  # 5 steps + the final decode
+    assert read_image(tmp_path / "r.png")[0].shape == (1, 1, 8, 8)
+    line = _assert_user_error(cli("inpaint", holes8, "--prior", out, "--solver", "ddnm", "-o", tmp_path / "x.png"))
+    assert "cannot use the " + family + " prior; solvers that can: csgm" in line
+    # --resume of a finished run at a new total continues it (both families share the training loop).
+    _ok(cli("train", family, "--data", folder, "--size", "8", "--width", "4", "--steps", "4", "--out", out, "--resume",
+            *extra))
+    assert json.loads((out / "run.json").read_text())["steps_done"] == 4

@@ -72,15 +72,20 @@ def test_pickle_files_are_refused_without_being_read(tmp_path, name):
 
 
 def test_folders_of_other_families_and_non_models(tmp_path):
+    flow = tmp_path / "flow-run"
+    flow.mkdir()
+    (flow / "run.json").write_text(json.dumps({"family": "flow"}))
+    with pytest.raises(RestoreError, match="holds a flow model"):
+        load_prior(str(flow))
     vae = tmp_path / "vae-run"
     vae.mkdir()
-    (vae / "run.json").write_text(json.dumps({"family": "vae"}))
-    with pytest.raises(RestoreError, match="holds a vae model"):
+    (vae / "run.json").write_text(json.dumps({"family": "vae"}))  # no architecture: not one of our VAE folders
+    with pytest.raises(RestoreError, match="is not a restore.vae model description"):
         load_prior(str(vae))
     with pytest.raises(RestoreError, match="not a model folder"):
         load_prior(str(tmp_path))
     with pytest.raises(RestoreError, match="planned but not built"):
-        load_prior("gan")
+        load_prior("pixelcnn")
     with pytest.raises(RestoreError, match="unknown prior"):
         load_prior("not a name!")
 

@@ -22,10 +22,15 @@ FAMILIES = {
     "classical": "no learned prior: biharmonic, Wiener, Richardson-Lucy, TV, bicubic, pseudo-inverse",
     "ddpm": "denoising diffusion (Ho et al. 2020) on a diffusers UNet2DModel: Tweedie x0_hat, score, sampling, bits/dim",
     "gaussian": "Gaussian N(mu, W W^T + diag(d)) fitted by PCA: exact Tweedie x0_hat and closed-form posterior",
+    "vae": "variational autoencoder (Kingma & Welling 2014): decoder G(z), encoder, ELBO and IWAE bits/dim",
+    "gan": "DCGAN generator (Radford et al. 2016) trained non-saturating or WGAN-GP: G(z), truncated sampling",
 }
 
 #: Families that are planned but not built yet (the command line names them in its error).
-PLANNED = ("vae", "gan", "flow", "pixelcnn")
+PLANNED = ("flow", "pixelcnn")
+
+#: Families whose model folders this installation loads.
+LOADERS = ("ddpm", "gaussian", "vae", "gan")
 
 #: Family name -> the folder of its shipped default under restore/weights/.
 SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist"}
@@ -67,6 +72,9 @@ def load_prior(spec: str, *, device=None):
         raise RestoreError("'classical' is not a model: it means restoring without a learned prior")
     if spec in PLANNED:
         raise RestoreError(f"the {spec} prior family is planned but not built yet; available: {', '.join(SHIPPED)}")
+    if spec in FAMILIES and spec not in SHIPPED:
+        raise RestoreError(f"no {spec} prior ships with this installation yet: train one (restore train {spec} --data mnist "
+                           f"--out runs/{spec}) and pass its folder as --prior")
     if spec in SHIPPED:
         path = shipped_path(spec)
         if not path.is_dir():
@@ -107,12 +115,20 @@ def _load_folder(path: Path):
         from .gaussian import GaussianPrior
 
         return GaussianPrior.from_pretrained(path)
+    if family == "vae":
+        from .vae import VAEPrior
+
+        return VAEPrior.from_pretrained(path)
+    if family == "gan":
+        from .gan import GANPrior
+
+        return GANPrior.from_pretrained(path)
     if family is None:
         raise RestoreError(f"'{path}' is not a model folder: it has neither a diffusers DDPM layout "
                            "(unet/config.json, scheduler/) nor a restore run.json")
     if family in PLANNED:
         raise RestoreError(f"'{path}' holds a {family} model; the {family} family is not built into this installation yet")
-    raise RestoreError(f"'{path}' holds a model of unknown family {family!r} (known: {', '.join(SHIPPED)})")
+    raise RestoreError(f"'{path}' holds a model of unknown family {family!r} (known: {', '.join(LOADERS)})")
 
 
 def _load_hub(repo_id: str):
