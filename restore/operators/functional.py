@@ -143,3 +143,47 @@ def divergence(p: torch.Tensor) -> torch.Tensor:
     div[..., 1:-1, :] += py[..., 1:-1, :] - py[..., :-2, :]
     div[..., -1, :] += -py[..., -2, :]
     return div
+
+
+def haar_levels(h: int, w: int, most: int = 3) -> int:
+    """How many times an h x w image can be halved (both sides even), up to ``most``."""
+    levels = 0
+    while levels < most and h % 2 == 0 and w % 2 == 0 and h > 1 and w > 1:
+        h, w, levels = h // 2, w // 2, levels + 1
+    return levels
+
+
+def haar2d(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Orthonormal 2-D Haar wavelet transform of (..., H, W), ``levels`` times on the coarse band;
+    coefficients in place: the coarse band top-left, details (horizontal, vertical, diagonal) around it."""
+    c = x.clone()
+    h, w = x.shape[-2:]
+    for _ in range(levels):
+        band = c[..., :h, :w]
+        a, b = band[..., 0::2, 0::2], band[..., 0::2, 1::2]  # (..., h/2, w/2) each
+        d, e = band[..., 1::2, 0::2], band[..., 1::2, 1::2]
+        low = (a + b + d + e) / 2
+        horiz, vert, diag = (a - b + d - e) / 2, (a + b - d - e) / 2, (a - b - d + e) / 2
+        top = torch.cat([low, horiz], -1)
+        bottom = torch.cat([vert, diag], -1)
+        c[..., :h, :w] = torch.cat([top, bottom], -2)
+        h, w = h // 2, w // 2
+    return c
+
+
+def ihaar2d(c: torch.Tensor, levels: int) -> torch.Tensor:
+    """Inverse (= transpose) of :func:`haar2d`."""
+    x = c.clone()
+    H, W = c.shape[-2:]
+    for level in reversed(range(levels)):
+        h, w = H >> level, W >> level
+        hh, hw = h // 2, w // 2
+        low, horiz = x[..., :hh, :hw], x[..., :hh, hw:w]
+        vert, diag = x[..., hh:h, :hw], x[..., hh:h, hw:w]
+        band = torch.empty_like(x[..., :h, :w])
+        band[..., 0::2, 0::2] = (low + horiz + vert + diag) / 2
+        band[..., 0::2, 1::2] = (low - horiz + vert - diag) / 2
+        band[..., 1::2, 0::2] = (low + horiz - vert - diag) / 2
+        band[..., 1::2, 1::2] = (low - horiz - vert + diag) / 2
+        x[..., :h, :w] = band
+    return x
