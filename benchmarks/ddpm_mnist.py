@@ -52,18 +52,7 @@ def sample_quality(prior, judge, n: int, steps: int, batch: int, seed: int) -> t
         samples.append(prior.sample(min(batch, n - start), steps=steps, method="ddim", generator=g))
     seconds = time.perf_counter() - t0
     x = torch.cat(samples)
-    probs = classifier.predict(judge, x)
-    confidence, label = probs.max(1)
-    confident = confidence >= CONFIDENCE
-    shares = torch.bincount(label, minlength=10).float() / n
-    figures = {
-        "samples": n, "ddim_steps": steps, "confident_fraction": float(confident.float().mean()),
-        "class_shares": [round(float(s), 4) for s in shares],
-        "max_class_deviation": float((shares - 0.1).abs().max()),
-        "confident_class_shares": [round(float(s), 4) for s in
-                                   torch.bincount(label[confident], minlength=10).float() / max(int(confident.sum()), 1)],
-        "seconds_per_sample": seconds / n,
-    }
+    figures = {**classifier.sample_figures(judge, x, CONFIDENCE), "ddim_steps": steps, "seconds_per_sample": seconds / n}
     return figures, x
 
 

@@ -1,16 +1,18 @@
-"""Diffusion solvers with a learned prior on the five standard MNIST tasks, beside the classical baselines.
+"""Learned priors and their solvers on the five standard MNIST tasks, beside the classical baselines.
 
-    python benchmarks/solvers.py                          # shipped DDPM and Gaussian, 20/50/100 steps on 100 images
+    python benchmarks/solvers.py                          # shipped priors, diffusion solvers at 20/50/100 steps, 100 images
     python benchmarks/solvers.py --quick                  # 8 images, 10 steps, 2 samples: a smoke run
     python benchmarks/solvers.py --priors gaussian --solvers ddnm,pigdm --steps 20 -n 16
 
 Each cell (task, prior, solver, steps, images, samples) is cached as one JSON file (and its first
 6 estimates) under benchmarks/results/solvers_cells/, which is committed: an interrupted run, or a
-later session, resumes and only computes what is missing. Every method sees the same measurements (fixed seed per task). For each cell: PSNR and
-SSIM of the posterior mean of ``--samples`` samples (clipped to [0, 1]), PSNR of one sample,
-calibration (the share of pixels whose true error lies within +-2 posterior standard deviations),
-seconds per image (all samples included) and NFE (network evaluations per sample). The paper's
-step counts (DPS 1000, RePaint 250 with 10 jumps of 10) run on ``--paper-n`` images.
+later session, resumes and only computes what is missing. Every method sees the same measurements
+(fixed seed per task). For each cell: PSNR and SSIM of the posterior mean of ``--samples`` samples
+(clipped to [0, 1]), PSNR of one sample, calibration (the share of pixels whose true error lies
+within +-2 posterior standard deviations), seconds per image (all samples included) and NFE
+(network evaluations per sample). The paper's step counts (DPS 1000, RePaint 250 with 10 jumps of
+10) run on ``--paper-n`` images. Latent optimization (csgm, for the VAE and GAN) is a MAP method:
+one estimate per image, 300 Adam steps, its default restarts.
 
 Writes benchmarks/results/solvers.{md,json} and solvers_<task>.png (rows: truth, measurement,
 then each method's estimate at its best step count).
@@ -29,7 +31,7 @@ import torch
 from restore import io, metrics
 from restore.data import mnist_images
 from restore.priors import load_prior
-from restore.solvers import CLASSICAL, DIFFUSION, missing_capabilities
+from restore.solvers import CLASSICAL, LATENT, PRIOR_SOLVERS, missing_capabilities, solvers_for
 from restore.solvers.diffusion import CountingPrior
 from restore.tasks import STANDARD, standard_operator
 
@@ -40,16 +42,19 @@ CACHE = RESULTS / "solvers_cells"  # committed, so a later session resumes the s
 #: The step counts of the papers, run on fewer images: (steps, extra keyword arguments).
 PAPER = {"dps": (1000, {}), "repaint": (250, {"jump_length": 10, "resamplings": 10})}
 
+#: Latent optimization is a MAP method, not a sampler: one estimate per image, at its own step count.
+LATENT_STEPS = 300
+
 
 def measure(task: str, x: torch.Tensor):
     op = standard_operator(task, x.shape[1:], 0)
     return op, op(x, generator=torch.Generator().manual_seed(0))
 
 
-def run_diffusion(task, prior_name, prior, solver, steps, x, samples, batch, extra):
+def run_prior(task, prior_name, prior, solver, steps, x, samples, batch, extra):
     """One cell: every image's ``samples`` posterior samples, in batches of ``batch`` images."""
     op, y = measure(task, x)
-    fn = DIFFUSION[solver]
+    fn = PRIOR_SOLVERS[solver]
     counted = CountingPrior(prior)
     outs = []
     t0 = time.perf_counter()
@@ -113,8 +118,8 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--priors", default="ddpm,gaussian")
-    parser.add_argument("--solvers", default=",".join(DIFFUSION))
+    parser.add_argument("--priors", default="ddpm,gaussian,vae,gan")
+    parser.add_argument("--solvers", default=",".join(PRIOR_SOLVERS))
     parser.add_argument("--tasks", default=",".join(STANDARD))
     parser.add_argument("--steps", default="20,50,100")
     parser.add_argument("-n", type=int, default=100, help="MNIST test images per cell")
@@ -140,17 +145,19 @@ def main() -> None:
                              lambda t=task, s=solver: run_classical(t, s, x[: args.n])))
         for pname, prior in priors.items():
             for solver in args.solvers.split(","):
-                if missing_capabilities(DIFFUSION[solver], op):
+                if solver not in solvers_for(prior) or missing_capabilities(PRIOR_SOLVERS[solver], op):
                     continue
-                runs = [(int(s), {}, args.n) for s in args.steps.split(",")]
+                samples = 1 if solver in LATENT else args.samples
+                runs = [(int(s), {}, args.n) for s in args.steps.split(",")] if solver not in LATENT else \
+                    [(LATENT_STEPS if not args.quick else 10, {}, args.n)]
                 if solver in PAPER and args.paper_n:
                     runs.append((PAPER[solver][0], PAPER[solver][1], args.paper_n))
                 for steps, extra, n in runs:
                     # The prior's training steps are in the key: a retrained prior gets new cells.
                     tag = f"{pname}-{prior.info().get('training_steps')}"
-                    key = f"{task}/{tag}/{solver}/{steps}/{n}/{args.samples}"
+                    key = f"{task}/{tag}/{solver}/{steps}/{n}/{samples}"
                     plan.append((key, task, f"{pname} + {solver}", lambda t=task, pn=pname, p=prior, s=solver, st=steps,
-                                 e=extra, m=n: run_diffusion(t, pn, p, s, st, x[:m], args.samples, args.batch, e)))
+                                 e=extra, m=n, k=samples: run_prior(t, pn, p, s, st, x[:m], k, args.batch, e)))
     rows, pictures = [], {}
     for key, task, label, compute in tqdm(plan, desc="cells", unit="cell"):
         cell, images = cached(key, compute, args.force)

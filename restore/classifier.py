@@ -123,3 +123,18 @@ def load_classifier(folder: str | Path | None = None) -> MNISTClassifier:
     model = MNISTClassifier()
     model.load_state_dict(io.load_arrays(folder / "model.safetensors"))
     return model.eval()
+
+
+def sample_figures(model: MNISTClassifier, x: torch.Tensor, confidence: float = 0.9) -> dict:
+    """How digit-like samples x (N, 1, 28, 28) are: the fraction labelled with probability >= ``confidence``,
+    the share of each predicted class, and the largest deviation of a share from 10%."""
+    probs = predict(model, x)
+    top, label = probs.max(1)
+    confident = top >= confidence
+    shares = torch.bincount(label, minlength=10).float() / len(x)
+    return {
+        "samples": len(x), "confident_fraction": float(confident.float().mean()),
+        "class_shares": [round(float(s), 4) for s in shares], "max_class_deviation": float((shares - 0.1).abs().max()),
+        "confident_class_shares": [round(float(s), 4) for s in
+                                   torch.bincount(label[confident], minlength=10).float() / max(int(confident.sum()), 1)],
+    }
