@@ -42,14 +42,15 @@ def test_wgan_gp_critic_steps_lower_the_critic_loss():
     def loss():
         return critic.loss_fn(gan, x, torch.Generator().manual_seed(0))["loss"]
 
-    before = float(loss())
+    before = float(loss().detach())
     for _ in range(20):
         opt.zero_grad()
         loss().backward()
         opt.step()
-    # The critic separates real from generated images: -W estimate + penalty must drop clearly
-    # (measured from about 1 to below -1 here; a step of the wrong sign would raise it).
-    assert float(loss()) < before - 0.5, (before, float(loss()))
+    # Critic steps must lower the critic loss (-W estimate + 10 x penalty): measured 8.9 -> 7.2
+    # here; a step of the wrong sign would raise it.
+    after = float(loss().detach())
+    assert after < before - 0.5, (before, after)
 
 
 def _run(out, steps, resume=False):
