@@ -446,7 +446,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     counted = CountingPrior(model)
     op, y = op.to(dev), y.to(dev)
     t0 = time.perf_counter()
-    x = fn(y.repeat(samples, 1, 1, 1), op, counted, steps=steps, generator=torch.Generator(device=dev).manual_seed(seed),
+    x = fn(y.repeat(samples, *[1] * (y.dim() - 1)), op, counted, steps=steps, generator=torch.Generator(device=dev).manual_seed(seed),
            callback=lambda i, _x: bar.update(1), **hyper).detach().cpu()  # (samples, C, H, W)
     seconds = time.perf_counter() - t0
     bar.close()

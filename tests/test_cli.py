@@ -916,3 +916,17 @@ def test_train_a_latent_prior_then_sample_describe_and_restore(cli, tmp_path, ho
     _ok(cli("train", family, "--data", folder, "--size", "8", "--width", "4", "--steps", "4", "--out", out, "--resume",
             *extra))
     assert json.loads((out / "run.json").read_text())["steps_done"] == 4
+
+
+def test_compressed_sensing_with_learned_priors(cli, tmp_path, digit_png, digit_specs):
+    # The measurement is a vector (B, m), not an image: several samples must stack it along B.
+    diffusion = json.loads(_ok(cli("cs", digit_specs["cs"], "--prior", "gaussian", "--steps", "10", "--samples", "2",
+                                   "-o", tmp_path / "g.png", "--reference", digit_png, "--json")).out)
+    latent = json.loads(_ok(cli("cs", digit_specs["cs"], "--prior", "vae", "--steps", "100", "-o", tmp_path / "v.png",
+                                "--reference", digit_png, "--json")).out)
+    classical = json.loads(_ok(cli("cs", digit_specs["cs"], "--solver", "lasso", "-o", tmp_path / "l.png",
+                                   "--reference", digit_png, "--json")).out)
+    assert diffusion["solver"] == "pigdm" and latent["solver"] == "csgm" and latent["prior_family"] == "vae"
+    # 196 noisy measurements of a digit: measured 26.9 dB with the shipped VAE (100 Adam steps),
+    # 15.5 dB for Lasso. The VAE must beat Lasso by more than half that gap.
+    assert latent["psnr"] > classical["psnr"] + 6, (latent["psnr"], classical["psnr"])
