@@ -79,8 +79,8 @@ def test_kl_warmup_ramps_the_weight():
 
 
 def test_collapse_warning_fires_only_when_kl_is_near_zero():
-    assert "posterior collapse" in collapse_warning({"val_kl": 0.01})
-    assert collapse_warning({"val_kl": 5.0}) is None and collapse_warning({"loss": 1.0}) is None
+    assert "posterior collapse" in collapse_warning({"kl": 0.01, "val_kl": 3.0})
+    assert collapse_warning({"kl": 5.0, "val_kl": 0.01}) is None and collapse_warning({"loss": 1.0}) is None
 
 
 def test_importance_sampling_tightens_the_elbo(tmp_path):

@@ -33,7 +33,7 @@ PLANNED = ("flow", "pixelcnn")
 LOADERS = ("ddpm", "gaussian", "vae", "gan")
 
 #: Family name -> the folder of its shipped default under restore/weights/.
-SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist"}
+SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist", "vae": "vae-mnist", "gan": "gan-mnist"}
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 

@@ -99,10 +99,11 @@ def vae_loss(beta: float = 1.0, kl_warmup: int = 0):
 
 
 def collapse_warning(record: dict, threshold: float = 0.5) -> str | None:
-    """A warning when the validation KL is near zero: q(z | x) = p(z), the decoder ignores z."""
-    kl = record.get("val_kl")
+    """A warning when the KL of the model being trained (this step's batch) is near zero:
+    q(z | x) = p(z), the decoder ignores z. (The validation KL is the EMA model's, which lags.)"""
+    kl = record.get("kl")
     if kl is not None and kl < threshold:
-        return (f"posterior collapse: validation KL is {kl:.3f} nats per image, so the decoder ignores z "
+        return (f"posterior collapse: the KL term is {kl:.3f} nats per image, so the decoder ignores z "
                 "(lower --beta or use --kl-warmup)")
     return None
 
