@@ -31,7 +31,7 @@ import torch
 from restore import io, metrics
 from restore.data import mnist_images
 from restore.priors import load_prior
-from restore.solvers import CLASSICAL, LATENT, PRIOR_SOLVERS, missing_capabilities, solvers_for
+from restore.solvers import CLASSICAL, DIFFUSION, LATENT, PRIOR_SOLVERS, missing_capabilities, solvers_for
 from restore.solvers.diffusion import CountingPrior
 from restore.tasks import STANDARD, standard_operator
 
@@ -119,7 +119,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--priors", default="ddpm,gaussian,vae,gan")
-    parser.add_argument("--solvers", default=",".join(PRIOR_SOLVERS))
+    parser.add_argument("--solvers", default=",".join([*DIFFUSION, *LATENT]))
     parser.add_argument("--tasks", default=",".join(STANDARD))
     parser.add_argument("--steps", default="20,50,100")
     parser.add_argument("-n", type=int, default=100, help="MNIST test images per cell")

@@ -430,18 +430,20 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(reference, shape)
     if steps is None:
-        import inspect
-
-        steps = inspect.signature(fn).parameters["steps"].default
+        steps = _default_steps(fn)
+    elif _default_steps(fn) is None:
+        raise RestoreError(f"--steps is not used by the {name} solver")
     most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
-    if steps < 1 or (most is not None and steps > most):
+    if steps is not None and (steps < 1 or (most is not None and steps > most)):
         raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
                            else f"--steps must be a positive integer, got {steps}")
     for note in notes:
         typer.echo(note, err=True)
     from tqdm.auto import tqdm
 
-    total = (len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1 if name == "repaint" else steps)
+    # Progress: RePaint's steps with its jumps, the rows of a sequential (PixelCNN) solver, else the steps.
+    total = (len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1 if name == "repaint"
+             else steps if steps is not None else model.image_shape[1])
     bar = tqdm(total=total, desc=f"{name} ({samples} sample{'s' * (samples > 1)})", unit="step", disable=None, leave=False)
     counted = CountingPrior(model)
     op, y = op.to(dev), y.to(dev)
@@ -579,7 +581,7 @@ def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: 
 
 @app.command()
 def train(
-    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm, gaussian, vae or gan.")],
+    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm, gaussian, vae, gan, flow or pixelcnn.")],
     data: Annotated[str, typer.Option(help="mnist, fashion-mnist or a folder of images (searched recursively).")],
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, log.jsonl, sample grids and the exported model.")],
     size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own, 28 for MNIST).")] = None,
@@ -605,11 +607,16 @@ def train(
     kl_warmup: Annotated[int, typer.Option(help="vae: steps over which the KL weight ramps up from 0 (0: none).")] = 0,
     loss: Annotated[str, typer.Option(help="gan: ns (non-saturating, DCGAN) or wgan-gp.")] = "ns",
     n_critic: Annotated[Optional[int], typer.Option(help="gan: discriminator steps per generator step (default: ns 1, wgan-gp 5).")] = None,
+    levels: Annotated[int, typer.Option(help="flow: multi-scale levels (squeeze, steps, split).")] = 2,
+    depth: Annotated[int, typer.Option(help="flow: steps of flow per level.")] = 8,
+    coupling: Annotated[str, typer.Option(help="flow: affine or additive coupling.")] = "affine",
+    layers: Annotated[int, typer.Option(help="pixelcnn: gated layers.")] = 8,
+    kernel: Annotated[int, typer.Option(help="pixelcnn: kernel size (odd).")] = 5,
     data_root: Annotated[Optional[str], typer.Option(help="Where MNIST/Fashion-MNIST are (or are downloaded to; default $RESTORE_DATA).")] = None,
     seed: Seed = 0,
 ):
     """Train a prior on a dataset (ddpm, vae and gan run under torchrun for several processes; gaussian fits in seconds)."""
-    trainable = ("ddpm", "gaussian", "vae", "gan")
+    trainable = ("ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn")
     if family not in trainable:
         raise RestoreError(f"training {family!r} is not available yet; trainable families: {', '.join(trainable)}")
     _check_seed(seed)
@@ -624,11 +631,12 @@ def train(
                    f"{summary['seconds']:.1f} s" + (f", validation {summary['val_bits_per_dim']:.3f} bits/dim"
                                                     if "val_bits_per_dim" in summary else ""))
         return
-    width = width if width is not None else (64 if family == "gan" else 32)
-    batch_size = batch_size if batch_size is not None else (64 if family == "gan" else 128)
+    width = width if width is not None else {"gan": 64, "flow": 128, "pixelcnn": 64}.get(family, 32)
+    batch_size = batch_size if batch_size is not None else (64 if family in ("gan", "flow", "pixelcnn") else 128)
     for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width), ("--timesteps", timesteps),
                         ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every),
-                        ("--latent-dim", latent_dim or 1), ("--n-critic", n_critic or 1)):
+                        ("--latent-dim", latent_dim or 1), ("--n-critic", n_critic or 1), ("--levels", levels),
+                        ("--depth", depth), ("--layers", layers)):
         if value < 1:
             raise RestoreError(f"{name} must be a positive integer, got {value}")
     if lr is not None and not (math.isfinite(lr) and lr > 0) or not 0 <= ema < 1:
@@ -648,6 +656,16 @@ def train(
         from .priors.gan import train_gan
 
         summary = train_gan(**common, latent_dim=latent_dim or 100, loss=loss, n_critic=n_critic, lr=lr)
+    elif family == "flow":
+        from .priors.flow import train_flow
+
+        width = common.pop("width")
+        summary = train_flow(**common, levels=levels, depth=depth, hidden=width, coupling=coupling, lr=lr or 1e-3,
+                             val_every=checkpoint_every)
+    elif family == "pixelcnn":
+        from .priors.pixelcnn import train_pixelcnn
+
+        summary = train_pixelcnn(**common, layers=layers, kernel=kernel, lr=lr or 1e-3, val_every=checkpoint_every)
     else:
         from .priors.ddpm import train_ddpm
 
@@ -673,7 +691,8 @@ def sample(
     variance: Annotated[str, typer.Option(help="Ancestral variance sigma_t^2: beta_tilde (default) or beta.")] = "beta_tilde",
     eta: Annotated[float, typer.Option(help="DDIM noise scale: 0 is deterministic, 1 is ancestral-like.")] = 0.0,
     nrow: Annotated[Optional[int], typer.Option(help="Images per grid row (default about sqrt(n)).")] = None,
-    truncation: Annotated[Optional[float], typer.Option(help="vae, gan: redraw latent entries with |z| > this (the truncation trick).")] = None,
+    truncation: Annotated[Optional[float], typer.Option(help="vae, gan, flow: redraw latent entries with |z| > this (the truncation trick).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="flow: scale of the latent draws (Glow's temperature; default 1).")] = None,
     json: Json = False,
     device: Device = "auto",
     seed: Seed = 0,
@@ -700,11 +719,15 @@ def sample(
         raise RestoreError(f"--truncation must be a positive number, got {truncation}")
     dev = _device(device)
     model = load_prior(prior, device=dev)
-    if hasattr(model, "latent_shape"):
-        _sample_latent(model, n, out, prior, method, steps, truncation, nrow, json, dev, seed)
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise RestoreError(f"--temperature must be a non-negative number, got {temperature}")
+    if temperature is not None and model.family != "flow":
+        raise RestoreError(f"--temperature is for flow priors, not {model.family}")
+    if hasattr(model, "latent_shape") or hasattr(model, "sample_conditional"):
+        _sample_direct(model, n, out, prior, method, steps, truncation, temperature, nrow, json, dev, seed)
         return
     if truncation is not None:
-        raise RestoreError(f"--truncation is for priors with a latent (vae, gan), not {model.family}")
+        raise RestoreError(f"--truncation is for priors with a latent (vae, gan, flow), not {model.family}")
     exact = model.family == "gaussian"  # the one family with exact draws
     method = method or ("exact" if exact else "ancestral")
     if method == "exact" and not exact:
@@ -735,26 +758,38 @@ def sample(
         typer.echo(f"wrote {out} ({n} samples, {method}, {steps} steps, {seconds:.2f} s)")
 
 
-def _sample_latent(model, n, out, prior, method, steps, truncation, nrow, json_out, dev, seed) -> None:
-    """``restore sample`` for a prior that decodes a latent: one decoder pass, no steps."""
+def _sample_direct(model, n, out, prior, method, steps, truncation, temperature, nrow, json_out, dev, seed) -> None:
+    """``restore sample`` for a prior that decodes a latent (one pass) or samples pixel by pixel (PixelCNN)."""
     import torch
+    from tqdm.auto import tqdm
 
     from . import io
 
     if method is not None or steps is not None:
-        raise RestoreError(f"a {model.family} prior samples in one pass: --method and --steps are for diffusion priors")
+        raise RestoreError(f"a {model.family} prior has its own sampler: --method and --steps are for diffusion priors")
+    sequential = not hasattr(model, "latent_shape")
+    if sequential and truncation is not None:
+        raise RestoreError("--truncation is for priors with a latent (vae, gan, flow), not pixelcnn")
+    kwargs = {"truncation": truncation} if not sequential else {}
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    bar = tqdm(total=model.image_shape[1], desc="sampling rows", unit="row", disable=None if sequential else True, leave=False)
     t0 = time.perf_counter()
-    x = model.sample(n, generator=torch.Generator(device=dev).manual_seed(seed), truncation=truncation)
+    x = model.sample(n, generator=torch.Generator(device=dev).manual_seed(seed), callback=lambda i, _x: bar.update(1),
+                     **kwargs)
     seconds = time.perf_counter() - t0
+    bar.close()
     io.write_grid(out, x.cpu(), nrow=nrow)
-    result = {"output": str(out), "prior": prior, "n": n, "method": "decode", "truncation": truncation, "seed": seed,
-              "seconds": round(seconds, 3), "nfe": 1, "image_shape": list(x.shape[1:])}
+    result = {"output": str(out), "prior": prior, "n": n, "method": "sequential" if sequential else "decode",
+              "truncation": truncation, "temperature": temperature, "seed": seed, "seconds": round(seconds, 3),
+              "nfe": x.shape[-2] * x.shape[-1] if sequential else 1, "image_shape": list(x.shape[1:])}
     if json_out:
         import json as json_module
 
         typer.echo(json_module.dumps(result))
     else:
-        extra = f", truncation {truncation}" if truncation is not None else ""
+        extra = (f", truncation {truncation}" if truncation is not None else "") + \
+            (f", temperature {temperature}" if temperature is not None else "")
         typer.echo(f"wrote {out} ({n} samples of the {model.family} prior{extra}, {seconds:.2f} s)")
 
 
@@ -792,7 +827,8 @@ def priors():
             state = "" if shipped_path(name).is_dir() else ", missing from this installation"
             shipped = f" [default: {SHIPPED[name]}{state}]"
         typer.echo(f"{name:10s} {text}{shipped}")
-    typer.echo(f"planned: {', '.join(PLANNED)}")
+    if PLANNED:
+        typer.echo(f"planned: {', '.join(PLANNED)}")
 
 
 def main() -> None:

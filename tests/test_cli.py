@@ -371,10 +371,10 @@ def digit_specs(digit_png, tmp_path_factory) -> dict[str, Path]:
     return specs
 
 
-def test_planned_prior_is_refused(cli, tmp_path, digit_specs):
+def test_family_without_shipped_weights_is_refused(cli, tmp_path, digit_specs):
     before = _listing(tmp_path)
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "flow", "-o", tmp_path / "out.png"))
-    assert "the flow prior family is planned but not built yet" in line
+    assert "no flow prior ships with this installation yet" in line
     assert _listing(tmp_path) == before
 
 
@@ -391,7 +391,7 @@ def test_priors_command(cli):
     lines = result.out.splitlines()
     assert [line.split()[0] for line in lines[:3]] == ["classical", "ddpm", "gaussian"]
     assert "[default: ddpm-mnist" in lines[1] and "[default: gaussian-mnist]" in lines[2]
-    assert lines[-1].startswith("planned:")
+    assert {line.split()[0] for line in lines} == {"classical", "ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,10 +429,10 @@ def _pickle_file(tmp_path):
     return path
 
 
-def _flow_run(tmp_path):
-    folder = tmp_path / "flow-run"
+def _other_run(tmp_path):
+    folder = tmp_path / "other-run"
     folder.mkdir()
-    (folder / "run.json").write_text(json.dumps({"family": "flow"}))
+    (folder / "run.json").write_text(json.dumps({"family": "autoregressive-transformer"}))
     return folder
 
 
@@ -448,13 +448,13 @@ def _flow_run(tmp_path):
         (lambda d, t: ["-o", t / "missing" / "x.png"], "does not exist"),
         (lambda d, t: ["-o", t / "x.jpg"], "must be a .png file"),
         (lambda d, t: ["--prior", _pickle_file(t)], "pickled checkpoint"),
-        (lambda d, t: ["--prior", _flow_run(t)], "holds a flow model"),
+        (lambda d, t: ["--prior", _other_run(t)], "unknown family 'autoregressive-transformer'"),
         (lambda d, t: ["--prior", "restore-tests/no-such-model"], "cannot fetch prior"),
         (lambda d, t: ["--prior", t / "nothing"], "does not exist (no such file or folder)"),
-        (lambda d, t: ["--prior", "pixelcnn"], "planned but not built"),
+        (lambda d, t: ["--prior", "pixelcnn"], "no pixelcnn prior ships"),
     ],
     ids=["n0", "steps", "method", "exact-ddpm", "variance", "eta", "out-folder", "out-suffix", "pickle", "other-family", "hub", "missing-path",
-         "planned"],
+         "unshipped"],
 )
 def test_sample_bad_input(cli, tmp_path, ddpm_dir, monkeypatch, args, expected):
     monkeypatch.chdir(tmp_path)
@@ -904,7 +904,7 @@ def test_train_a_latent_prior_then_sample_describe_and_restore(cli, tmp_path, ho
                                 "--json")).out)
     assert sample["truncation"] == 1.5 and read_image(tmp_path / "s.png")[0].shape[1] == 1
     line = _assert_user_error(cli("sample", "--prior", out, "--method", "ddim", "-o", tmp_path / "t.png"))
-    assert "samples in one pass" in line
+    assert "has its own sampler" in line
     record = json.loads(_ok(cli("inpaint", holes8, "--prior", out, "--steps", "5", "--samples", "2",
                                 "--param", "restarts=2", "-o", tmp_path / "r.png", "--json")).out)
     assert record["solver"] == "csgm" and record["prior_family"] == family

@@ -72,11 +72,11 @@ def test_pickle_files_are_refused_without_being_read(tmp_path, name):
 
 
 def test_folders_of_other_families_and_non_models(tmp_path):
-    flow = tmp_path / "flow-run"
-    flow.mkdir()
-    (flow / "run.json").write_text(json.dumps({"family": "flow"}))
-    with pytest.raises(RestoreError, match="holds a flow model"):
-        load_prior(str(flow))
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "run.json").write_text(json.dumps({"family": "autoregressive-transformer"}))
+    with pytest.raises(RestoreError, match="unknown family 'autoregressive-transformer'"):
+        load_prior(str(other))
     vae = tmp_path / "vae-run"
     vae.mkdir()
     (vae / "run.json").write_text(json.dumps({"family": "vae"}))  # no architecture: not one of our VAE folders
@@ -84,7 +84,7 @@ def test_folders_of_other_families_and_non_models(tmp_path):
         load_prior(str(vae))
     with pytest.raises(RestoreError, match="not a model folder"):
         load_prior(str(tmp_path))
-    with pytest.raises(RestoreError, match="planned but not built"):
+    with pytest.raises(RestoreError, match="no pixelcnn prior ships with this installation yet"):
         load_prior("pixelcnn")
     with pytest.raises(RestoreError, match="unknown prior"):
         load_prior("not a name!")

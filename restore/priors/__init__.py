@@ -24,13 +24,15 @@ FAMILIES = {
     "gaussian": "Gaussian N(mu, W W^T + diag(d)) fitted by PCA: exact Tweedie x0_hat and closed-form posterior",
     "vae": "variational autoencoder (Kingma & Welling 2014): decoder G(z), encoder, ELBO and IWAE bits/dim",
     "gan": "DCGAN generator (Radford et al. 2016) trained non-saturating or WGAN-GP: G(z), truncated sampling",
+    "flow": "multi-scale Glow (Kingma & Dhariwal 2018): exact log-density and score, G(eps), temperature",
+    "pixelcnn": "gated PixelCNN (van den Oord et al. 2016): exact 8-bit likelihood, conditional sampling",
 }
 
 #: Families that are planned but not built yet (the command line names them in its error).
-PLANNED = ("flow", "pixelcnn")
+PLANNED: tuple[str, ...] = ()
 
 #: Families whose model folders this installation loads.
-LOADERS = ("ddpm", "gaussian", "vae", "gan")
+LOADERS = ("ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn")
 
 #: Family name -> the folder of its shipped default under restore/weights/.
 SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist", "vae": "vae-mnist", "gan": "gan-mnist"}
@@ -123,6 +125,14 @@ def _load_folder(path: Path):
         from .gan import GANPrior
 
         return GANPrior.from_pretrained(path)
+    if family == "flow":
+        from .flow import FlowPrior
+
+        return FlowPrior.from_pretrained(path)
+    if family == "pixelcnn":
+        from .pixelcnn import PixelCNNPrior
+
+        return PixelCNNPrior.from_pretrained(path)
     if family is None:
         raise RestoreError(f"'{path}' is not a model folder: it has neither a diffusers DDPM layout "
                            "(unet/config.json, scheduler/) nor a restore run.json")

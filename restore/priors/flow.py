@@ -10,7 +10,7 @@ x = (k + u) / 256 - 1/2 with u ~ U[0, 1), so that -log p(k) <= E_u[-log p(x)] + 
 (Theis et al. 2016; the "-D log 256" term of Glow's objective) is a bound in bits/dim comparable
 with the other families.
 
-As a prior the flow offers its exact ``log_prob`` and score, and ``decode(eps)``: the inverse
+As a prior the flow offers its exact ``log_prob`` and score (``image_score``), and ``decode(eps)``: the inverse
 applied to standardised latents eps ~ N(0, I) (every latent z = mu + sigma eps, with mu, sigma of
 its prior), so latent optimization treats it like a GAN. Sampling takes a temperature T (eps ~
 N(0, T^2 I); Glow's figure 8).
@@ -261,7 +261,7 @@ def flow_bits_per_dim(net, images: torch.Tensor, generator: torch.Generator | No
 
 
 class FlowPrior(LatentPrior):
-    """A trained :class:`Glow` as an image prior: exact ``log_prob``, ``score``, ``bits_per_dim``,
+    """A trained :class:`Glow` as an image prior: exact ``log_prob``, ``image_score``, ``bits_per_dim``,
     and ``decode(eps)`` from standardised latents for latent optimization."""
 
     family = "flow"
@@ -300,8 +300,8 @@ class FlowPrior(LatentPrior):
         """log p(x) of images x in [0, 1] as densities on [0, 1]^D (per image, (B,)); differentiable."""
         return self.glow(x - 0.5)[1]
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """grad_x log p(x), exact, for images x in [0, 1]."""
+    def image_score(self, x: torch.Tensor) -> torch.Tensor:
+        """grad_x log p(x), exact, for images x in [0, 1] (a diffusion prior's ``score`` is of x_t instead)."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.log_prob(x).sum(), x)
@@ -326,7 +326,7 @@ class FlowPrior(LatentPrior):
             "coupling": run.get("coupling"), "parameters": sum(p.numel() for p in self.glow.parameters()),
             "training_data": run.get("data"), "training_steps": run.get("steps_done", run.get("steps")),
             "file_list_hash": run.get("file_list_hash"),
-            "offers": ["log_prob (exact)", "score", "decode (latent)", "sample (temperature)", "bits_per_dim"],
+            "offers": ["log_prob (exact)", "image_score", "decode (latent)", "sample (temperature)", "bits_per_dim"],
         }
 
     @classmethod

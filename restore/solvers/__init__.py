@@ -5,6 +5,7 @@ from .classical import SOLVERS as CLASSICAL
 from .ddrm import ddnm, ddrm
 from .diffpir import diffpir
 from .guidance import dps, pigdm
+from .langevin import annealed_langevin, langevin, map_estimate, pixelcnn_inpaint
 from .latent import csgm
 from .repaint import repaint
 
@@ -14,8 +15,13 @@ DIFFUSION = {"ddrm": ddrm, "ddnm": ddnm, "pigdm": pigdm, "dps": dps, "diffpir": 
 #: Latent-optimization solvers: they need a prior that decodes a latent (VAE, GAN).
 LATENT = {"csgm": csgm}
 
+#: Solvers on explicit densities and scores: a flow's exact score and density, a diffusion prior's
+#: scores at many noise levels, a PixelCNN's conditionals.
+DENSITY = {"map": map_estimate, "langevin": langevin, "annealed-langevin": annealed_langevin,
+           "conditional": pixelcnn_inpaint}
+
 #: Solvers that use a learned prior, by name. Each has ``prior_needs``: the prior methods it calls.
-PRIOR_SOLVERS: dict = {**DIFFUSION, **LATENT}
+PRIOR_SOLVERS: dict = {**DIFFUSION, **LATENT, **DENSITY}
 
 
 def solvers_for(prior) -> list[str]:
@@ -23,5 +29,5 @@ def solvers_for(prior) -> list[str]:
     return [name for name, fn in PRIOR_SOLVERS.items() if all(hasattr(prior, m) for m in fn.prior_needs)]
 
 
-__all__ = ["CLASSICAL", "DIFFUSION", "LATENT", "PRIOR_SOLVERS", "check_compatible", "missing_capabilities", "requires",
+__all__ = ["CLASSICAL", "DENSITY", "DIFFUSION", "LATENT", "PRIOR_SOLVERS", "check_compatible", "missing_capabilities", "requires",
            "solvers_for"]
