@@ -420,7 +420,7 @@ def test_info_names_family_size_and_data(cli, ddpm_dir):
     assert fields["family"].strip() == "ddpm" and fields["image_size"].strip() == "8x8"
     assert fields["channels"].strip() == "1" and "pigdm" in fields["solvers"] and "repaint" in fields["solvers"]
     data = json.loads(_ok(cli("info", "--prior", ddpm_dir, "--json")).out)
-    assert data["timesteps"] == 20 and set(data["solvers"]) == {"ddrm", "ddnm", "pigdm", "dps", "diffpir", "repaint"}
+    assert data["timesteps"] == 20 and set(data["solvers"]) == {"ddrm", "ddnm", "pigdm", "dps", "diffpir", "repaint", "annealed-langevin"}
 
 
 def _pickle_file(tmp_path):
@@ -930,3 +930,42 @@ def test_compressed_sensing_with_learned_priors(cli, tmp_path, digit_png, digit_
     # 196 noisy measurements of a digit: measured 26.9 dB with the shipped VAE (100 Adam steps),
     # 15.5 dB for Lasso. The VAE must beat Lasso by more than half that gap.
     assert latent["psnr"] > classical["psnr"] + 6, (latent["psnr"], classical["psnr"])
+
+
+def test_train_a_flow_then_sample_and_restore_with_its_density(cli, tmp_path, holes8):
+    folder = _noise_images(tmp_path / "imgs", 10)
+    out = tmp_path / "flow"
+    _ok(cli("train", "flow", "--data", folder, "--size", "8", "--width", "4", "--depth", "1", "--steps", "2",
+            "--batch-size", "4", "--out", out))
+    info = json.loads(_ok(cli("info", "--prior", out, "--json")).out)
+    assert info["family"] == "flow" and info["solvers"] == ["csgm", "map", "langevin"]
+    sample = json.loads(_ok(cli("sample", "--prior", out, "-n", "3", "--temperature", "0.7", "-o", tmp_path / "s.png",
+                                "--json")).out)
+    assert sample["temperature"] == 0.7
+    record = json.loads(_ok(cli("inpaint", holes8, "--prior", out, "--solver", "langevin", "--steps", "3",
+                                "--samples", "2", "-o", tmp_path / "r.png", "--json")).out)
+    assert record["solver"] == "langevin" and read_image(tmp_path / "r.std.png")[0].shape == (1, 1, 8, 8)
+    _ok(cli("inpaint", holes8, "--prior", out, "--solver", "map", "--steps", "3", "--param", "space=pixel",
+            "-o", tmp_path / "m.png"))
+    line = _assert_user_error(cli("sample", "--prior", "gaussian", "--temperature", "0.5", "-o", tmp_path / "t.png"))
+    assert "--temperature is for flow priors" in line
+
+
+def test_train_a_pixelcnn_then_sample_and_inpaint_by_conditional_sampling(cli, tmp_path, holes8):
+    folder = _noise_images(tmp_path / "imgs", 10)
+    out = tmp_path / "pixelcnn"
+    _ok(cli("train", "pixelcnn", "--data", folder, "--size", "8", "--width", "4", "--layers", "2", "--kernel", "3",
+            "--steps", "2", "--batch-size", "4", "--out", out))
+    assert json.loads(_ok(cli("info", "--prior", out, "--json")).out)["solvers"] == ["conditional"]
+    sample = json.loads(_ok(cli("sample", "--prior", out, "-n", "2", "-o", tmp_path / "s.png", "--json")).out)
+    assert sample["method"] == "sequential" and sample["nfe"] == 64
+    record = json.loads(_ok(cli("inpaint", holes8, "--prior", out, "--samples", "2", "--param", "particles=2",
+                                "-o", tmp_path / "r.png", "--json")).out)
+    assert record["solver"] == "conditional"
+    y, alpha = read_image(holes8)
+    observed = alpha[0, 0] > 0.5
+    assert (read_image(tmp_path / "r.png")[0][0, 0][observed] - y[0, 0][observed]).abs().max() <= 1 / 255
+    line = _assert_user_error(cli("inpaint", holes8, "--prior", out, "--steps", "5", "-o", tmp_path / "x.png"))
+    assert "--steps is not used by the conditional solver" in line
+    line = _assert_user_error(cli("deblur", holes8, "--prior", out, "--kernel", "gaussian:1:3", "-o", tmp_path / "x.png"))
+    assert "cannot handle the deblur operator (it needs mask)" in line
