@@ -817,6 +817,43 @@ def info(prior: PriorSpec = "ddpm", json: Json = False):
 
 
 @app.command()
+def evaluate(
+    prior: PriorSpec = "ddpm",
+    data: Annotated[str, typer.Option(help="Evaluation data: mnist (its test split).")] = "mnist",
+    samples: Annotated[int, typer.Option(help="Samples for the Frechet and kernel distances.")] = 2000,
+    nll_images: Annotated[int, typer.Option(help="Test images for bits/dim (0: skip).")] = 1000,
+    data_root: Annotated[Optional[str], typer.Option(help="Where MNIST is (default $RESTORE_DATA).")] = None,
+    json: Json = False,
+    seed: Seed = 0,
+):
+    """Evaluate a prior: bits/dim on 8-bit test data, and FID/KID of its samples on MNIST classifier features."""
+    from .evaluate import evaluate_prior
+    from .priors import load_prior
+
+    _check_seed(seed)
+    if samples < 2 or nll_images < 0:
+        raise RestoreError(f"--samples must be at least 2 and --nll-images non-negative, got {samples} and {nll_images}")
+    model = load_prior(prior)
+    report = {"prior": prior, **evaluate_prior(model, data=data, samples=samples, nll_images=nll_images, seed=seed,
+                                               data_root=data_root)}
+    if "warning" in report:
+        typer.echo(f"warning: {report['warning']}", err=True)
+    if json:
+        import json as json_module
+
+        typer.echo(json_module.dumps(report))
+        return
+    if "bits_per_dim" in report:
+        typer.echo(f"bits/dim:        {report['bits_per_dim']:.3f} +- {report['bits_per_dim_sem']:.3f} "
+                   f"({report['nll_images']} test images)")
+    typer.echo(f"FID:             {report['fid']:.2f} (train-vs-test floor {report['fid_floor']:.2f}; "
+               f"{samples} samples, {report['features']})")
+    typer.echo(f"KID:             {report['kid']:.4f} +- {report['kid_std']:.4f} (floor {report['kid_floor']:.4f})")
+    typer.echo(f"confident >=0.9: {100 * report['confident_fraction']:.1f}%, largest class deviation "
+               f"{100 * report['max_class_deviation']:.1f} points")
+
+
+@app.command()
 def priors():
     """List the prior families this installation can use, with their shipped defaults."""
     from .priors import FAMILIES, PLANNED, SHIPPED, shipped_path

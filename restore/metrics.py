@@ -51,3 +51,36 @@ def ssim(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
         for e, r in zip(x, ref)
     ]
     return np.asarray(values, dtype=np.float64).reshape(len(x))
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (N, d) and (M, d):
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) (Heusel et al. 2017, FID, on given features).
+
+    The matrix square root is taken as sum sqrt(eig(S_a^(1/2) S_b S_a^(1/2))), symmetric and real."""
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    lam, Q = torch.linalg.eigh(cov_a)
+    root_a = (Q * lam.clamp_min(0).sqrt()) @ Q.T
+    middle = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * middle)
+
+
+def kernel_distance(a: torch.Tensor, b: torch.Tensor, *, subsets: int = 10, subset_size: int = 1000,
+                    generator: torch.Generator | None = None) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3, averaged
+    over random subsets; returns (mean, standard deviation over subsets). Unbiased at small sizes, unlike FID."""
+    a, b = a.double(), b.double()
+    d = a.shape[1]
+    m = min(subset_size, len(a), len(b))
+    values = []
+    for _ in range(subsets):
+        x = a[torch.randperm(len(a), generator=generator)[:m]]
+        y = b[torch.randperm(len(b), generator=generator)[:m]]
+        kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        # Unbiased: the diagonals of k(x, x) and k(y, y) are left out.
+        values.append(float((kxx.sum() - kxx.trace()) / (m * (m - 1)) + (kyy.sum() - kyy.trace()) / (m * (m - 1))
+                            - 2 * kxy.mean()))
+    t = torch.tensor(values)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0

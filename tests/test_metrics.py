@@ -81,3 +81,25 @@ def test_ssim_uses_skimage_7x7_window_on_28x28():
     x = (ref + 0.1 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
     expected = structural_similarity(ref[0, 0].double().numpy(), x[0, 0].double().numpy(), data_range=1.0)
     assert ssim(x, ref)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_frechet_distance_of_gaussians_has_its_closed_form():
+    from restore.metrics import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(20000, 3, generator=g, dtype=torch.float64) * 2 + torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    # N(0, I) vs N((1, 0, 0), 4 I): |mu|^2 + tr(I + 4I - 2 * 2I) = 1 + 3 = 4, up to sampling error (~2%).
+    assert frechet_distance(a, b) == pytest.approx(4.0, rel=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kernel_distance_is_unbiased_near_zero_and_grows_with_a_shift():
+    from restore.metrics import kernel_distance
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(500, 8, generator=g), torch.randn(500, 8, generator=g)
+    same, std = kernel_distance(a, b, subsets=20, subset_size=200, generator=g)
+    shifted, _ = kernel_distance(a, b + 1.0, subsets=20, subset_size=200, generator=g)
+    # Same distribution: the unbiased estimate centres on 0 (it can be negative).
+    assert abs(same) < 3 * std + 1e-3 and shifted > 10 * abs(same) + 0.05
