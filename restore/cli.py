@@ -863,6 +863,8 @@ def priors():
         if name in SHIPPED:
             state = "" if shipped_path(name).is_dir() else ", missing from this installation"
             shipped = f" [default: {SHIPPED[name]}{state}]"
+        elif name != "classical":
+            shipped = f" [none shipped: restore train {name}]"
         typer.echo(f"{name:10s} {text}{shipped}")
     if PLANNED:
         typer.echo(f"planned: {', '.join(PLANNED)}")

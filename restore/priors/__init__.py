@@ -19,7 +19,7 @@ from ..errors import RestoreError
 
 #: Prior families this installation has, with a one-line description each.
 FAMILIES = {
-    "classical": "no learned prior: biharmonic, Wiener, Richardson-Lucy, TV, bicubic, pseudo-inverse",
+    "classical": "no learned prior: biharmonic, Wiener, Richardson-Lucy, TV, bicubic, pseudo-inverse, Lasso",
     "ddpm": "denoising diffusion (Ho et al. 2020) on a diffusers UNet2DModel: Tweedie x0_hat, score, sampling, bits/dim",
     "gaussian": "Gaussian N(mu, W W^T + diag(d)) fitted by PCA: exact Tweedie x0_hat and closed-form posterior",
     "vae": "variational autoencoder (Kingma & Welling 2014): decoder G(z), encoder, ELBO and IWAE bits/dim",
