@@ -817,6 +817,38 @@ def info(prior: PriorSpec = "ddpm", json: Json = False):
 
 
 @app.command()
+def bench(
+    data: Annotated[str, typer.Option(help="mnist, fashion-mnist or a folder of images (its first -n, sorted).")] = "mnist",
+    tasks: Annotated[str, typer.Option(help="Comma-separated standard tasks.")] = "inpaint-box,inpaint-random,deblur,superres,denoise",
+    priors: Annotated[str, typer.Option(help="Comma-separated --prior values (empty: classical only).")] = "ddpm,gaussian,vae,gan",
+    solvers: Annotated[Optional[str], typer.Option(help="Comma-separated learned-prior solvers (default: every one that fits).")] = None,
+    n: Annotated[int, typer.Option("-n", help="Images per cell.")] = 100,
+    steps: Annotated[str, typer.Option(help="Comma-separated step counts of the diffusion solvers.")] = "20,50,100",
+    samples: Annotated[int, typer.Option(help="Posterior samples per image for samplers.")] = 4,
+    out: Annotated[str, typer.Option(help="Folder for results.json, results.md, report.html, grids and the cell cache.")] = "bench",
+    quick: Annotated[bool, typer.Option("--quick", help="8 images, 10 steps, 2 samples: a smoke run.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute cached cells.")] = False,
+    data_root: Annotated[Optional[str], typer.Option(help="Where MNIST/Fashion-MNIST are (default $RESTORE_DATA).")] = None,
+):
+    """Compare every compatible prior and solver, and the classical baselines, on the same images."""
+    from .bench import run_bench
+
+    if quick:
+        n, steps, samples = 8, "10", 2
+    try:
+        step_list = [int(v) for v in steps.split(",") if v]
+    except ValueError:
+        raise RestoreError(f"--steps must be comma-separated integers, got {steps!r}") from None
+    if n < 1 or samples < 1 or not step_list or min(step_list) < 1:
+        raise RestoreError("-n, --samples and every --steps value must be positive integers")
+    result = run_bench(data=data, tasks=[t for t in tasks.split(",") if t], priors=[p for p in priors.split(",") if p],
+                       solvers=[s for s in solvers.split(",") if s] if solvers else None, n=n, out=out,
+                       steps=step_list, samples=samples, force=force, data_root=data_root)
+    typer.echo(result["table"])
+    typer.echo(f"wrote {out}/results.json, results.md, report.html")
+
+
+@app.command()
 def evaluate(
     prior: PriorSpec = "ddpm",
     data: Annotated[str, typer.Option(help="Evaluation data: mnist (its test split).")] = "mnist",

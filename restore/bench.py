@@ -1,0 +1,283 @@
+"""``restore bench``: every compatible (prior, solver) pair and the classical baselines on the same
+images and measurements, with a JSON of every figure, a Markdown table and a self-contained HTML
+report with pictures.
+
+Each cell (task, method, steps, images, samples) is cached under ``OUT/cells/`` as JSON plus its
+first estimates (safetensors), keyed by the prior's training steps, so a rerun or an interrupted
+run computes only what is missing. Metrics per cell: PSNR and SSIM of the estimate (the mean of
+``samples`` posterior samples for samplers), PSNR of one sample, calibration (the share of pixels
+whose true error lies within +-2 posterior standard deviations), seconds per image, network
+evaluations per sample, and for MNIST the accuracy of the shipped classifier on the restored
+digits against the originals' labels (does the digit keep its identity?).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io as _io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io, metrics
+from .errors import RestoreError
+from .tasks import STANDARD, standard_operator
+
+#: Images kept per cell for the picture grids.
+SHOWN = 6
+
+
+@dataclass
+class Cell:
+    """One row of the table: what runs (``compute``) and under which cache key."""
+
+    task: str
+    method: str
+    key: str
+    compute: object
+    figures: dict = field(default_factory=dict)
+
+
+def bench_images(data: str, n: int, root=None, shape=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first n test images of MNIST / Fashion-MNIST (with labels), or of a folder (sorted, resized
+    to ``shape`` (C, H, W), no labels)."""
+    from . import data as datasets
+
+    if data in ("mnist", "fashion-mnist"):
+        return datasets.mnist_images(n, split="test", root=root, dataset=data)
+    folder = Path(data)
+    if not folder.is_dir():
+        raise RestoreError(f"--data must be mnist, fashion-mnist or a folder of images, got {data!r}")
+    c, size = (shape[0], shape[1]) if shape is not None else (None, 64)
+    ds = datasets.load_folder(folder, size=size, channels=c, val_fraction=0.0)
+    images = ds["train"][:n]
+    if len(images) < n:
+        raise RestoreError(f"'{folder}' has {len(images)} images; -n asks for {n}")
+    return images.float() / 255, None
+
+
+def measure(task: str, x: torch.Tensor):
+    op = standard_operator(task, x.shape[1:], 0)
+    return op, op(x, generator=torch.Generator().manual_seed(0))
+
+
+def _score(x_hat: torch.Tensor, x: torch.Tensor, labels, judge) -> dict:
+    out = {"psnr": float(np.mean(metrics.psnr(x_hat, x))), "ssim": float(np.mean(metrics.ssim(x_hat, x)))}
+    if judge is not None and labels is not None:
+        from .classifier import predict
+
+        out["digit_accuracy"] = float((predict(judge, x_hat).argmax(1) == labels).float().mean())
+    return out
+
+
+def run_classical(task, name, x, labels, judge):
+    from .solvers import CLASSICAL
+
+    op, y = measure(task, x)
+    t0 = time.perf_counter()
+    x_hat = CLASSICAL[name](y, op, None).clamp(0, 1)
+    seconds = time.perf_counter() - t0
+    figures = {**_score(x_hat, x, labels, judge), "seconds_per_image": seconds / len(x), "n": len(x), "samples": 1,
+               "steps": None}
+    return figures, {"x": x_hat[:SHOWN]}
+
+
+def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, extra=None):
+    """All images' ``samples`` estimates in batches of ``batch`` (samples included)."""
+    from .solvers import PRIOR_SOLVERS
+    from .solvers.diffusion import CountingPrior
+
+    op, y = measure(task, x)
+    fn = PRIOR_SOLVERS[solver]
+    counted = CountingPrior(prior)
+    per = max(1, batch // samples)
+    outs, calls = [], 0
+    t0 = time.perf_counter()
+    for start in range(0, len(x), per):
+        yy = y[start : start + per]
+        yy = yy.repeat_interleave(samples, 0)
+        g = torch.Generator().manual_seed(1000 + start)
+        kwargs = {"steps": steps} if steps is not None else {}
+        outs.append(fn(yy, op, counted, generator=g, **kwargs, **(extra or {})).detach().reshape(-1, samples, *x.shape[1:]))
+    seconds = time.perf_counter() - t0
+    xs = torch.cat(outs).clamp(0, 1)  # (n, samples, C, H, W)
+    mean = xs.mean(1)
+    figures = {**_score(mean, x, labels, judge), "psnr_one_sample": float(np.mean(metrics.psnr(xs[:, 0], x))),
+               "seconds_per_image": seconds / len(x), "nfe": counted.calls / -(-len(x) // per), "n": len(x),
+               "samples": samples, "steps": steps, "extra": extra or {}}
+    pictures = {"x": mean[:SHOWN]}
+    if samples > 1:
+        std = xs.std(1)
+        figures["calibration"] = float(((mean - x).abs() <= 2 * std).float().mean())
+        pictures["std"] = std[:SHOWN]
+    return figures, pictures
+
+
+def cached(folder: Path, key: str, compute, force: bool):
+    path = folder / (key.replace("/", "__") + ".json")
+    arrays = path.with_suffix(".safetensors")
+    if path.exists() and arrays.exists() and not force:
+        return json.loads(path.read_text()), io.load_arrays(arrays)
+    figures, pictures = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    io.save_arrays(arrays, pictures)
+    io.write_json(path, figures)
+    return figures, pictures
+
+
+def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], samples: int, batch: int) -> list[Cell]:
+    """Every compatible pair: classical solvers, then each prior with each solver it and the task allow."""
+    from .solvers import CLASSICAL, DIFFUSION, PRIOR_SOLVERS, missing_capabilities, solvers_for
+
+    n = len(x)
+    cells = []
+    for task in tasks:
+        op, _ = measure(task, x[:1])
+        for name in CLASSICAL:
+            if not missing_capabilities(CLASSICAL[name], op):
+                cells.append(Cell(task, name, f"{task}/classical/{name}/{n}",
+                                  lambda t=task, s=name: run_classical(t, s, x, labels, judge)))
+        for pname, prior in priors.items():
+            tag = f"{pname}-{prior.info().get('training_steps')}"
+            for solver in solvers:
+                if solver not in solvers_for(prior) or missing_capabilities(PRIOR_SOLVERS[solver], op):
+                    continue
+                sampler = solver in DIFFUSION or solver in ("langevin", "annealed-langevin", "conditional")
+                k = samples if sampler else 1  # latent optimization and MAP give one estimate
+                for st in (steps if solver in DIFFUSION else [None]):
+                    key = f"{task}/{tag}/{solver}/{st}/{n}/{k}"
+                    cells.append(Cell(task, f"{pname} + {solver}", key,
+                                      lambda t=task, p=prior, s=solver, st=st, k=k: run_prior(t, p, s, st, x, labels,
+                                                                                             judge, k, batch)))
+    return cells
+
+
+def _png_data_uri(images: torch.Tensor, nrow: int) -> str:
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.float().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    from PIL import Image
+
+    buffer = _io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def markdown_table(rows: list[dict]) -> str:
+    digits = any("digit_accuracy" in r for r in rows)
+    head = "| task | method | steps | PSNR (dB) | SSIM | PSNR 1 sample | calibration | " + \
+           ("digit accuracy | " if digits else "") + "s / image | NFE | n |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        here = sorted((r for r in rows if r["task"] == task), key=lambda r: -r["psnr"])
+        for r in here:
+            bold = "**" if r is here[0] else ""
+            cells = [task, r["method"], str(r.get("steps") or ""), f"{bold}{r['psnr']:.2f}{bold}", f"{r['ssim']:.3f}",
+                     f"{r['psnr_one_sample']:.2f}" if "psnr_one_sample" in r and r["samples"] > 1 else "",
+                     f"{100 * r['calibration']:.0f}%" if "calibration" in r else ""]
+            if digits:
+                cells.append(f"{100 * r['digit_accuracy']:.0f}%" if "digit_accuracy" in r else "")
+            cells += [f"{r['seconds_per_image']:.3f}", f"{r['nfe']:.0f}" if "nfe" in r else "", str(r["n"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def html_report(rows: list[dict], grids: dict[str, str], title: str, notes: str) -> str:
+    """One self-contained page: the table and, per task, the picture grid (images embedded as data URIs)."""
+    columns = ["task", "method", "steps", "psnr", "ssim", "psnr_one_sample", "calibration", "digit_accuracy",
+               "seconds_per_image", "nfe", "n"]
+    present = [c for c in columns if any(c in r for r in rows)]
+
+    def fmt(r, c):
+        v = r.get(c)
+        if v is None:
+            return ""
+        if c in ("calibration", "digit_accuracy"):
+            return f"{100 * v:.0f}%"
+        return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+    body = ["<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in present) + "</tr></thead><tbody>"]
+    for r in rows:
+        body.append("<tr>" + "".join(f"<td>{fmt(r, c)}</td>" for c in present) + "</tr>")
+    body.append("</tbody></table>")
+    for task, (uri, legend) in grids.items():
+        body.append(f"<h2>{html.escape(task)}</h2><p>{html.escape(legend)}</p><img alt=\"{html.escape(task)} grid\" "
+                    f"src=\"{uri}\" style=\"image-rendering: pixelated; width: 60%\">")
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}")
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(notes)}</p>"
+            + "\n".join(body) + "</body></html>\n")
+
+
+def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[str] | None, n: int, out,
+              steps: list[int], samples: int = 4, batch: int = 400, force: bool = False, data_root=None) -> dict:
+    """Run (or read from the cache) every cell; write results.json, results.md and report.html under ``out``."""
+    from tqdm.auto import tqdm
+
+    from .priors import load_prior
+    from .solvers import PRIOR_SOLVERS
+
+    unknown = [t for t in tasks if t not in STANDARD]
+    if unknown:
+        raise RestoreError(f"unknown task(s) {', '.join(unknown)} (known: {', '.join(STANDARD)})")
+    solvers = solvers or list(PRIOR_SOLVERS)
+    bad = [s for s in solvers if s not in PRIOR_SOLVERS]
+    if bad:
+        raise RestoreError(f"unknown solver(s) {', '.join(bad)} (known: {', '.join(PRIOR_SOLVERS)})")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RestoreError(f"'{out}' exists and is not a folder")
+    if not out.parent.is_dir():
+        raise RestoreError(f"cannot create '{out}': '{out.parent}' does not exist")
+    loaded = {p: load_prior(p) for p in priors}
+    x, labels = bench_images(data, n, data_root, next(iter(loaded.values())).image_shape if loaded else None)
+    for name, prior in loaded.items():
+        if tuple(prior.image_shape) != tuple(x.shape[1:]):
+            raise RestoreError(f"prior {name!r} models {'x'.join(map(str, prior.image_shape))} images; the data are "
+                               f"{'x'.join(map(str, x.shape[1:]))}")
+    judge = None
+    if data == "mnist":
+        from .classifier import load_classifier
+
+        judge = load_classifier()
+    cells = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch)
+    rows, shown = [], {}
+    for cell in tqdm(cells, desc="bench cells", unit="cell"):
+        figures, pictures = cached(out / "cells", cell.key, cell.compute, force)
+        rows.append({"task": cell.task, "method": cell.method, "key": cell.key, **figures})
+        best = shown.get((cell.task, cell.method))
+        if best is None or figures["psnr"] > best[0]:
+            shown[(cell.task, cell.method)] = (figures["psnr"], pictures)
+    grids = {}
+    m = min(SHOWN, len(x))
+    for task in tasks:
+        _, y = measure(task, x[:m])
+        seen = y if y.shape == x[:m].shape else torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="nearest")
+        methods = sorted(((p, meth, pics) for (t, meth), (p, pics) in shown.items() if t == task), key=lambda v: -v[0])
+        rows_img = [x[:m], seen.clamp(0, 1)]
+        legend = ["truth", "measurement"]
+        for _, meth, pics in methods:
+            rows_img.append(pics["x"][:m])
+            legend.append(meth)
+            if "std" in pics:
+                rows_img.append((4 * pics["std"][:m]).clamp(0, 1))
+                legend.append(f"{meth}: std x4")
+        grid = torch.cat(rows_img)
+        io.write_grid(out / f"{task}.png", grid, nrow=m)
+        grids[task] = (_png_data_uri(grid, m), "rows: " + ", ".join(legend))
+    notes = (f"{n} {data} test images; posterior samplers: mean of {samples} samples; steps {steps}; "
+             "every method sees the same measurements (seed 0).")
+    io.write_json(out / "results.json", {"data": data, "n": n, "samples": samples, "steps": steps, "rows": rows})
+    table = markdown_table(rows)
+    with io.atomic_write(out / "results.md") as tmp:
+        tmp.write_text(notes + "\n\n" + table + "\n")
+    with io.atomic_write(out / "report.html") as tmp:
+        tmp.write_text(html_report(rows, grids, "restore bench", notes))
+    return {"rows": rows, "table": table, "out": str(out)}
