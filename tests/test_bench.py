@@ -1,0 +1,86 @@
+"""restore bench: cells, cache, tables and the HTML report (opened in headless Chromium when it is installed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from restore import bench
+from restore.errors import RestoreError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, mnist_available):
+    out = tmp_path_factory.mktemp("bench") / "out"
+    torch.set_num_threads(1)
+    bench.run_bench(data="mnist", tasks=["inpaint-box"], priors=["gaussian"], solvers=["pigdm", "ddrm"], n=3, out=out,
+                    steps=[5], samples=2)
+    return out
+
+
+def test_every_compatible_method_gets_a_row_with_its_figures(report):
+    rows = json.loads((report / "results.json").read_text())["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"biharmonic", "tv", "gaussian + pigdm", "gaussian + ddrm"} <= methods
+    assert "bicubic" not in methods and "wiener" not in methods  # they cannot handle a mask
+    pigdm = next(r for r in rows if r["method"] == "gaussian + pigdm")
+    assert pigdm["nfe"] == 5 and pigdm["samples"] == 2 and 0 <= pigdm["calibration"] <= 1
+    assert 0 <= pigdm["digit_accuracy"] <= 1 and pigdm["n"] == 3
+    assert "| inpaint-box |" in (report / "results.md").read_text()
+    assert (report / "inpaint-box.png").is_file()
+
+
+def test_a_rerun_reads_every_cell_from_the_cache(report, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("a cached cell was recomputed")
+
+    monkeypatch.setattr(bench, "run_prior", fail)
+    monkeypatch.setattr(bench, "run_classical", fail)
+    before = (report / "results.json").read_text()
+    bench.run_bench(data="mnist", tasks=["inpaint-box"], priors=["gaussian"], solvers=["pigdm", "ddrm"], n=3,
+                    out=report, steps=[5], samples=2)
+    assert json.loads((report / "results.json").read_text())["rows"] == json.loads(before)["rows"]
+
+
+def test_bad_requests_are_one_line_errors(tmp_path):
+    with pytest.raises(RestoreError, match="unknown task"):
+        bench.run_bench(data="mnist", tasks=["unblur"], priors=[], solvers=None, n=2, out=tmp_path / "o", steps=[5])
+    with pytest.raises(RestoreError, match="unknown solver"):
+        bench.run_bench(data="mnist", tasks=["denoise"], priors=[], solvers=["magic"], n=2, out=tmp_path / "o", steps=[5])
+
+
+def _chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("RESTORE_CI"):
+            pytest.fail("Chromium is missing under CI (.ci/run installs Debian's chromium package)")
+        pytest.skip("Chromium not installed (apt-get install chromium); CI installs it")
+    return path
+
+
+def test_html_report_opens_in_chromium_without_console_errors(report, tmp_path):
+    chromium = _chromium()
+    url = (report / "report.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<table>" in dom.stdout and "gaussian + pigdm" in dom.stdout and 'alt="inpaint-box grid"' in dom.stdout
+    # The page has no scripts: any console message (a failed resource, a parse error) is a defect.
+    assert "CONSOLE" not in dom.stderr, [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    shot = tmp_path / "report.png"
+    run = subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, run.stderr[-2000:]
