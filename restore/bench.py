@@ -31,6 +31,10 @@ from .tasks import STANDARD, standard_operator
 #: Images kept per cell for the picture grids.
 SHOWN = 6
 
+#: The step counts of the papers (DPS: Chung et al. 2023; RePaint: Lugmayr et al. 2022, with its
+#: default 10 resamplings of jumps of 10), run on ``paper_n`` images beside the step grid.
+PAPER_STEPS = {"dps": 1000, "repaint": 250}
+
 
 @dataclass
 class Cell:
@@ -130,7 +134,8 @@ def cached(folder: Path, key: str, compute, force: bool):
     return figures, pictures
 
 
-def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], samples: int, batch: int) -> list[Cell]:
+def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], samples: int, batch: int,
+         paper_n: int = 0) -> list[Cell]:
     """Every compatible pair: classical solvers, then each prior with each solver it and the task allow."""
     from .solvers import CLASSICAL, DIFFUSION, PRIOR_SOLVERS, missing_capabilities, solvers_for
 
@@ -149,11 +154,14 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                     continue
                 sampler = solver in DIFFUSION or solver in ("langevin", "annealed-langevin", "conditional")
                 k = samples if sampler else 1  # latent optimization and MAP give one estimate
-                for st in (steps if solver in DIFFUSION else [None]):
-                    key = f"{task}/{tag}/{solver}/{st}/{n}/{k}"
+                runs = [(st, n) for st in (steps if solver in DIFFUSION else [None])]
+                if solver in PAPER_STEPS and paper_n:
+                    runs.append((PAPER_STEPS[solver], min(paper_n, n)))
+                for st, m in runs:
+                    key = f"{task}/{tag}/{solver}/{st}/{m}/{k}"
                     cells.append(Cell(task, f"{pname} + {solver}", key,
-                                      lambda t=task, p=prior, s=solver, st=st, k=k: run_prior(t, p, s, st, x, labels,
-                                                                                             judge, k, batch)))
+                                      lambda t=task, p=prior, s=solver, st=st, k=k, m=m: run_prior(
+                                          t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k, batch)))
     return cells
 
 
@@ -217,7 +225,8 @@ def html_report(rows: list[dict], grids: dict[str, str], title: str, notes: str)
 
 
 def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[str] | None, n: int, out,
-              steps: list[int], samples: int = 4, batch: int = 400, force: bool = False, data_root=None) -> dict:
+              steps: list[int], samples: int = 4, batch: int = 400, force: bool = False, data_root=None,
+              paper_n: int = 0) -> dict:
     """Run (or read from the cache) every cell; write results.json, results.md and report.html under ``out``."""
     from tqdm.auto import tqdm
 
@@ -247,12 +256,14 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
         from .classifier import load_classifier
 
         judge = load_classifier()
-    cells = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch)
+    cells = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch, paper_n=paper_n)
     rows, shown = [], {}
     for cell in tqdm(cells, desc="bench cells", unit="cell"):
         figures, pictures = cached(out / "cells", cell.key, cell.compute, force)
         rows.append({"task": cell.task, "method": cell.method, "key": cell.key, **figures})
         best = shown.get((cell.task, cell.method))
+        if figures["n"] < min(SHOWN, len(x)):
+            continue  # a paper-steps cell on fewer images than the grid shows
         if best is None or figures["psnr"] > best[0]:
             shown[(cell.task, cell.method)] = (figures["psnr"], pictures)
     grids = {}
@@ -272,9 +283,12 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
         grid = torch.cat(rows_img)
         io.write_grid(out / f"{task}.png", grid, nrow=m)
         grids[task] = (_png_data_uri(grid, m), "rows: " + ", ".join(legend))
-    notes = (f"{n} {data} test images; posterior samplers: mean of {samples} samples; steps {steps}; "
-             "every method sees the same measurements (seed 0).")
-    io.write_json(out / "results.json", {"data": data, "n": n, "samples": samples, "steps": steps, "rows": rows})
+    notes = (f"{n} {data} test images; posterior samplers: mean of {samples} samples; steps {steps}"
+             + (f", and the papers' step counts ({', '.join(f'{k} {v}' for k, v in PAPER_STEPS.items())}) on the "
+                f"first {min(paper_n, n)} images" if paper_n else "")
+             + "; every method sees the same measurements (seed 0).")
+    io.write_json(out / "results.json", {"data": data, "n": n, "samples": samples, "steps": steps, "paper_n": paper_n,
+                                         "rows": rows})
     table = markdown_table(rows)
     with io.atomic_write(out / "results.md") as tmp:
         tmp.write_text(notes + "\n\n" + table + "\n")

@@ -826,6 +826,7 @@ def bench(
     steps: Annotated[str, typer.Option(help="Comma-separated step counts of the diffusion solvers.")] = "20,50,100",
     samples: Annotated[int, typer.Option(help="Posterior samples per image for samplers.")] = 4,
     out: Annotated[str, typer.Option(help="Folder for results.json, results.md, report.html, grids and the cell cache.")] = "bench",
+    paper_n: Annotated[int, typer.Option(help="Images for the papers' step counts (DPS 1000, RePaint 250); 0: none.")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="8 images, 10 steps, 2 samples: a smoke run.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute cached cells.")] = False,
     data_root: Annotated[Optional[str], typer.Option(help="Where MNIST/Fashion-MNIST are (default $RESTORE_DATA).")] = None,
@@ -843,7 +844,8 @@ def bench(
         raise RestoreError("-n, --samples and every --steps value must be positive integers")
     result = run_bench(data=data, tasks=[t for t in tasks.split(",") if t], priors=[p for p in priors.split(",") if p],
                        solvers=[s for s in solvers.split(",") if s] if solvers else None, n=n, out=out,
-                       steps=step_list, samples=samples, force=force, data_root=data_root)
+                       steps=step_list, samples=samples, force=force, data_root=data_root,
+                       paper_n=0 if quick else paper_n)
     typer.echo(result["table"])
     typer.echo(f"wrote {out}/results.json, results.md, report.html")
 
