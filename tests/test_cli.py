@@ -981,3 +981,10 @@ def test_evaluate_reports_bits_per_dim_and_distances_with_their_floor(cli, mnist
     assert 5 < report["bits_per_dim"] < 7  # the shipped Gaussian's bound, 5.94 on validation data
     line = _assert_user_error(cli("evaluate", "--prior", "gaussian", "--data", "fashion-mnist"))
     assert "--data must be mnist" in line
+
+
+def test_bench_command_quick_classical_only(cli, tmp_path, mnist_available):
+    result = _ok(cli("bench", "--quick", "--priors", "", "--tasks", "denoise", "--out", tmp_path / "b"))
+    assert "| denoise | tv |" in result.out and (tmp_path / "b" / "report.html").is_file()
+    line = _assert_user_error(cli("bench", "--steps", "ten", "--out", tmp_path / "c"))
+    assert "--steps must be comma-separated integers" in line
