@@ -71,7 +71,10 @@ def measure(task: str, x: torch.Tensor):
 
 
 def _score(x_hat: torch.Tensor, x: torch.Tensor, labels, judge) -> dict:
-    out = {"psnr": float(np.mean(metrics.psnr(x_hat, x))), "ssim": float(np.mean(metrics.ssim(x_hat, x)))}
+    per_image = metrics.psnr(x_hat, x)
+    # Per-image PSNR too, so cells on different numbers of images compare on the images they share.
+    out = {"psnr": float(np.mean(per_image)), "ssim": float(np.mean(metrics.ssim(x_hat, x))),
+           "psnr_per_image": [round(float(v), 4) for v in per_image]}
     if judge is not None and labels is not None:
         from .classifier import predict
 
