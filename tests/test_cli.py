@@ -774,7 +774,7 @@ def test_size_mismatch_names_both_and_resize_fits(cli, tmp_path, ddpm_dir, digit
     [
         (["deblur", "--kernel", "gaussian:1", "--solver", "repaint"], "solvers that can: ddrm, ddnm, pigdm, dps, diffpir"),
         (["deblur", "--kernel", "gaussian:1:3", "--poisson", "50", "--solver", "ddrm"], "poisson noise"),
-        (["denoise", "--noise", "0.1", "--param", "zeta=1"], "expected KEY=VALUE with KEY one of fidelity, eta, rcond"),
+        (["denoise", "--noise", "0.1", "--param", "zeta=1"], "expected KEY=VALUE with KEY one of fidelity, eta, eta_b, rcond"),
         (["denoise", "--noise", "0.1", "--param", "eta=abc"], "eta takes a float"),
         (["denoise", "--noise", "0.1", "--samples", "0"], "--samples must be a positive integer"),
         (["denoise", "--noise", "0.1", "--estimate", "median"], "--estimate must be mean or sample"),
