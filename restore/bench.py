@@ -103,7 +103,7 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, extr
     fn = PRIOR_SOLVERS[solver]
     counted = CountingPrior(prior)
     per = max(1, batch // samples)
-    outs, calls = [], 0
+    outs = []
     t0 = time.perf_counter()
     for start in range(0, len(x), per):
         yy = y[start : start + per]

@@ -26,3 +26,13 @@ def ddpm_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("ddpm")
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: on a shared two-core machine, threads spin-waiting over tiny
+    tensors make small tests many times slower. Modules opt in with pytestmark."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

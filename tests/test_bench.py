@@ -14,20 +14,17 @@ from restore import bench
 from restore.errors import RestoreError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, mnist_available):
     out = tmp_path_factory.mktemp("bench") / "out"
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     bench.run_bench(data="mnist", tasks=["inpaint-box"], priors=["gaussian"], solvers=["pigdm", "ddrm"], n=3, out=out,
                     steps=[5], samples=2)
+    torch.set_num_threads(threads)
     return out
 
 

@@ -10,12 +10,7 @@ import torch
 from restore.priors.flow import FlowPrior, Glow, dequantize, flow_bits_per_dim, squeeze, unsqueeze
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _glow(size=8, levels=2, coupling="affine", seed=0):

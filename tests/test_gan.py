@@ -9,12 +9,7 @@ from restore import training
 from restore.priors.gan import GAN, Discriminator, GANPrior, Generator, gan_phases, gradient_penalty
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=32, seed=0):

@@ -12,12 +12,7 @@ from restore.solvers import PRIOR_SOLVERS, solvers_for
 from restore.solvers.langevin import langevin, map_estimate, pixelcnn_inpaint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class GaussianDensity(torch.nn.Module):

@@ -10,12 +10,7 @@ import torch
 from restore.priors.pixelcnn import PixelCNN, PixelCNNPrior, pixel_bits_per_dim
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(size=6, layers=5):

@@ -14,12 +14,7 @@ from restore.priors.likelihood import discretized_logistic_log_prob
 from restore.priors.vae import VAE, VAEPrior, collapse_warning, train_vae, vae_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=64, seed=0, size=8):

@@ -6,7 +6,12 @@ this class derives the rest in the conventions of :mod:`restore.priors.ddpm`.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+
+from ..errors import RestoreError
 
 from .sampling import strided_timesteps
 
@@ -65,3 +70,26 @@ class LatentPrior(torch.nn.Module):
             if callback is not None:
                 callback(i, None)
         return torch.cat(out)
+
+
+def read_run(folder: Path, fmt: str) -> dict:
+    """A model folder's run.json (architecture and training record), checked to be of format ``fmt``."""
+    run = json.loads((folder / "run.json").read_text())
+    if run.get("format") != fmt:
+        raise RestoreError(f"'{folder / 'run.json'}' is not a {fmt} model description")
+    return run
+
+
+def load_weights(module: torch.nn.Module, path: Path, folder: Path) -> None:
+    """Load safetensors weights into ``module``, with one-line errors for a missing or mismatched file."""
+    from .. import io
+
+    if not path.is_file():
+        if (folder / "checkpoint").is_dir():
+            raise RestoreError(f"'{folder}' is a training run with no exported model yet; it exports when training "
+                               "finishes or stops at its --max-minutes budget (continue it with --resume)")
+        raise RestoreError(f"'{folder}' has no {path.name}")
+    try:
+        module.load_state_dict(io.load_arrays(path))
+    except RuntimeError:
+        raise RestoreError(f"'{path}' does not match the architecture its run.json describes") from None

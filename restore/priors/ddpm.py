@@ -280,7 +280,6 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
     ``init`` (a --prior value: family name, model folder or hub id) starts from that model's weights
     (and architecture) instead of random ones: to continue training a shipped or downloaded DDPM.
     """
-    from pathlib import Path
 
     from .. import data as datasets
     from .. import training

@@ -18,7 +18,6 @@ N(0, T^2 I); Glow's figure 8).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RestoreError
-from .base import LatentPrior
+from .base import LatentPrior, load_weights, read_run
 from .likelihood import quantize
 
 FORMAT = "restore.flow"
@@ -332,14 +331,10 @@ class FlowPrior(LatentPrior):
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "FlowPrior":
         """A flow folder: run.json (the architecture) and flow.safetensors (EMA weights)."""
-        from .vae import _load_weights
-
         folder = Path(folder)
-        run = json.loads((folder / "run.json").read_text())
-        if run.get("format") != FORMAT:
-            raise RestoreError(f"'{folder / 'run.json'}' is not a {FORMAT} model description")
+        run = read_run(folder, FORMAT)
         glow = Glow(run["image_size"], run["channels"], run["levels"], run["depth"], run["hidden"], run["coupling"])
-        _load_weights(glow, folder / "flow.safetensors", folder)
+        load_weights(glow, folder / "flow.safetensors", folder)
         prior = cls(glow)
         prior.run_info = run
         return prior

@@ -15,7 +15,6 @@ A GAN has no density; as a prior it offers ``decode(z)`` = G(z) in [0, 1] for la
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -24,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RestoreError
-from .base import LatentPrior
-from .vae import _check_size, _load_weights
+from .base import LatentPrior, load_weights, read_run
+from .vae import _check_size
 
 FORMAT = "restore.gan"
 LOSSES = ("ns", "wgan-gp")
@@ -162,11 +161,9 @@ class GANPrior(LatentPrior):
     def from_pretrained(cls, folder: str | Path) -> "GANPrior":
         """A GAN folder: run.json (the architecture) and generator.safetensors (EMA weights)."""
         folder = Path(folder)
-        run = json.loads((folder / "run.json").read_text())
-        if run.get("format") != FORMAT:
-            raise RestoreError(f"'{folder / 'run.json'}' is not a {FORMAT} model description")
+        run = read_run(folder, FORMAT)
         generator = Generator(run["image_size"], run["channels"], run["latent_dim"], run["width"])
-        _load_weights(generator, folder / "generator.safetensors", folder)
+        load_weights(generator, folder / "generator.safetensors", folder)
         prior = cls(generator)
         prior.run_info = run
         return prior

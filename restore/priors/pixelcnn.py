@@ -16,7 +16,6 @@ output rows up to i depend only on input rows up to i: sampling row i runs the n
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RestoreError
+from .base import load_weights, read_run
 from .likelihood import quantize
 
 FORMAT = "restore.pixelcnn"
@@ -172,14 +172,10 @@ class PixelCNNPrior(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "PixelCNNPrior":
         """A PixelCNN folder: run.json (the architecture) and pixelcnn.safetensors (EMA weights)."""
-        from .vae import _load_weights
-
         folder = Path(folder)
-        run = json.loads((folder / "run.json").read_text())
-        if run.get("format") != FORMAT:
-            raise RestoreError(f"'{folder / 'run.json'}' is not a {FORMAT} model description")
+        run = read_run(folder, FORMAT)
         net = PixelCNN(run["image_size"], run["layers"], run["width"], run["kernel"])
-        _load_weights(net, folder / "pixelcnn.safetensors", folder)
+        load_weights(net, folder / "pixelcnn.safetensors", folder)
         prior = cls(net)
         prior.run_info = run
         return prior

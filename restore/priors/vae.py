@@ -16,7 +16,6 @@ G(z) is a generator for the latent-optimization solver.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import RestoreError
-from .base import LatentPrior
+from .base import LatentPrior, load_weights, read_run
 from .likelihood import bits_per_dim, discretized_logistic_log_prob, quantize
 
 FORMAT = "restore.vae"
@@ -184,29 +183,12 @@ class VAEPrior(LatentPrior):
     def from_pretrained(cls, folder: str | Path) -> "VAEPrior":
         """A VAE folder: run.json (the architecture) and vae.safetensors (the EMA weights)."""
         folder = Path(folder)
-        run = json.loads((folder / "run.json").read_text())
-        if run.get("format") != FORMAT:
-            raise RestoreError(f"'{folder / 'run.json'}' is not a {FORMAT} model description")
+        run = read_run(folder, FORMAT)
         vae = VAE(run["image_size"], run["channels"], run["latent_dim"], run["width"], run["hidden"])
-        _load_weights(vae, folder / "vae.safetensors", folder)
+        load_weights(vae, folder / "vae.safetensors", folder)
         prior = cls(vae)
         prior.run_info = run
         return prior
-
-
-def _load_weights(module: nn.Module, path: Path, folder: Path) -> None:
-    """Load safetensors weights into ``module``, with one-line errors for a missing or mismatched file."""
-    from .. import io
-
-    if not path.is_file():
-        if (folder / "checkpoint").is_dir():
-            raise RestoreError(f"'{folder}' is a training run with no exported model yet; it exports when training "
-                               "finishes or stops at its --max-minutes budget (continue it with --resume)")
-        raise RestoreError(f"'{folder}' has no {path.name}")
-    try:
-        module.load_state_dict(io.load_arrays(path))
-    except RuntimeError:
-        raise RestoreError(f"'{path}' does not match the architecture its run.json describes") from None
 
 
 def train_vae(*, data: str, out, size: int | None = None, channels: int | None = None, latent_dim: int = 16,
