@@ -22,7 +22,6 @@ is missing. Writes benchmarks/results/csgm_cs.{md,json,svg} and csgm_cs_m<m>.png
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from restore import io, plots
+from restore.bench import cached
 from restore.data import mnist_images
 from restore.operators import CompressedSensing, GaussianNoise
 from restore.solvers.classical import lasso
@@ -71,18 +71,12 @@ def run_csgm(prior, m: int, x: torch.Tensor, noise: float, steps: int, restarts:
     return {"steps": steps, "restarts": restarts, "lam": 0.5, "seconds_per_image": seconds / len(x)}, x_hat
 
 
-def cached(key: str, compute, x: torch.Tensor, force: bool):
-    path = CACHE / (key.replace("/", "__") + ".json")
-    pictures = path.with_suffix(".safetensors")
-    if path.exists() and pictures.exists() and not force:
-        return json.loads(path.read_text()), io.load_arrays(pictures)["x"]
+def scored(compute, x: torch.Tensor):
+    """A cell's figures with its error per pixel (mean and standard error), and its first 8 estimates."""
     cell, x_hat = compute()
     err = per_pixel_error(x_hat, x)
     cell.update(error=float(err.mean()), error_sem=float(err.std() / math.sqrt(len(err))), n=len(x))
-    CACHE.mkdir(parents=True, exist_ok=True)
-    io.save_arrays(pictures, {"x": x_hat[:8]})
-    io.write_json(path, cell)
-    return cell, x_hat[:8]
+    return cell, {"x": x_hat[:8]}
 
 
 def measurements_for(curve: dict[int, float], error: float) -> float | None:
@@ -127,9 +121,9 @@ def main() -> None:
                          lambda p=prior, mm=m: run_csgm(p, mm, x, args.noise, args.steps, args.restarts)))
     rows, pictures = [], {}
     for method, m, key, compute in tqdm(plan, desc="cells", unit="cell"):
-        cell, images = cached(key, compute, x, args.force)
+        cell, images = cached(CACHE, key, lambda c=compute: scored(c, x), args.force)
         rows.append({"method": method, "m": m, **cell})
-        pictures[(method, m)] = images
+        pictures[(method, m)] = images["x"]
     RESULTS.mkdir(exist_ok=True)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     curves = {meth: {r["m"]: r["error"] for r in rows if r["method"] == meth} for meth in methods}

@@ -94,7 +94,7 @@ def run_classical(task, name, x, labels, judge):
     return figures, {"x": x_hat[:SHOWN]}
 
 
-def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, extra=None):
+def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch):
     """All images' ``samples`` estimates in batches of ``batch`` (samples included)."""
     from .solvers import PRIOR_SOLVERS
     from .solvers.diffusion import CountingPrior
@@ -106,17 +106,16 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, extr
     outs = []
     t0 = time.perf_counter()
     for start in range(0, len(x), per):
-        yy = y[start : start + per]
-        yy = yy.repeat_interleave(samples, 0)
+        yy = y[start : start + per].repeat_interleave(samples, 0)
         g = torch.Generator().manual_seed(1000 + start)
         kwargs = {"steps": steps} if steps is not None else {}
-        outs.append(fn(yy, op, counted, generator=g, **kwargs, **(extra or {})).detach().reshape(-1, samples, *x.shape[1:]))
+        outs.append(fn(yy, op, counted, generator=g, **kwargs).detach().reshape(-1, samples, *x.shape[1:]))
     seconds = time.perf_counter() - t0
     xs = torch.cat(outs).clamp(0, 1)  # (n, samples, C, H, W)
     mean = xs.mean(1)
     figures = {**_score(mean, x, labels, judge), "psnr_one_sample": float(np.mean(metrics.psnr(xs[:, 0], x))),
                "seconds_per_image": seconds / len(x), "nfe": counted.calls / -(-len(x) // per), "n": len(x),
-               "samples": samples, "steps": steps, "extra": extra or {}}
+               "samples": samples, "steps": steps}
     pictures = {"x": mean[:SHOWN]}
     if samples > 1:
         std = xs.std(1)
@@ -140,7 +139,7 @@ def cached(folder: Path, key: str, compute, force: bool):
 def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], samples: int, batch: int,
          paper_n: int = 0) -> list[Cell]:
     """Every compatible pair: classical solvers, then each prior with each solver it and the task allow."""
-    from .solvers import CLASSICAL, DIFFUSION, PRIOR_SOLVERS, missing_capabilities, solvers_for
+    from .solvers import CLASSICAL, DIFFUSION, ESTIMATORS, PRIOR_SOLVERS, missing_capabilities, solvers_for
 
     n = len(x)
     cells = []
@@ -155,8 +154,7 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
             for solver in solvers:
                 if solver not in solvers_for(prior) or missing_capabilities(PRIOR_SOLVERS[solver], op):
                     continue
-                sampler = solver in DIFFUSION or solver in ("langevin", "annealed-langevin", "conditional")
-                k = samples if sampler else 1  # latent optimization and MAP give one estimate
+                k = 1 if solver in ESTIMATORS else samples
                 runs = [(st, n) for st in (steps if solver in DIFFUSION else [None])]
                 if solver in PAPER_STEPS and paper_n:
                     runs.append((PAPER_STEPS[solver], min(paper_n, n)))

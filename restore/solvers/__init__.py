@@ -23,11 +23,15 @@ DENSITY = {"map": map_estimate, "langevin": langevin, "annealed-langevin": annea
 #: Solvers that use a learned prior, by name. Each has ``prior_needs``: the prior methods it calls.
 PRIOR_SOLVERS: dict = {**DIFFUSION, **LATENT, **DENSITY}
 
+#: The prior solvers that return one estimate (a MAP), not a posterior sample: several runs differ
+#: only by their random starts, so a mean and a standard deviation over them mean little.
+ESTIMATORS = ("csgm", "map")
+
 
 def solvers_for(prior) -> list[str]:
     """Names of the solvers whose needs the prior meets (the prior's methods, not its class)."""
     return [name for name, fn in PRIOR_SOLVERS.items() if all(hasattr(prior, m) for m in fn.prior_needs)]
 
 
-__all__ = ["CLASSICAL", "DENSITY", "DIFFUSION", "LATENT", "PRIOR_SOLVERS", "check_compatible", "missing_capabilities", "requires",
-           "solvers_for"]
+__all__ = ["CLASSICAL", "DENSITY", "DIFFUSION", "ESTIMATORS", "LATENT", "PRIOR_SOLVERS", "check_compatible",
+           "missing_capabilities", "requires", "solvers_for"]

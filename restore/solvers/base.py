@@ -51,6 +51,18 @@ def check_compatible(name: str, solver, operator, candidates: dict) -> None:
         )
 
 
+def check_measurement(y: torch.Tensor, operator, prior) -> tuple[int, ...]:
+    """The shape (B, C, H, W) of the images to restore, after checking that the operator takes the
+    prior's images and that y has the shape it maps them to."""
+    shape = (y.shape[0], *prior.image_shape)
+    operator.check_input(shape)
+    expected = tuple(operator.measurement_shape(shape))
+    if tuple(y.shape) != expected:
+        raise RestoreError(f"the measurement has shape {tuple(y.shape)}, but the operator maps the prior's "
+                           f"{'x'.join(map(str, prior.image_shape[1:]))} images to {expected}")
+    return shape
+
+
 def effective_sigma(y: torch.Tensor, operator) -> float:
     """sigma_y of Gaussian noise, or for Poisson noise the root mean variance sqrt(mean(y) / gain)."""
     if operator.noise.kind == "poisson":

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import RestoreError
 from ..priors.sampling import step_pairs
+from .base import check_measurement
 
 #: What a diffusion solver needs from its prior: Tweedie's estimate and the noise schedule.
 TWEEDIE = ("eps_and_x0", "alpha_bar", "num_timesteps", "image_shape")
@@ -40,13 +41,7 @@ def check_prior(y: torch.Tensor, operator, prior) -> tuple[int, ...]:
     if missing:
         raise RestoreError(f"this solver needs a diffusion prior (one with {', '.join(TWEEDIE)}); "
                            f"the given prior lacks {', '.join(missing)}")
-    shape = (y.shape[0], *prior.image_shape)
-    operator.check_input(shape)
-    expected = tuple(operator.measurement_shape(shape))
-    if tuple(y.shape) != expected:
-        raise RestoreError(f"the measurement has shape {tuple(y.shape)}, but the operator maps the prior's "
-                           f"{'x'.join(map(str, prior.image_shape[1:]))} images to {expected}")
-    return shape
+    return check_measurement(y, operator, prior)
 
 
 def check_fidelity(fidelity: float) -> None:

@@ -26,21 +26,12 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, effective_sigma, requires
+from .base import Callback, check_measurement, effective_sigma, requires
 from .diffusion import TWEEDIE, check_fidelity
 from .latent import csgm
 
 #: A flow: an exact score of images, a log-density and a latent to decode.
 SCORE = ("image_score", "image_shape")
-
-
-def _check(y, operator, prior):
-    shape = (y.shape[0], *prior.image_shape)
-    operator.check_input(shape)
-    if tuple(y.shape) != tuple(operator.measurement_shape(shape)):
-        raise RestoreError(f"the measurement has shape {tuple(y.shape)}, but the operator maps the prior's "
-                           f"{'x'.join(map(str, prior.image_shape[1:]))} images to {tuple(operator.measurement_shape(shape))}")
-    return shape
 
 
 def _data_grad(y, operator, x, weight):
@@ -56,7 +47,7 @@ def langevin(y, operator, prior, *, steps: int = 500, generator: torch.Generator
              callback: Callback = None, step_size: float = 1e-4, anneal: float = 0.1, fidelity: float = 1.0):
     """Unadjusted Langevin posterior sampling with an exact score, started at the pseudo-inverse
     (or A^T y) estimate; the last iterate is one posterior sample (draw several for a mean and std)."""
-    shape = _check(y, operator, prior)
+    shape = check_measurement(y, operator, prior)
     check_fidelity(fidelity)
     sigma = max(effective_sigma(y, operator), 1e-3)  # a noiseless y is treated as sigma_y = 1e-3
     weight = fidelity / sigma**2
@@ -124,7 +115,7 @@ def map_estimate(y, operator, prior, *, steps: int = 500, generator: torch.Gener
                     lr=lr, lam=0.5, fidelity=fidelity)
     if space != "pixel":
         raise RestoreError(f"space must be latent or pixel, got {space!r}")
-    shape = _check(y, operator, prior)
+    shape = check_measurement(y, operator, prior)
     check_fidelity(fidelity)
     sigma = max(effective_sigma(y, operator), 1e-3)
     start = (operator.A_pinv(y) if hasattr(operator, "A_pinv") else operator.A_adjoint(y)).clamp(0.01, 0.99)
@@ -146,14 +137,14 @@ def map_estimate(y, operator, prior, *, steps: int = 500, generator: torch.Gener
 def pixelcnn_inpaint(y, operator, prior, *, steps: int | None = None, generator: torch.Generator | None = None,
                      callback: Callback = None, particles: int = 8):
     """One posterior draw per image: ``particles`` conditional samples, one kept by its importance weight."""
-    shape = _check(y, operator, prior)
+    shape = check_measurement(y, operator, prior)
     if effective_sigma(y, operator) > 0:
         raise RestoreError("PixelCNN inpainting clamps the observed pixels: it needs a noiseless measurement "
                            "(--noise 0); for noisy data use a ddpm, vae, gan or flow prior")
     if particles < 1:
         raise RestoreError(f"particles must be a positive integer, got {particles}")
     B = shape[0]
-    known = operator.mask.expand(shape).bool() if operator.mask.dtype == torch.bool else operator.mask.expand(shape) > 0.5
+    known = operator.mask.expand(shape) > 0.5
     x = y.reshape(shape).repeat(particles, 1, 1, 1)  # (K * B, C, H, W), particle k of image b at k * B + b
     filled, log_w = prior.sample_conditional(x, known.repeat(particles, 1, 1, 1), generator=generator, callback=callback)
     # Sampling-importance-resampling: pick one particle per image with probability proportional to its weight.

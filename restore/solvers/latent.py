@@ -20,7 +20,7 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, effective_sigma, requires
+from .base import Callback, check_measurement, effective_sigma, requires
 
 #: What the latent solver needs from its prior: a generator from a latent.
 LATENT = ("decode", "latent_shape", "image_shape")
@@ -45,12 +45,7 @@ def csgm(y, operator, prior, *, steps: int = 500, generator: torch.Generator | N
         raise RestoreError(f"fidelity and lr must be positive and lam non-negative, got {fidelity}, {lr} and {lam}")
     if init not in ("random", "encoder"):
         raise RestoreError(f"init must be random or encoder, got {init!r}")
-    B = y.shape[0]
-    shape = (B, *prior.image_shape)
-    operator.check_input(shape)
-    if tuple(y.shape) != tuple(operator.measurement_shape(shape)):
-        raise RestoreError(f"the measurement has shape {tuple(y.shape)}, but the operator maps the prior's "
-                           f"{'x'.join(map(str, prior.image_shape[1:]))} images to {tuple(operator.measurement_shape(shape))}")
+    B = check_measurement(y, operator, prior)[0]
     sigma = effective_sigma(y, operator)
     R = restarts
     # 1. Starting latents, (R * B, *latent_shape): restart r of image b at index r * B + b, drawn one
