@@ -4,8 +4,8 @@ A family supplies a model, a loss ``loss_fn(model, x, generator, step)`` on a ba
 in [0, 1] (a scalar, or a dict of scalars whose "loss" is minimised and whose other entries are
 logged; ``step`` is None for validation), a sampler for progress grids, and an export function;
 adversarial families give several :class:`Phase` es instead of one loss (a discriminator step,
-then a generator step, each with its own Adam). :func:`train` does the rest once for all of them: Adam, an EMA copy of the weights, a progress bar (loss, images/s), a
-JSONL log of training and validation loss, sample grids at intervals, atomic checkpoints
+then a generator step, each with its own Adam). :func:`train` does the rest once for all of
+them: Adam, an EMA copy of the weights, a progress bar (loss, images/s), a JSONL log of training and validation loss, sample grids at intervals, atomic checkpoints
 (safetensors + JSON, no pickle), ``resume`` after a kill, a wall-clock budget, and
 DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on GPU; only rank 0 writes).
 

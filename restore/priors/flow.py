@@ -283,18 +283,6 @@ class FlowPrior(LatentPrior):
         """The image f^{-1}(eps) in [0, 1] (clamped: a flow can step slightly outside)."""
         return (self.glow.inverse(eps) + 0.5).clamp(0, 1)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0,
-               truncation: float | None = None, batch_size: int = 500, callback=None) -> torch.Tensor:
-        """n samples with eps ~ N(0, T^2 I) (Glow's temperature T; 0.7 gives cleaner, less varied images)."""
-        z = self.latent(n, generator=generator, truncation=truncation) * temperature
-        out = []
-        with torch.no_grad():
-            for i, start in enumerate(range(0, n, batch_size)):
-                out.append(self.decode(z[start : start + batch_size]))
-                if callback is not None:
-                    callback(i, None)
-        return torch.cat(out)
-
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) of images x in [0, 1] as densities on [0, 1]^D (per image, (B,)); differentiable."""
         return self.glow(x - 0.5)[1]
