@@ -587,12 +587,12 @@ def train(
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, log.jsonl, sample grids and the exported model.")],
     size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own, 28 for MNIST).")] = None,
     channels: Annotated[Optional[int], typer.Option(help="1 or 3 to convert every image (default: as stored).")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Base channel count of the network (default: 32, gan 64).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Base channel count of the network (default: 32; gan, pixelcnn 64; flow 128).")] = None,
     schedule: Annotated[str, typer.Option(help="Beta schedule: linear or cosine.")] = "linear",
     timesteps: Annotated[int, typer.Option(help="Diffusion timesteps T of the schedule.")] = 1000,
     steps: Annotated[int, typer.Option(help="Optimiser steps in total (a resumed run continues to this).")] = 10000,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step, over all processes (default 128, gan 64).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: ddpm 2e-4, vae 1e-3, gan 2e-4 or wgan-gp 1e-4).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step, over all processes (default: 128; gan, flow, pixelcnn 64).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: ddpm 2e-4; vae, flow, pixelcnn 1e-3; gan 2e-4, wgan-gp 1e-4).")] = None,
     ema: Annotated[float, typer.Option(help="EMA decay of the exported weights.")] = 0.999,
     max_minutes: Annotated[Optional[float], typer.Option(help="Wall-clock budget; checkpoints and stops when spent.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 500,
@@ -632,46 +632,44 @@ def train(
                    f"{summary['seconds']:.1f} s" + (f", validation {summary['val_bits_per_dim']:.3f} bits/dim"
                                                     if "val_bits_per_dim" in summary else ""))
         return
-    width = width if width is not None else {"gan": 64, "flow": 128, "pixelcnn": 64}.get(family, 32)
-    batch_size = batch_size if batch_size is not None else (64 if family in ("gan", "flow", "pixelcnn") else 128)
     for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width), ("--timesteps", timesteps),
                         ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every),
-                        ("--latent-dim", latent_dim or 1), ("--n-critic", n_critic or 1), ("--levels", levels),
+                        ("--latent-dim", latent_dim), ("--n-critic", n_critic), ("--levels", levels),
                         ("--depth", depth), ("--layers", layers)):
-        if value < 1:
+        if value is not None and value < 1:
             raise RestoreError(f"{name} must be a positive integer, got {value}")
     if lr is not None and not (math.isfinite(lr) and lr > 0) or not 0 <= ema < 1:
         raise RestoreError(f"--lr must be positive and --ema in [0, 1), got {lr} and {ema}")
     if not (math.isfinite(beta) and beta >= 0) or kl_warmup < 0:
         raise RestoreError(f"--beta and --kl-warmup must be non-negative, got {beta} and {kl_warmup}")
-    common = dict(data=data, out=out, size=size, channels=channels, width=width, steps=steps, batch_size=batch_size,
-                  ema_decay=ema, seed=seed, max_minutes=max_minutes, checkpoint_every=checkpoint_every,
-                  sample_every=sample_every, resume=resume, device=device, precision=precision, flip=flip,
-                  data_root=data_root)
+    common = dict(data=data, out=out, size=size, channels=channels, steps=steps, ema_decay=ema, seed=seed,
+                  max_minutes=max_minutes, checkpoint_every=checkpoint_every, sample_every=sample_every, resume=resume,
+                  device=device, precision=precision, flip=flip, data_root=data_root)
+    # Options left unset take each family's own default (the train_* signatures): one place for them.
+    common.update({k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None})
+    net = {"hidden" if family == "flow" else "width": width} if width is not None else {}
+    latent = {"latent_dim": latent_dim} if latent_dim is not None else {}
     if family == "vae":
         from .priors.vae import train_vae
 
-        summary = train_vae(**common, latent_dim=latent_dim or 16, beta=beta, kl_warmup=kl_warmup, lr=lr or 1e-3,
-                            val_every=checkpoint_every)
+        summary = train_vae(**common, **net, **latent, beta=beta, kl_warmup=kl_warmup, val_every=checkpoint_every)
     elif family == "gan":
         from .priors.gan import train_gan
 
-        summary = train_gan(**common, latent_dim=latent_dim or 100, loss=loss, n_critic=n_critic, lr=lr)
+        summary = train_gan(**common, **net, **latent, loss=loss, n_critic=n_critic)
     elif family == "flow":
         from .priors.flow import train_flow
 
-        width = common.pop("width")
-        summary = train_flow(**common, levels=levels, depth=depth, hidden=width, coupling=coupling, lr=lr or 1e-3,
-                             val_every=checkpoint_every)
+        summary = train_flow(**common, **net, levels=levels, depth=depth, coupling=coupling, val_every=checkpoint_every)
     elif family == "pixelcnn":
         from .priors.pixelcnn import train_pixelcnn
 
-        summary = train_pixelcnn(**common, layers=layers, kernel=kernel, lr=lr or 1e-3, val_every=checkpoint_every)
+        summary = train_pixelcnn(**common, **net, layers=layers, kernel=kernel, val_every=checkpoint_every)
     else:
         from .priors.ddpm import train_ddpm
 
-        summary = train_ddpm(**common, schedule=schedule, timesteps=timesteps, lr=lr or 2e-4,
-                             val_every=checkpoint_every, init=init)
+        summary = train_ddpm(**common, **net, schedule=schedule, timesteps=timesteps, val_every=checkpoint_every,
+                             init=init)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
@@ -718,10 +716,10 @@ def sample(
         raise RestoreError(f"--nrow must be a positive integer, got {nrow}")
     if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
         raise RestoreError(f"--truncation must be a positive number, got {truncation}")
-    dev = _device(device)
-    model = load_prior(prior, device=dev)
     if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
         raise RestoreError(f"--temperature must be a non-negative number, got {temperature}")
+    dev = _device(device)
+    model = load_prior(prior, device=dev)
     if temperature is not None and model.family != "flow":
         raise RestoreError(f"--temperature is for flow priors, not {model.family}")
     if hasattr(model, "latent_shape") or hasattr(model, "sample_conditional"):
