@@ -252,6 +252,14 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
         if tuple(prior.image_shape) != tuple(x.shape[1:]):
             raise RestoreError(f"prior {name!r} models {'x'.join(map(str, prior.image_shape))} images; the data are "
                                f"{'x'.join(map(str, x.shape[1:]))}")
+    # Figures on images a prior was trained on flatter it: say so in the report and on stderr.
+    from .data import overlap_warning
+
+    warnings = []
+    for name, prior in loaded.items():
+        text = overlap_warning(prior, (x * 255).round().to(torch.uint8), "bench images", root=data_root)
+        if text:
+            warnings.append(f"{name}: {text}")
     judge = None
     if data == "mnist":
         from .classifier import load_classifier
@@ -287,9 +295,10 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
     notes = (f"{n} {data} test images; posterior samplers: mean of {samples} samples; steps {steps}"
              + (f", and the papers' step counts ({', '.join(f'{k} {v}' for k, v in PAPER_STEPS.items())}) on the "
                 f"first {min(paper_n, n)} images" if paper_n else "")
-             + "; every method sees the same measurements (seed 0).")
+             + "; every method sees the same measurements (seed 0)."
+             + "".join(f" Warning: {w}." for w in warnings))
     io.write_json(out / "results.json", {"data": data, "n": n, "samples": samples, "steps": steps, "paper_n": paper_n,
-                                         "rows": rows})
+                                         "warnings": warnings, "rows": rows})
     table = markdown_table(rows)
     with io.atomic_write(out / "results.md") as tmp:
         tmp.write_text(notes + "\n\n" + table + "\n")
@@ -302,4 +311,4 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
         tmp.write_text(notes + " Each method at its best step count.\n\n" + markdown_table(list(best.values())) + "\n")
     with io.atomic_write(out / "report.html") as tmp:
         tmp.write_text(html_report(rows, grids, "restore bench", notes))
-    return {"rows": rows, "table": table, "out": str(out)}
+    return {"rows": rows, "table": table, "out": str(out), "warnings": warnings}

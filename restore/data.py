@@ -365,3 +365,59 @@ def training_data(
         raise RestoreError(f"unknown dataset {data!r}: use mnist, fashion-mnist or a folder of images")
     result = load_folder(folder, size=size, channels=channels, val_fraction=val_fraction, seed=seed)
     return {**result, "name": str(folder.resolve())}
+
+
+# Training-set membership. A digest names an image by its pixels (after the resize and channel conversion
+# that training applied), so a file copied or renamed between the training and the evaluation folder
+# is still recognised; one that was re-encoded lossily is not.
+DIGESTS_FILE = "train_digests.txt"
+
+
+def image_digests(images: torch.Tensor) -> list[str]:
+    """One 16-hex-digit SHA-256 prefix per uint8 (N, C, H, W) image, over its shape and pixel bytes."""
+    if images.dtype != torch.uint8:
+        raise ValueError(f"digests are taken of uint8 images, got {images.dtype}")
+    shape = "x".join(map(str, images.shape[1:])).encode()
+    pixels = images.contiguous().numpy()
+    return [hashlib.sha256(shape + b"\0" + image.tobytes()).hexdigest()[:16] for image in pixels]
+
+
+def write_training_digests(folder: Path, ds: dict) -> None:
+    """For folder data, ``folder``/train_digests.txt lists the training images' digests (sorted); MNIST and
+    Fashion-MNIST need none, since their training split can be reread."""
+    from .io import atomic_write
+
+    if ds.get("files_train") is None:
+        return
+    with atomic_write(Path(folder) / DIGESTS_FILE) as tmp:
+        tmp.write_text("".join(d + "\n" for d in sorted(set(image_digests(ds["train"])))))
+
+
+def training_digests(run: dict | None, folder: Path | None, shape, root=None) -> set[str] | None:
+    """Digests of the images a prior was trained on, at its image shape ``shape`` (C, H, W): reread for
+    MNIST and Fashion-MNIST, read from the model folder's train_digests.txt for folder data; None when
+    neither is known (a hub model, or a run from before the digests were written)."""
+    data = (run or {}).get("data")
+    if data in _FOLDERS:
+        c, size, _ = shape
+        train = training_data(data, size=size, channels=c if c == 3 else None, root=root)["train"]
+        return set(image_digests(train))
+    path = Path(folder) / DIGESTS_FILE if folder is not None else None
+    if path is not None and path.is_file():
+        return set(path.read_text().split())
+    return None
+
+
+def overlap_warning(prior, images: torch.Tensor, what: str, root=None) -> str | None:
+    """A one-line warning when some of ``images`` (uint8) are in the prior's training set, or when that
+    cannot be checked; None when none of them are."""
+    known = training_digests(getattr(prior, "run_info", None), getattr(prior, "folder", None),
+                             tuple(prior.image_shape), root)
+    if known is None:
+        return (f"cannot check whether the {what} overlap the prior's training images (its folder records no "
+                f"training digests); figures on training images would flatter it")
+    shared = sum(d in known for d in image_digests(images))
+    if not shared:
+        return None
+    return (f"{shared} of the {len(images)} {what} are in the prior's training set: figures on them flatter it; "
+            "evaluate on images it was not trained on")

@@ -1,11 +1,11 @@
 """Evaluate a prior: bits/dim on 8-bit test data where its family defines one, and the distance of its
-samples to real images (Frechet and kernel distances on the features of the shipped MNIST classifier).
+samples to real images (Frechet and kernel distances, Heusel et al. 2017; Binkowski et al. 2018).
 
-The distances compare ``samples`` generated images with the test split; the floor beside them is
-the same distance between as many training images and the test split (what a perfect generator
-would score at this sample size). They use the MNIST classifier's 128-d feature layer, so they are
-defined for 28x28 gray digit-like data only: other data are refused with a message rather than
-measured on features that mean nothing there.
+The distances compare ``samples`` generated images with the test images; the floor beside them is
+the same distance between as many training images and the test images (what a perfect generator
+would score at this sample size). On MNIST the features are the shipped classifier's 128-d layer; on
+any other data they are the bottleneck of an autoencoder trained on that data's training images
+(:mod:`restore.features`), and the report says which.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import time
 
 import torch
 
-from . import classifier, metrics
-from .data import mnist_images
+from . import classifier, features, metrics
 from .errors import RestoreError
 
 
@@ -35,41 +34,61 @@ def draw_samples(prior, n: int, *, generator: torch.Generator, steps: int = 50, 
 
 
 def evaluate_prior(prior, *, data: str = "mnist", samples: int = 2000, nll_images: int = 1000, seed: int = 0,
-                   data_root=None) -> dict:
-    """Figures for one prior: bits/dim, FID and KID on classifier features (with the train-vs-test floor),
-    the classifier's confident fraction and class balance, and the sample count and time."""
-    if data not in ("mnist",):
-        raise RestoreError(f"evaluate measures sample distances on the MNIST classifier's features, so --data must be "
-                           f"mnist (got {data!r}); a feature network for other data is not built yet")
-    if tuple(prior.image_shape) != (1, 28, 28):
-        raise RestoreError(f"the prior models {'x'.join(map(str, prior.image_shape))} images; MNIST is 1x28x28")
+                   data_root=None, feature_steps: int = 1000, features_folder=None) -> dict:
+    """Figures for one prior: bits/dim, FID and KID (with the train-vs-test floor), the sample count and
+    time and, on MNIST, the classifier's confident fraction and class balance.
+
+    ``data`` is mnist (features of the shipped classifier), fashion-mnist or a folder of images (features of
+    an autoencoder trained on the data's training part, see :mod:`restore.features`). The test images are
+    the official test split, or for a folder the validation split that ``restore train`` makes with seed 0.
+    """
+    from .data import overlap_warning, training_data
+
+    c, h, w = prior.image_shape
+    if data == "mnist" and (c, h, w) != (1, 28, 28):
+        raise RestoreError(f"the prior models {c}x{h}x{w} images; MNIST is 1x28x28")
+    if h != w:
+        raise RestoreError(f"the prior models {c}x{h}x{w} images; evaluation data are resized to squares")
+    ds = training_data(data, size=h, channels=c, root=data_root)
+    test, train = ds["val"], ds["train"]
+    if len(test) < 2:
+        raise RestoreError(f"'{data}' gives {len(test)} test image(s); the distances need at least 2")
     g = torch.Generator().manual_seed(seed)
-    report: dict = {"family": prior.family, "data": data, "seed": seed}
-    run = getattr(prior, "run_info", None) or {}
-    if run.get("data") not in (None, "mnist") or run.get("file_list_hash"):
-        report["warning"] = (f"the prior was trained on {run.get('data')!r}, not MNIST's training split: "
-                             "its test figures may include training images")
+    report: dict = {"family": prior.family, "data": data, "seed": seed, "test_images": len(test)}
+    warning = overlap_warning(prior, test, "test images", root=data_root)
+    if warning:
+        report["warning"] = warning
     # 1. Bits/dim on the first nll_images test images, where the family has a likelihood or a bound.
     if hasattr(prior, "bits_per_dim") and nll_images:
-        test, _ = mnist_images(nll_images, split="test", root=data_root)
+        subset = test[:nll_images].float() / 255
         t0 = time.perf_counter()
-        bpd = prior.bits_per_dim(test)
+        bpd = prior.bits_per_dim(subset)
         report.update(bits_per_dim=float(bpd.mean()), bits_per_dim_sem=float(bpd.std() / len(bpd) ** 0.5),
-                      nll_images=nll_images, nll_seconds=round(time.perf_counter() - t0, 2))
-    # 2. Samples, judged and embedded by the classifier.
-    judge = classifier.load_classifier()
+                      nll_images=len(subset), nll_seconds=round(time.perf_counter() - t0, 2))
+    # 2. The feature network: the shipped classifier on MNIST, else an autoencoder trained on the data.
+    if data == "mnist":
+        net = classifier.load_classifier()
+        report["features"] = "MNIST classifier, 128-d penultimate layer"
+    else:
+        description = {"data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash")}
+        net, info = features.feature_net(train, description, steps=feature_steps, folder=features_folder)
+        report["features"] = (f"{info['dim']}-d bottleneck of an autoencoder trained on {len(train)} {data} training "
+                              f"images for {info['steps']} steps (reconstruction MSE {info['final_mse']:.4f}; "
+                              f"{'read from the cache' if info['cached'] else 'trained now'}, key {info['key']})")
+        report["feature_net"] = {k: v for k, v in info.items() if k not in ("format", "version")}
+    # 3. Samples, then the distances to the test set beside the floor of as many real training images.
     t0 = time.perf_counter()
     x = draw_samples(prior, samples, generator=g)
     report["sample_seconds"] = round(time.perf_counter() - t0, 2)
     report["samples"] = samples
-    report.update({k: v for k, v in classifier.sample_figures(judge, x).items() if k != "samples"})
-    test, _ = mnist_images(10000, split="test", root=data_root)
-    train, _ = mnist_images(samples, split="train", root=data_root)
+    if data == "mnist":
+        report.update({k: v for k, v in classifier.sample_figures(net, x).items() if k != "samples"})
+    real = train[:samples]
     with torch.no_grad():
-        f_test, f_gen, f_train = (torch.cat([judge.features(v[i : i + 1000]) for i in range(0, len(v), 1000)])
-                                  for v in (test, x, train))
+        f_test, f_gen, f_train = (torch.cat([net.features(v[i : i + 1000]) for i in range(0, len(v), 1000)])
+                                  for v in (test.float() / 255, x, real.float() / 255))
     kid, kid_std = metrics.kernel_distance(f_gen, f_test, generator=torch.Generator().manual_seed(seed))
     kid_floor, _ = metrics.kernel_distance(f_train, f_test, generator=torch.Generator().manual_seed(seed))
     report.update(fid=metrics.frechet_distance(f_gen, f_test), fid_floor=metrics.frechet_distance(f_train, f_test),
-                  kid=kid, kid_std=kid_std, kid_floor=kid_floor, features="MNIST classifier, 128-d penultimate layer")
+                  kid=kid, kid_std=kid_std, kid_floor=kid_floor, floor_images=len(real))
     return report

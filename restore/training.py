@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from . import io
+from .data import write_training_digests
 from .errors import RestoreError
 
 CHECKPOINT_FORMAT = "restore.checkpoint"
@@ -231,6 +232,7 @@ def train(
         io.write_json(out / "run.json", {**config, "steps": steps, "batch_size": batch_size, "lr": lr,
                                          "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size,
                                          "precision": "bf16" if amp else "fp32", "flip": flip})
+        write_training_digests(out, data)
     net = model
     if d.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -837,6 +837,31 @@ def test_train_gaussian_on_a_folder_then_use_it(cli, tmp_path):
     _ok(cli("sample", "--prior", out, "-n", "4", "-o", tmp_path / "s.png"))
 
 
+def test_evaluate_and_bench_on_a_folder_warn_about_training_images(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTORE_CACHE", str(tmp_path / "cache"))
+    folder = _noise_images(tmp_path / "imgs", 40)  # seed 0 holds out 2 images for validation
+    clean, leaky = tmp_path / "g0", tmp_path / "g1"
+    _ok(cli("train", "gaussian", "--data", folder, "--size", "8", "--rank", "4", "--out", clean))
+    _ok(cli("train", "gaussian", "--data", folder, "--size", "8", "--rank", "4", "--seed", "1", "--out", leaky))
+    assert len((clean / "train_digests.txt").read_text().split()) == 38
+    args = ("--data", folder, "--samples", "30", "--nll-images", "2", "--feature-steps", "5", "--json")
+    result = _ok(cli("evaluate", "--prior", clean, *args))
+    report = json.loads(result.out)
+    assert "warning" not in report and "warning" not in result.err and report["test_images"] == 2
+    assert "autoencoder trained on 38" in report["features"] and report["feature_net"]["cached"] is False
+    assert report["floor_images"] == 30 and "confident_fraction" not in report
+    # The seed-1 prior was trained on another split: at least one of the 2 test images is among its 38.
+    result = _ok(cli("evaluate", "--prior", leaky, *args))
+    report = json.loads(result.out)
+    assert report["feature_net"]["cached"] is True
+    assert re.search(r"warning: [12] of the 2 test images are in the prior's training set", result.err)
+    bench = _ok(cli("bench", "--data", folder, "--priors", clean, "--tasks", "denoise", "--solvers", "dps", "-n", "4",
+                    "--steps", "2", "--samples", "1", "--out", tmp_path / "b"))
+    # The first 4 sorted files: the seed-0 split trained on all but 2 of the 40.
+    assert re.search(r"warning: .*g0: [234] of the 4 bench images are in the prior's training set", bench.err)
+    assert "are in the prior's training set" in (tmp_path / "b" / "results.md").read_text()
+
+
 def test_train_ddpm_from_an_existing_model(cli, tmp_path, ddpm_dir):
     folder = _noise_images(tmp_path / "imgs", 6)
     out = tmp_path / "run"
@@ -979,8 +1004,9 @@ def test_evaluate_reports_bits_per_dim_and_distances_with_their_floor(cli, mnist
     # training images against the test set several times over (measured: FID 921 vs 81, KID 512 vs 21).
     assert report["fid"] > 5 * report["fid_floor"] and report["kid"] > report["kid_floor"]
     assert 5 < report["bits_per_dim"] < 7  # the shipped Gaussian's bound, 5.94 on validation data
-    line = _assert_user_error(cli("evaluate", "--prior", "gaussian", "--data", "fashion-mnist"))
-    assert "--data must be mnist" in line
+    assert "warning" not in report and report["features"].startswith("MNIST classifier")
+    line = _assert_user_error(cli("evaluate", "--prior", "gaussian", "--data", "cifar"))
+    assert "unknown dataset 'cifar'" in line
 
 
 def test_bench_command_quick_classical_only(cli, tmp_path, mnist_available):

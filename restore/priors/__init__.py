@@ -105,6 +105,12 @@ def _load_path(path: Path):
 
 
 def _load_folder(path: Path):
+    prior = _construct(path)
+    prior.folder = path  # where run.json and train_digests.txt are, for the training-overlap check
+    return prior
+
+
+def _construct(path: Path):
     family = folder_family(path)
     if family == "ddpm":
         if (path / "checkpoint").is_dir() and not (path / "unet").is_dir():

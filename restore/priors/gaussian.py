@@ -232,4 +232,5 @@ def train_gaussian(*, data: str, out, size: int | None = None, channels: int | N
         summary["val_bits_per_dim"] = round(float(prior.bits_per_dim(val, generator=torch.Generator().manual_seed(seed)).mean()), 4)
     out.mkdir(exist_ok=True)
     prior.save(out, summary)
+    datasets.write_training_digests(out, ds)
     return summary
