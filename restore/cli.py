@@ -592,7 +592,7 @@ def train(
     timesteps: Annotated[int, typer.Option(help="Diffusion timesteps T of the schedule.")] = 1000,
     steps: Annotated[int, typer.Option(help="Optimiser steps in total (a resumed run continues to this).")] = 10000,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step, over all processes (default: 128; gan, flow, pixelcnn 64).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: ddpm 2e-4; vae, flow, pixelcnn 1e-3; gan 2e-4, wgan-gp 1e-4).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: ddpm 2e-4; vae, pixelcnn 1e-3; flow 5e-4 after a 500-step warm-up; gan 2e-4, wgan-gp 1e-4).")] = None,
     ema: Annotated[float, typer.Option(help="EMA decay of the exported weights.")] = 0.999,
     max_minutes: Annotated[Optional[float], typer.Option(help="Wall-clock budget; checkpoints and stops when spent.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 500,

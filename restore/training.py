@@ -172,6 +172,8 @@ def train(
     device: str = "auto",
     precision: str = "auto",
     flip: bool = False,
+    grad_clip: float | None = None,
+    warmup: int = 0,
     dist_info: Dist | None = None,
 ) -> dict:
     """Train ``model`` on ``data["train"]`` (uint8 (N, C, H, W)); returns a summary dict.
@@ -183,6 +185,9 @@ def train(
     images left-right at random (for data where that is natural; not for digits or text).
     Give either ``loss_fn`` or ``phases``; with one phase, validation reports its loss on the EMA
     model. ``warn_fn(record)`` may return a warning about a validation record (printed and logged).
+    ``warmup`` ramps the learning rate linearly from lr / warmup over the first steps; ``grad_clip``
+    rescales each phase's gradient to at most that norm, and a step whose gradient is not finite is
+    skipped (counted as "skipped" in the log) rather than written into the weights.
     """
     from tqdm.auto import tqdm
 
@@ -231,7 +236,9 @@ def train(
     if d.is_main:
         io.write_json(out / "run.json", {**config, "steps": steps, "batch_size": batch_size, "lr": lr,
                                          "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size,
-                                         "precision": "bf16" if amp else "fp32", "flip": flip})
+                                         "precision": "bf16" if amp else "fp32", "flip": flip,
+                                         **({"grad_clip": grad_clip} if grad_clip is not None else {}),
+                                         **({"warmup": warmup} if warmup else {})})
         write_training_digests(out, data)
     net = model
     if d.world_size > 1:
@@ -247,6 +254,7 @@ def train(
     per_rank = max(1, batch_size // d.world_size)
     bar = tqdm(total=steps, initial=start, desc=config.get("family", "train"), unit="step", disable=None if d.is_main else True)
     seen, t_window = 0, time.monotonic()
+    skipped = 0  # steps with a non-finite gradient, in this segment
     step = start
     stopped_by_budget = False
 
@@ -278,6 +286,14 @@ def train(
                     loss, values = _scalars(phase.loss_fn(net, x, g, step))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                for group in opt.param_groups:
+                    group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+                if grad_clip is not None:
+                    params = [p for group in opt.param_groups for p in group["params"]]
+                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                    if not torch.isfinite(norm):
+                        skipped += 1
+                        continue
                 opt.step()
             logged.update(values if len(phases) == 1 else {f"{phase.name}_{k}": v for k, v in values.items()})
         # 2. EMA of the weights, identical on every rank because the weights are.
@@ -289,7 +305,7 @@ def train(
         step += 1
         seen += per_rank * d.world_size
         minutes = minutes_before + (time.monotonic() - t_start) / 60  # training time over all segments
-        record = {"step": step, **logged, "minutes": minutes}
+        record = {"step": step, **logged, "minutes": minutes, **({"skipped": skipped} if skipped else {})}
         if val_images is not None and len(phases) == 1 and (step % val_every == 0 or step == steps):
             val = validation_loss(ema, phases[0].loss_fn, val_images, per_rank, seed, d.device)
             record.update({f"val_{k}": v for k, v in val.items()} if isinstance(val, dict) else {"val_loss": val})

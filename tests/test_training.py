@@ -137,3 +137,32 @@ def test_resume_of_a_checkpoint_without_minutes_takes_them_from_the_log(tmp_path
     log.write_text("".join(json.dumps(r) + "\n" for r in records))
     _run(tmp_path / "run", 4, resume=True)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["minutes_total"] >= 5.0
+
+
+def test_warmup_ramps_the_rate_and_a_non_finite_gradient_skips_its_step(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+
+    def loss_fn(net, x, g, step):
+        out = net(x.flatten(1)[:, :4]).square().mean()
+        return out * float("inf") if step == 2 else out  # step 2's gradient is inf * 0 or inf: not finite
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    training.train(model=model, loss_fn=loss_fn, data={"train": _data(16)}, out=tmp_path / "r", config={"family": "t"},
+                   steps=4, batch_size=4, lr=1e-2, ema_decay=0.0, checkpoint_every=100, warmup=4, grad_clip=1.0)
+    records = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [r.get("skipped", 0) for r in records if "step" in r] == [0, 0, 1, 1]
+    tensors, _ = training.load_checkpoint(tmp_path / "r" / "checkpoint")
+    # Three steps were taken (warm-up rates 1/4, 2/4 and 4/4 of lr): the weights moved and stayed finite.
+    for k, v in before.items():
+        assert torch.isfinite(tensors[f"model.{k}"]).all() and not torch.equal(tensors[f"model.{k}"], v)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["warmup"] == 4
+    # Adam's first step moves every weight by exactly its rate: lr / warmup at step 1.
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    training.train(model=model, loss_fn=loss_fn, data={"train": _data(16)}, out=tmp_path / "one", config={"family": "t"},
+                   steps=1, batch_size=4, lr=1e-2, ema_decay=0.0, checkpoint_every=100, warmup=4)
+    tensors, _ = training.load_checkpoint(tmp_path / "one" / "checkpoint")
+    for k, v in before.items():
+        assert torch.allclose((tensors[f"model.{k}"] - v).abs(), torch.full_like(v, 2.5e-3), rtol=1e-3)

@@ -330,10 +330,15 @@ class FlowPrior(LatentPrior):
 
 def train_flow(*, data: str, out, size: int | None = None, channels: int | None = None, levels: int = 2,
                depth: int = 8, hidden: int = 128, coupling: str = "affine", steps: int = 10000, batch_size: int = 64,
-               lr: float = 1e-3, ema_decay: float = 0.999, seed: int = 0, max_minutes: float | None = None,
+               lr: float = 5e-4, warmup: int = 500, grad_clip: float = 50.0, ema_decay: float = 0.999, seed: int = 0,
+               max_minutes: float | None = None,
                checkpoint_every: int = 500, sample_every: int = 1000, val_every: int = 500, resume: bool = False,
                device: str = "auto", precision: str = "auto", flip: bool = False, data_root=None) -> dict:
-    """Train a Glow with :func:`restore.training.train`; ``out`` receives flow.safetensors and run.json."""
+    """Train a Glow with :func:`restore.training.train`; ``out`` receives flow.safetensors and run.json.
+
+    Adam at 5e-4 after a 500-step linear warm-up, gradients clipped to norm 50: at 1e-3 with neither,
+    a 433k-parameter MNIST Glow reached 1.9 bits/dim and then diverged to NaN near step 1,900.
+    """
     from .. import data as datasets
     from .. import io, training
 
@@ -360,5 +365,5 @@ def train_flow(*, data: str, out, size: int | None = None, channels: int | None 
         model=glow, loss_fn=flow_loss, data=ds, out=out, config=config, steps=steps, batch_size=batch_size, lr=lr,
         ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every, val_every=val_every,
         sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume,
-        precision=precision, flip=flip, dist_info=d,
+        precision=precision, flip=flip, grad_clip=grad_clip, warmup=warmup, dist_info=d,
     )
