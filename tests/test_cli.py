@@ -371,7 +371,10 @@ def digit_specs(digit_png, tmp_path_factory) -> dict[str, Path]:
     return specs
 
 
-def test_family_without_shipped_weights_is_refused(cli, tmp_path, digit_specs):
+def test_family_without_shipped_weights_is_refused(cli, tmp_path, digit_specs, monkeypatch):
+    from restore import priors
+
+    monkeypatch.setattr(priors, "SHIPPED", {k: v for k, v in priors.SHIPPED.items() if k != "flow"})
     before = _listing(tmp_path)
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "flow", "-o", tmp_path / "out.png"))
     assert "no flow prior ships with this installation yet" in line
@@ -457,7 +460,10 @@ def _other_run(tmp_path):
          "unshipped"],
 )
 def test_sample_bad_input(cli, tmp_path, ddpm_dir, monkeypatch, args, expected):
+    from restore import priors
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(priors, "SHIPPED", {k: v for k, v in priors.SHIPPED.items() if k != "pixelcnn"})
     extra = args(ddpm_dir, tmp_path)
     base = ["sample", "--prior", ddpm_dir, "-o", tmp_path / "x.png"]
     before = _listing(tmp_path)
