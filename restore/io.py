@@ -302,7 +302,9 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, torch.Tensor]) -> Non
             np.save(f, tensor.numpy(), allow_pickle=False)
     else:
         with atomic_write(path) as tmp:
+            mode = tmp.stat().st_mode & 0o777  # the umask's permissions, which safetensors' own file lacks (0600)
             save_file(tensors, str(tmp))
+            os.chmod(tmp, mode)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor]:

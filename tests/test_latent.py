@@ -81,3 +81,27 @@ def test_only_priors_with_a_generator_can_use_it():
         csgm(torch.zeros(1, 1, 8, 8), op, object(), steps=1)
     with pytest.raises(RestoreError, match="init=encoder needs"):
         csgm(torch.zeros(1, 1, 8, 8), op, prior, steps=1, init="encoder")
+
+
+def test_a_latent_bound_projects_the_steps_and_non_finite_starts_never_win():
+    prior, z_true, _ = _truth()
+    # Measurements of a latent far outside the bound: the estimate's latent sits on the box's face.
+    z_far = torch.full((1, 4), 3.0)
+    op = Inpainting(torch.ones(1, 1, 8, 8))
+    y = prior.decode(z_far)
+    prior.latent_bound = 0.5
+    x = csgm(y, op, prior, steps=300, lam=0.0, generator=torch.Generator().manual_seed(0))
+    corners = prior.decode(torch.tensor([[1.0, 1.0, 1.0, 1.0]]).mul(0.5))
+    assert (x - corners).abs().max() < 1e-3
+    del prior.latent_bound
+
+    # A generator that overflows on half of the latent space: only finite starts may be returned.
+    class Overflowing(TinyGenerator):
+        def decode(self, z):
+            x = super().decode(z)
+            return torch.where((z[:, :1] > 0).view(-1, 1, 1, 1), torch.full_like(x, float("nan")), x)
+
+    bad = Overflowing()
+    y = bad.decode(-z_true.abs())
+    x = csgm(y, op, bad, steps=20, restarts=8, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()

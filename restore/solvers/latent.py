@@ -60,6 +60,8 @@ def csgm(y, operator, prior, *, steps: int = 500, generator: torch.Generator | N
     yy = y.repeat(R, *([1] * (y.dim() - 1)))  # (R * B, ...)
     opt = torch.optim.Adam([z], lr=lr)
     prior_weight = 2 * sigma**2 * lam / fidelity
+    # A flow's inverse overflows far from its typical set; such a prior names a box for its latents.
+    bound = getattr(prior, "latent_bound", None)
     for i in range(steps):
         # 2. One Adam step on every start at once; the starts are independent problems.
         residual = (operator.A(prior.decode(z)) - yy).flatten(1).square().sum(1)  # (R * B,)
@@ -67,11 +69,16 @@ def csgm(y, operator, prior, *, steps: int = 500, generator: torch.Generator | N
         opt.zero_grad(set_to_none=True)
         objective.sum().backward()
         opt.step()
+        if bound is not None:
+            with torch.no_grad():
+                z.clamp_(-bound, bound)  # projected step: stay where the prior's generator is reliable
         if callback is not None:
             callback(i, None)
-    # 3. Per image, the start whose estimate fits y best (Bora et al.: "the one with the least measurement error").
+    # 3. Per image, the start whose estimate fits y best (Bora et al.: "the one with the least measurement error");
+    #    a start whose estimate is not finite never wins.
     with torch.no_grad():
         x = prior.decode(z)  # (R * B, C, H, W)
         fit = (operator.A(x) - yy).flatten(1).square().sum(1).view(R, B)
+        fit = torch.where(torch.isfinite(fit) & torch.isfinite(x).flatten(1).all(1).view(R, B), fit, torch.inf)
         best = fit.argmin(0)  # (B,)
         return x.view(R, B, *x.shape[1:])[best, torch.arange(B, device=x.device)].clamp(0, 1)
