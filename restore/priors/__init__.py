@@ -35,7 +35,8 @@ PLANNED: tuple[str, ...] = ()
 LOADERS = ("ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn")
 
 #: Family name -> the folder of its shipped default under restore/weights/.
-SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist", "vae": "vae-mnist", "gan": "gan-mnist"}
+SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist", "vae": "vae-mnist", "gan": "gan-mnist",
+           "flow": "flow-mnist", "pixelcnn": "pixelcnn-mnist"}
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
