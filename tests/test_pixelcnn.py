@@ -72,3 +72,13 @@ def test_conditional_sampling_keeps_known_pixels_and_weights_only_later_ones():
     filled, log_w = prior.sample_conditional(x, middle, generator=torch.Generator().manual_seed(0))
     assert torch.equal(filled[middle.expand_as(x)], x[middle.expand_as(x)]) and (log_w < 0).all()
     assert filled.shape == x.shape and prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 6, 6)
+
+
+def test_the_benchmark_counts_one_network_pass_per_drawn_pixel_row_position():
+    from restore.solvers.diffusion import CountingPrior
+
+    prior = CountingPrior(PixelCNNPrior(PixelCNN(6, 2, 4, 3)).eval())
+    known = torch.zeros(1, 1, 6, 6, dtype=torch.bool)
+    known[..., :3, :] = True  # rows 0-2 observed: rows 3-5 are drawn, 6 passes each
+    prior.sample_conditional(torch.zeros(2, 1, 6, 6), known, generator=torch.Generator().manual_seed(0))
+    assert prior.calls == 18

@@ -79,9 +79,10 @@ def noise_like(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
 
 class CountingPrior:
     """A prior seen through a counter of its network evaluations (``calls``: one per batched call of
-    Tweedie's estimate ``eps_and_x0`` or of a generator's ``decode``). It has exactly the prior's attributes."""
+    Tweedie's estimate ``eps_and_x0``, a generator's ``decode`` or a density's ``image_score``, and one
+    per pixel pass of a PixelCNN's ``sample_conditional``, whose callback comes once per row). It has exactly the prior's attributes."""
 
-    COUNTED = ("eps_and_x0", "decode")
+    COUNTED = ("eps_and_x0", "decode", "image_score")
 
     def __init__(self, prior):
         self._prior = prior
@@ -89,6 +90,16 @@ class CountingPrior:
 
     def __getattr__(self, name):
         attr = getattr(self._prior, name)
+        if name == "sample_conditional":
+            def passes(*args, callback=None, **kwargs):
+                def count(i, x):
+                    self.calls += self._prior.image_shape[-1]  # one call per row drawn: a pass per pixel
+                    if callback is not None:
+                        callback(i, x)
+
+                return attr(*args, callback=count, **kwargs)
+
+            return passes
         if name not in self.COUNTED:
             return attr
 
