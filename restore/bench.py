@@ -35,6 +35,11 @@ SHOWN = 6
 #: default 10 resamplings of jumps of 10), run on ``paper_n`` images beside the step grid.
 PAPER_STEPS = {"dps": 1000, "repaint": 250}
 
+#: Solver settings that differ from the solver's defaults in the benchmark, for cost: PixelCNN
+#: inpainting draws ``particles`` raster-order sequences per sample (2.4 s each on 2 CPU cores), so
+#: 8 (its default) would take 25 minutes per task at 20 images x 4 samples.
+BENCH_SETTINGS = {"conditional": {"particles": 2}}
+
 
 @dataclass
 class Cell:
@@ -94,8 +99,9 @@ def run_classical(task, name, x, labels, judge):
     return figures, {"x": x_hat[:SHOWN]}
 
 
-def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch):
-    """All images' ``samples`` estimates in batches of ``batch`` (samples included)."""
+def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, settings=None):
+    """All images' ``samples`` estimates in batches of ``batch`` (samples included), the solver run
+    with its defaults updated by ``settings``."""
     from .solvers import PRIOR_SOLVERS
     from .solvers.diffusion import CountingPrior
 
@@ -108,7 +114,7 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch):
     for start in range(0, len(x), per):
         yy = y[start : start + per].repeat_interleave(samples, 0)
         g = torch.Generator().manual_seed(1000 + start)
-        kwargs = {"steps": steps} if steps is not None else {}
+        kwargs = {**({"steps": steps} if steps is not None else {}), **(settings or {})}
         outs.append(fn(yy, op, counted, generator=g, **kwargs).detach().reshape(-1, samples, *x.shape[1:]))
     seconds = time.perf_counter() - t0
     xs = torch.cat(outs).clamp(0, 1)  # (n, samples, C, H, W)
@@ -158,11 +164,14 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                 runs = [(st, n) for st in (steps if solver in DIFFUSION else [None])]
                 if solver in PAPER_STEPS and paper_n:
                     runs.append((PAPER_STEPS[solver], min(paper_n, n)))
+                settings = BENCH_SETTINGS.get(solver, {})
+                suffix = "".join(f"/{name}={value}" for name, value in sorted(settings.items()))
                 for st, m in runs:
-                    key = f"{task}/{tag}/{solver}/{st}/{m}/{k}"
+                    key = f"{task}/{tag}/{solver}/{st}/{m}/{k}{suffix}"
                     cells.append(Cell(task, f"{pname} + {solver}", key,
-                                      lambda t=task, p=prior, s=solver, st=st, k=k, m=m: run_prior(
-                                          t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k, batch)))
+                                      lambda t=task, p=prior, s=solver, st=st, k=k, m=m, se=settings: run_prior(
+                                          t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k, batch,
+                                          se)))
     return cells
 
 
@@ -295,7 +304,9 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
     notes = (f"{n} {data} test images; posterior samplers: mean of {samples} samples; steps {steps}"
              + (f", and the papers' step counts ({', '.join(f'{k} {v}' for k, v in PAPER_STEPS.items())}) on the "
                 f"first {min(paper_n, n)} images" if paper_n else "")
-             + "; every method sees the same measurements (seed 0)."
+             + "; every method sees the same measurements (seed 0)"
+             + "".join(f"; {name} with {', '.join(f'{k}={v}' for k, v in kw.items())}"
+                       for name, kw in BENCH_SETTINGS.items() if name in solvers) + "."
              + "".join(f" Warning: {w}." for w in warnings))
     io.write_json(out / "results.json", {"data": data, "n": n, "samples": samples, "steps": steps, "paper_n": paper_n,
                                          "warnings": warnings, "rows": rows})
