@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -400,12 +401,19 @@ def training_digests(run: dict | None, folder: Path | None, shape, root=None) ->
     data = (run or {}).get("data")
     if data in _FOLDERS:
         c, size, _ = shape
-        train = training_data(data, size=size, channels=c if c == 3 else None, root=root)["train"]
-        return set(image_digests(train))
+        return set(_split_digests(data, c, size, str(root) if root is not None else None))
     path = Path(folder) / DIGESTS_FILE if folder is not None else None
     if path is not None and path.is_file():
         return set(path.read_text().split())
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _split_digests(data: str, c: int, size: int, root: str | None) -> frozenset[str]:
+    """Digests of a named dataset's training split at one shape, computed once per process (a bench
+    checks every prior trained on MNIST against the same 60,000 images)."""
+    train = training_data(data, size=size, channels=c if c == 3 else None, root=root)["train"]
+    return frozenset(image_digests(train))
 
 
 def overlap_warning(prior, images: torch.Tensor, what: str, root=None) -> str | None:
