@@ -23,10 +23,9 @@ RESULTS = Path(__file__).parent / "results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--priors", default="ddpm,gaussian,vae,gan,flow,pixelcnn")
-    # map is left out: on a flow it defaults to the latent space, where it is csgm with the same settings;
-    # annealed-langevin (300 DDPM passes per sample) is not in the table yet, for CPU time; langevin on the
-    # shipped flow gave NaN estimates on box inpainting (20 images, 500 steps) and waits for a fix.
-    parser.add_argument("--solvers", default=",".join([*DIFFUSION, *LATENT, "conditional"]))
+    # map is left out: on a flow it defaults to the latent space, where it is csgm with the same settings.
+    parser.add_argument("--solvers", default=",".join([*DIFFUSION, *LATENT, "langevin", "annealed-langevin",
+                                                       "conditional"]))
     parser.add_argument("--tasks", default=",".join(STANDARD))
     parser.add_argument("--steps", default="20,50")
     parser.add_argument("-n", type=int, default=20, help="MNIST test images per cell")

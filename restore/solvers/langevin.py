@@ -153,7 +153,7 @@ def _latent_langevin(y, operator, prior, shape, steps, generator, callback, step
 
 @requires(noise=("gaussian", "poisson"), prior=TWEEDIE)
 def annealed_langevin(y, operator, prior, *, steps: int = 100, generator: torch.Generator | None = None,
-                      callback: Callback = None, inner: int = 3, epsilon: float = 2e-5, fidelity: float = 1.0,
+                      callback: Callback = None, inner: int = 3, epsilon: float = 5e-5, fidelity: float = 1.0,
                       sigma_min: float = 0.01):
     """Annealed Langevin with a diffusion prior (Song & Ermon 2019, Algorithm 1; Jalal et al. 2021).
 
@@ -161,6 +161,11 @@ def annealed_langevin(y, operator, prior, *, steps: int = 100, generator: torch.
     sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) (model space [-1, 1]), with score
     -eps_hat / sigma_t. ``steps`` levels spaced geometrically from the largest sigma_t down to
     ``sigma_min``, ``inner`` Langevin steps at each with step alpha = epsilon sigma^2 / sigma_min^2.
+    The default epsilon 5e-5 keeps every step stable: at a level sigma the posterior's curvature is
+    at most 2 / sigma^2 (the prior's 1 / sigma^2 plus a noiseless data term's), so alpha times it is
+    at most 2 epsilon / sigma_min^2 = 1, below the bound 2 of a gradient step. The earlier default
+    2e-5 left the chains short of the posterior in 300 passes: posterior-mean PSNR of the shipped DDPM on
+    8 blurred MNIST digits 16.4 dB at 2e-5, 19.0 dB at 5e-5; 1.5e-4 gave NaN.
     """
     from .diffusion import check_prior
 
