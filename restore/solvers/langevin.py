@@ -114,7 +114,10 @@ def _latent_langevin(y, operator, prior, shape, steps, generator, callback, step
         eps = eps.clamp(-bound, bound)
     n_anneal = max(1, round(steps * (1 - hold)))
     start = max(sigma_start, sigma_y)
-    good_eps = good_grad = seen = v = g = None  # the last finite point of each chain, its gradient
+    # The last finite point of each chain, its gradient, and whether the chain has had one yet.
+    good_eps, good_grad = eps, torch.zeros_like(eps)
+    seen = torch.zeros((B, 1), dtype=torch.bool, device=y.device)
+    v = g = None
     for k in range(steps):
         f = min(k / max(n_anneal - 1, 1), 1.0)
         sigma = start ** (1 - f) * sigma_y**f
@@ -124,8 +127,6 @@ def _latent_langevin(y, operator, prior, shape, steps, generator, callback, step
             energy = (operator.A(x) - y).square().flatten(1).sum(1) / (2 * sigma**2) + e.square().flatten(1).sum(1) / 2
             (grad,) = torch.autograd.grad(energy.sum(), e)
         finite = (torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(x.detach()).flatten(1).all(1)).view(B, 1)
-        if good_eps is None:
-            good_eps, good_grad, seen = eps, torch.zeros_like(grad), finite
         # A chain with a finite point behind it steps back there; one without walks on by the prior's
         # gradient alone, towards the typical set.
         eps = torch.where(finite | ~seen, eps, good_eps)
