@@ -371,7 +371,8 @@ def _parse_params(params: list[str], fn) -> dict:
     """--param KEY=VALUE options, typed by the solver's own keyword defaults."""
     import inspect
 
-    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()
+    signature = inspect.signature(fn).parameters
+    defaults = {k: p.default for k, p in signature.items()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("steps", "generator", "callback")}
     out = {}
     for text in params:
@@ -379,7 +380,9 @@ def _parse_params(params: list[str], fn) -> dict:
         if not sep or key not in defaults:
             raise RestoreError(f"--param {text!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)} "
                                f"({fn.__name__}'s hyperparameters)")
-        kind = type(defaults[key])
+        # A default of None (chosen by the solver, e.g. from the step count) takes its annotated type.
+        kind = type(defaults[key]) if defaults[key] is not None else (
+            int if str(signature[key].annotation).startswith("int") else float)
         try:
             out[key] = kind(value)
         except ValueError:
@@ -609,7 +612,8 @@ def train(
     loss: Annotated[str, typer.Option(help="gan: ns (non-saturating, DCGAN) or wgan-gp.")] = "ns",
     n_critic: Annotated[Optional[int], typer.Option(help="gan: discriminator steps per generator step (default: ns 1, wgan-gp 5).")] = None,
     levels: Annotated[int, typer.Option(help="flow: multi-scale levels (squeeze, steps, split).")] = 2,
-    depth: Annotated[int, typer.Option(help="flow: steps of flow per level.")] = 8,
+    depth: Annotated[Optional[int], typer.Option(help="flow: steps of flow per level (default 8); gan: 3x3 convolutions added at each resolution of the generator (default 0).")] = None,
+    minibatch_std: Annotated[bool, typer.Option("--minibatch-std", help="gan: give the discriminator the spread of each batch (Karras et al. 2018), against mode dropping.")] = False,
     coupling: Annotated[str, typer.Option(help="flow: affine or additive coupling.")] = "affine",
     layers: Annotated[int, typer.Option(help="pixelcnn: gated layers.")] = 8,
     kernel: Annotated[int, typer.Option(help="pixelcnn: kernel size (odd).")] = 5,
@@ -635,7 +639,7 @@ def train(
     for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width), ("--timesteps", timesteps),
                         ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every),
                         ("--latent-dim", latent_dim), ("--n-critic", n_critic), ("--levels", levels),
-                        ("--depth", depth), ("--layers", layers)):
+                        ("--depth", None if family == "gan" else depth), ("--layers", layers)):
         if value is not None and value < 1:
             raise RestoreError(f"{name} must be a positive integer, got {value}")
     if lr is not None and not (math.isfinite(lr) and lr > 0) or not 0 <= ema < 1:
@@ -656,11 +660,14 @@ def train(
     elif family == "gan":
         from .priors.gan import train_gan
 
-        summary = train_gan(**common, **net, **latent, loss=loss, n_critic=n_critic)
+        if depth is not None and depth < 0:
+            raise RestoreError(f"--depth must be 0 or more for a GAN, got {depth}")
+        summary = train_gan(**common, **net, **latent, depth=depth or 0, minibatch_std=minibatch_std, loss=loss,
+                            n_critic=n_critic)
     elif family == "flow":
         from .priors.flow import train_flow
 
-        summary = train_flow(**common, **net, levels=levels, depth=depth, coupling=coupling, val_every=checkpoint_every)
+        summary = train_flow(**common, **net, levels=levels, depth=8 if depth is None else depth, coupling=coupling, val_every=checkpoint_every)
     elif family == "pixelcnn":
         from .priors.pixelcnn import train_pixelcnn
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from restore import training
-from restore.priors.gan import GAN, Discriminator, GANPrior, Generator, gan_phases, gradient_penalty
+from restore.priors.gan import GAN, Discriminator, GANPrior, Generator, MinibatchStd, gan_phases, gradient_penalty, train_gan
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,3 +75,35 @@ def test_truncation_bounds_every_latent_entry():
     assert z.shape == (200, 16) and float(z.abs().max()) <= 0.5
     x = prior.sample(3, generator=torch.Generator().manual_seed(0), truncation=1.0)
     assert x.shape == (3, 1, 8, 8) and 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_minibatch_std_sees_the_spread_of_each_group():
+    layer = MinibatchStd(group=4)
+    x = torch.randn(8, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    x[1::2] = 5.0  # images 1, 3, 5, 7 (group 1 of two groups taken as i % 2) are identical
+    out = layer(x)
+    assert out.shape == (8, 4, 2, 2) and torch.equal(out[:, :3], x)
+    # Group 1 has no spread: only the 1e-8 under the square root is left. Group 0's value is the
+    # mean over features of the population std over its 4 images, recomputed here directly.
+    assert torch.allclose(out[1::2, 3], torch.full((4, 2, 2), 1e-4))
+    expected = x[0::2].std(dim=0, unbiased=False).mean()
+    assert torch.allclose(out[0::2, 3], expected.expand(4, 2, 2), atol=1e-6)
+    # A batch of 6 is split into groups of gcd(6, 4) = 2 images.
+    assert MinibatchStd(4)(torch.randn(6, 1, 2, 2)).shape == (6, 2, 2, 2)
+
+
+def test_a_deeper_generator_with_minibatch_std_trains_exports_and_reloads(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(_data(12)):
+        Image.fromarray(img[0].numpy()).save(folder / f"{i}.png")
+    summary = train_gan(data=str(folder), out=tmp_path / "gan", size=8, latent_dim=4, width=4, depth=1,
+                        minibatch_std=True, steps=2, batch_size=4, checkpoint_every=2, sample_every=2)
+    assert summary["step"] == 2 and summary["finished"]
+    prior = GANPrior.from_pretrained(tmp_path / "gan")
+    assert prior.run_info["depth"] == 1 and prior.run_info["minibatch_std"] is True
+    # One 3x3 convolution (with batch norm) at each of the two resolutions.
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in prior.generator.net) == 2
+    assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)

@@ -30,10 +30,16 @@ FORMAT = "restore.gan"
 LOSSES = ("ns", "wgan-gp")
 
 
-class Generator(nn.Module):
-    """DCGAN generator: z -> (2w, H/4, W/4) -> (w, H/2, W/2) -> (C, H, W) in [-1, 1]."""
+def _refine(ch: int, depth: int) -> list[nn.Module]:
+    """``depth`` 3x3 stride-1 convolutions with batch norm and ReLU at one resolution."""
+    return [m for _ in range(depth) for m in (nn.Conv2d(ch, ch, 3, 1, 1, bias=False), nn.BatchNorm2d(ch), nn.ReLU())]
 
-    def __init__(self, size: int = 28, channels: int = 1, latent_dim: int = 100, width: int = 64):
+
+class Generator(nn.Module):
+    """DCGAN generator: z -> (2w, H/4, W/4) -> (w, H/2, W/2) -> (C, H, W) in [-1, 1]; ``depth`` > 0 adds
+    that many 3x3 convolutions (batch norm, ReLU) at H/4 and at H/2, after each upsampling."""
+
+    def __init__(self, size: int = 28, channels: int = 1, latent_dim: int = 100, width: int = 64, depth: int = 0):
         super().__init__()
         _check_size(size)
         self.size, self.channels, self.latent_dim = size, channels, latent_dim
@@ -41,7 +47,9 @@ class Generator(nn.Module):
         flat = math.prod(self.feat)
         self.project = nn.Sequential(nn.Linear(latent_dim, flat, bias=False), nn.BatchNorm1d(flat), nn.ReLU())
         self.net = nn.Sequential(
+            *_refine(2 * width, depth),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            *_refine(width, depth),
             nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh(),
         )
 
@@ -49,17 +57,39 @@ class Generator(nn.Module):
         return self.net(self.project(z).view(-1, *self.feat))
 
 
+class MinibatchStd(nn.Module):
+    """Karras et al. (2018), "Progressive Growing of GANs", section 3: the standard deviation of every
+    feature over a group of images, averaged to one number per group and appended as a constant
+    feature map. A generator that collapses to few modes gives batches of low spread, which the
+    discriminator can then see and reject."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = math.gcd(b, self.group)  # groups of g images; the batch size need not divide evenly by 4
+        std = x.float().view(g, -1, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt()  # (B/g, C, H, W)
+        stat = std.mean(dim=(1, 2, 3)).to(x.dtype).repeat(g).view(b, 1, 1, 1)  # image i is in group i % (B/g)
+        return torch.cat([x, stat.expand(b, 1, h, w)], dim=1)
+
+
 class Discriminator(nn.Module):
     """DCGAN discriminator (batch norm on the second convolution) or, with ``norm=False``, the
-    WGAN-GP critic (no batch norm: the gradient penalty is per sample)."""
+    WGAN-GP critic (no batch norm: the gradient penalty is per sample). ``minibatch_std`` appends the
+    :class:`MinibatchStd` feature map before the final linear layer."""
 
-    def __init__(self, size: int = 28, channels: int = 1, width: int = 64, norm: bool = True):
+    def __init__(self, size: int = 28, channels: int = 1, width: int = 64, norm: bool = True,
+                 minibatch_std: bool = False):
         super().__init__()
         _check_size(size)
+        extra = 1 if minibatch_std else 0
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not norm), nn.BatchNorm2d(2 * width) if norm else nn.Identity(),
-            nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, 1),
+            nn.LeakyReLU(0.2), MinibatchStd() if minibatch_std else nn.Identity(), nn.Flatten(),
+            nn.Linear((2 * width + extra) * (size // 4) ** 2, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +192,7 @@ class GANPrior(LatentPrior):
         """A GAN folder: run.json (the architecture) and generator.safetensors (EMA weights)."""
         folder = Path(folder)
         run = read_run(folder, FORMAT)
-        generator = Generator(run["image_size"], run["channels"], run["latent_dim"], run["width"])
+        generator = Generator(run["image_size"], run["channels"], run["latent_dim"], run["width"], run.get("depth", 0))
         load_weights(generator, folder / "generator.safetensors", folder)
         prior = cls(generator)
         prior.run_info = run
@@ -170,7 +200,8 @@ class GANPrior(LatentPrior):
 
 
 def train_gan(*, data: str, out, size: int | None = None, channels: int | None = None, latent_dim: int = 100,
-              width: int = 64, loss: str = "ns", n_critic: int | None = None, gp_weight: float = 10.0,
+              width: int = 64, depth: int = 0, minibatch_std: bool = False, loss: str = "ns",
+              n_critic: int | None = None, gp_weight: float = 10.0,
               steps: int = 10000, batch_size: int = 64, lr: float | None = None, ema_decay: float = 0.999, seed: int = 0,
               max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
               resume: bool = False, device: str = "auto", precision: str = "auto", flip: bool = False,
@@ -187,9 +218,13 @@ def train_gan(*, data: str, out, size: int | None = None, channels: int | None =
     _, c, h, w = ds["train"].shape
     _check_size(h)
     torch.manual_seed(seed)  # the same initial weights on every rank
-    gan = GAN(Generator(h, c, latent_dim, width), Discriminator(h, c, width, norm=loss == "ns"))
+    if depth < 0:
+        raise RestoreError(f"the generator's depth must be 0 or more, got {depth}")
+    gan = GAN(Generator(h, c, latent_dim, width, depth),
+              Discriminator(h, c, width, norm=loss == "ns", minibatch_std=minibatch_std))
     config = {"family": "gan", "format": FORMAT, "data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"),
-              "image_size": h, "channels": c, "latent_dim": latent_dim, "width": width, "loss": loss,
+              "image_size": h, "channels": c, "latent_dim": latent_dim, "width": width, "depth": depth,
+              "minibatch_std": minibatch_std, "loss": loss,
               "n_critic": phases[0].repeats, "gp_weight": gp_weight if loss == "wgan-gp" else None,
               "betas": list(phases[0].betas), "parameters": sum(p.numel() for p in gan.generator.parameters())}
 
