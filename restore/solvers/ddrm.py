@@ -74,7 +74,7 @@ def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | No
 
 @requires(*SVD_CAPABILITIES, noise=("gaussian",), prior=TWEEDIE)
 def ddnm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
-         callback: Callback = None, fidelity: float = 1.0, eta: float = 0.85, rcond: float = 1e-3):
+         callback: Callback = None, fidelity: float = 1.0, eta: float = 1.0, rcond: float = 1e-3):
     """Denoising Diffusion Null-space Model, Wang et al. (2023): DDNM, and DDNM+ for noisy y.
 
     Each step replaces the range-space part of x0_hat by the measurement's,
@@ -83,6 +83,11 @@ def ddnm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | No
     lambda = min(1, sigma_noise / (sqrt(alpha_bar_t') nu)) and removes the noise the correction
     brings from the step's own noise: the added variance stays eta^2 (1 - alpha_bar_t').
     With sigma_y = 0, lambda = 1 and A x = y holds exactly at the end.
+
+    eta defaults to 1 (DDRM's 0.85 before): on 20 held-out MNIST test digits (images 1000-1019) with
+    the shipped DDPM at 50 steps, eta = 1 gave +1.9 dB on deblurring, +3.1 on denoising (DDNM+ has
+    more step noise to trade for the measurement's), +0.4 on box inpainting and +0.1 on
+    super-resolution, and -0.4 dB on random inpainting (``benchmarks/tune_solvers.py``).
     """
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
