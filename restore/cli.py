@@ -614,6 +614,7 @@ def train(
     levels: Annotated[int, typer.Option(help="flow: multi-scale levels (squeeze, steps, split).")] = 2,
     depth: Annotated[Optional[int], typer.Option(help="flow: steps of flow per level (default 8); gan: 3x3 convolutions added at each resolution of the generator (default 0).")] = None,
     minibatch_std: Annotated[bool, typer.Option("--minibatch-std", help="gan: give the discriminator the spread of each batch (Karras et al. 2018), against mode dropping.")] = False,
+    pack: Annotated[int, typer.Option(help="gan: images the discriminator judges together (PacGAN, Lin et al. 2018), against mode dropping.")] = 1,
     coupling: Annotated[str, typer.Option(help="flow: affine or additive coupling.")] = "affine",
     layers: Annotated[int, typer.Option(help="pixelcnn: gated layers.")] = 8,
     kernel: Annotated[int, typer.Option(help="pixelcnn: kernel size (odd).")] = 5,
@@ -662,7 +663,8 @@ def train(
 
         if depth is not None and depth < 0:
             raise RestoreError(f"--depth must be 0 or more for a GAN, got {depth}")
-        summary = train_gan(**common, **net, **latent, depth=depth or 0, minibatch_std=minibatch_std, loss=loss,
+        summary = train_gan(**common, **net, **latent, depth=depth or 0, minibatch_std=minibatch_std, pack=pack,
+                            loss=loss,
                             n_critic=n_critic)
     elif family == "flow":
         from .priors.flow import train_flow

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from restore import training
+from restore.errors import RestoreError
 from restore.priors.gan import GAN, Discriminator, GANPrior, Generator, MinibatchStd, gan_phases, gradient_penalty, train_gan
 
 
@@ -99,11 +100,27 @@ def test_a_deeper_generator_with_minibatch_std_trains_exports_and_reloads(tmp_pa
     folder.mkdir()
     for i, img in enumerate(_data(12)):
         Image.fromarray(img[0].numpy()).save(folder / f"{i}.png")
+    with pytest.raises(RestoreError, match="pack"):
+        train_gan(data=str(folder), out=tmp_path / "bad", size=8, latent_dim=4, width=4, pack=3, steps=2, batch_size=4)
     summary = train_gan(data=str(folder), out=tmp_path / "gan", size=8, latent_dim=4, width=4, depth=1,
-                        minibatch_std=True, steps=2, batch_size=4, checkpoint_every=2, sample_every=2)
+                        minibatch_std=True, pack=2, steps=2, batch_size=4, checkpoint_every=2, sample_every=2)
     assert summary["step"] == 2 and summary["finished"]
     prior = GANPrior.from_pretrained(tmp_path / "gan")
-    assert prior.run_info["depth"] == 1 and prior.run_info["minibatch_std"] is True
+    assert prior.run_info["depth"] == 1 and prior.run_info["minibatch_std"] is True and prior.run_info["pack"] == 2
     # One 3x3 convolution (with batch norm) at each of the two resolutions.
     assert sum(isinstance(m, torch.nn.Conv2d) for m in prior.generator.net) == 2
     assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)
+
+
+def test_a_packed_discriminator_judges_packs_of_images():
+    torch.manual_seed(0)
+    d = Discriminator(8, 1, width=4, pack=2).eval()
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    logits = d(x)
+    assert logits.shape == (3,)
+    # Pack i is images 2i and 2i + 1 stacked as channels: swapping the two images of pack 0 changes
+    # its logit (the channels are not symmetric) and leaves the other packs' alone.
+    swapped = x[[1, 0, 2, 3, 4, 5]]
+    assert not torch.allclose(d(swapped)[0], logits[0]) and torch.allclose(d(swapped)[1:], logits[1:])
+    with pytest.raises(RestoreError, match="packs of 2"):
+        d(x[:5])
