@@ -34,7 +34,9 @@ DEFAULT_SOLVER = {"inpaint": "biharmonic", "deblur": "richardson-lucy", "superre
 #: (benchmarks/results/bench/summary.md, shipped DDPM, at each solver's default steps): the most
 #: accurate of the fast solvers per task. cs was not benchmarked; it keeps PiGDM, the most accurate
 #: against the Gaussian reference's closed-form posterior (tests/test_diffusion_solvers.py).
-DEFAULT_PRIOR_SOLVER = {"inpaint": "pigdm", "deblur": "pigdm", "superres": "ddnm", "denoise": "ddrm", "cs": "pigdm"}
+#: Per task, the diffusion solver and step count used when --solver is not given (README, solver table).
+DEFAULT_PRIOR_SOLVER = {"inpaint": ("dps", 50), "deblur": ("dps", 50), "superres": ("ddnm", 50), "denoise": ("ddrm", 20),
+                        "cs": ("pigdm", 50)}
 
 # Options shared by several commands.
 Box = Annotated[Optional[str], typer.Option(help="Missing rectangle X,Y,W,H in pixels (inpainting).")]
@@ -418,7 +420,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     model = load_prior(prior, device=dev)
     usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
     # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
-    name = solver or (DEFAULT_PRIOR_SOLVER[task] if DEFAULT_PRIOR_SOLVER[task] in usable else next(iter(usable), "none"))
+    default_name, default_steps = DEFAULT_PRIOR_SOLVER[task]
+    name = solver or (default_name if default_name in usable else next(iter(usable), "none"))
     if name not in PRIOR_SOLVERS:
         raise RestoreError(f"unknown solver {name!r} for a learned prior; known: {', '.join(PRIOR_SOLVERS)}")
     if name not in usable:
@@ -433,11 +436,14 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(reference, shape)
+    chosen_steps = steps
     if steps is None:
-        steps = _default_steps(fn)
+        steps = default_steps if solver is None and name == default_name else _default_steps(fn)
     elif _default_steps(fn) is None:
         raise RestoreError(f"--steps is not used by the {name} solver")
     most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
+    if chosen_steps is None and steps is not None and most is not None:
+        steps = min(steps, most)  # a default step count fits a model trained with fewer timesteps
     if steps is not None and (steps < 1 or (most is not None and steps > most)):
         raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
                            else f"--steps must be a positive integer, got {steps}")

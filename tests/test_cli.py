@@ -760,8 +760,8 @@ def test_every_diffusion_solver_runs_from_the_command_line(cli, tmp_path, ddpm_d
 def test_shipped_gaussian_prior_restores_a_digit(cli, tmp_path, digit_png, digit_specs):
     learned = json.loads(_ok(cli("inpaint", digit_specs["inpaint"], "--prior", "gaussian", "--steps", "20",
                                  "--samples", "4", "-o", tmp_path / "g.png", "--reference", digit_png, "--json")).out)
-    assert learned["prior_family"] == "gaussian" and learned["solver"] == "pigdm" and learned["nfe"] == 20
-    # Measured 19.7 dB for the mean of 4 samples (the measurement alone, y, is at 9.1 dB).
+    assert learned["prior_family"] == "gaussian" and learned["solver"] == "dps" and learned["nfe"] == 20
+    # Measured 21.0 dB for the mean of 4 DPS samples, 19.7 with PiGDM (the measurement alone, y, is at 9.1 dB).
     assert learned["psnr"] > 17 and learned["psnr_one_sample"] < learned["psnr"]
 
 
