@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--solvers", default=",".join([*DIFFUSION, *LATENT, "langevin", "annealed-langevin",
                                                        "conditional"]))
     parser.add_argument("--tasks", default=",".join(STANDARD))
-    parser.add_argument("--steps", default="20,50")
+    parser.add_argument("--steps", default="20,50,100")
     parser.add_argument("-n", type=int, default=20, help="MNIST test images per cell")
     parser.add_argument("--paper-n", type=int, default=3, help="images for the papers' step counts (0: skip)")
     parser.add_argument("--samples", type=int, default=4, help="posterior samples per image")
