@@ -62,7 +62,9 @@ def main() -> None:
         row = done[key]
         print(f"{task} {args.solver} {steps} steps {setting}: {row['psnr']:.2f} dB "
               f"(one sample {row['psnr_one_sample']:.2f}, calibration {row['calibration']:.0%})", flush=True)
-    lines = ["Held-out MNIST test images (cells: images start..start+n-1), mean of the samples' posterior mean PSNR.", "",
+    lines = ["Held-out MNIST test images (images start..start+n-1), PSNR of the mean of the samples. A setting "
+             "of None is the solver's own default (DPS: zeta = sqrt(T / steps)). Seconds per image were "
+             "measured beside other jobs on the same cores: compare them within a run only.", "",
              "| prior | solver | task | steps | setting | images | PSNR (dB) | PSNR 1 sample | calibration | s / image |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(done.values(), key=lambda r: (r["prior"], r["solver"], r["task"], r["steps"], json.dumps(r["setting"], sort_keys=True))):
