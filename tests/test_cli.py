@@ -750,6 +750,17 @@ def test_learned_prior_writes_estimate_samples_std_and_record(cli, tmp_path, ddp
     assert torch.equal(read_image(out)[0], read_image(tmp_path / "again.png")[0])
 
 
+def test_the_default_solver_and_steps_fit_a_prior_with_few_timesteps(cli, tmp_path, ddpm_dir, holes8):
+    # inpaint defaults to DPS at 50 steps; this DDPM has T = 20, so the default is cut to 20, while
+    # an explicit --steps 50 is refused and an explicit solver takes its own default (PiGDM: 50, cut too).
+    record = json.loads(_ok(cli("inpaint", holes8, "--prior", ddpm_dir, "-o", tmp_path / "a.png", "--json")).out)
+    assert record["solver"] == "dps" and record["steps"] == 20 and record["nfe"] == 20
+    assert cli("inpaint", holes8, "--prior", ddpm_dir, "--steps", "50", "-o", tmp_path / "b.png").code == 2
+    record = json.loads(_ok(cli("inpaint", holes8, "--prior", ddpm_dir, "--solver", "pigdm", "-o", tmp_path / "c.png",
+                                "--json")).out)
+    assert record["solver"] == "pigdm" and record["steps"] == 20
+
+
 @pytest.mark.parametrize("solver", ["ddrm", "pigdm", "dps", "diffpir", "repaint"])
 def test_every_diffusion_solver_runs_from_the_command_line(cli, tmp_path, ddpm_dir, holes8, solver):
     result = _ok(cli("inpaint", holes8, "--prior", ddpm_dir, "--solver", solver, "--steps", "4", "-o",
