@@ -436,14 +436,13 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(reference, shape)
-    chosen_steps = steps
+    most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
     if steps is None:
         steps = default_steps if solver is None and name == default_name else _default_steps(fn)
+        if steps is not None and most is not None:
+            steps = min(steps, most)  # a default step count fits a model trained with fewer timesteps
     elif _default_steps(fn) is None:
         raise RestoreError(f"--steps is not used by the {name} solver")
-    most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
-    if chosen_steps is None and steps is not None and most is not None:
-        steps = min(steps, most)  # a default step count fits a model trained with fewer timesteps
     if steps is not None and (steps < 1 or (most is not None and steps > most)):
         raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
                            else f"--steps must be a positive integer, got {steps}")
@@ -667,11 +666,9 @@ def train(
     elif family == "gan":
         from .priors.gan import train_gan
 
-        if depth is not None and depth < 0:
-            raise RestoreError(f"--depth must be 0 or more for a GAN, got {depth}")
+        # train_gan refuses a negative --depth and a --pack that does not divide the batch.
         summary = train_gan(**common, **net, **latent, depth=depth or 0, minibatch_std=minibatch_std, pack=pack,
-                            loss=loss,
-                            n_critic=n_critic)
+                            loss=loss, n_critic=n_critic)
     elif family == "flow":
         from .priors.flow import train_flow
 
