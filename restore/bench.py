@@ -4,7 +4,8 @@ report with pictures.
 
 Each cell (task, method, steps, images, samples) is cached under ``OUT/cells/`` as JSON plus its
 first estimates (safetensors), keyed by the prior's training steps, so a rerun or an interrupted
-run computes only what is missing. Metrics per cell: PSNR and SSIM of the estimate (the mean of
+run computes only what is missing; a cell records its solver's settings (defaults included) and
+is recomputed when they change. Metrics per cell: PSNR and SSIM of the estimate (the mean of
 ``samples`` posterior samples for samplers), PSNR of one sample, calibration (the share of pixels
 whose true error lies within +-2 posterior standard deviations), seconds per image, network
 evaluations per sample, and for MNIST the accuracy of the shipped classifier on the restored
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import inspect
 import io as _io
 import json
 import time
@@ -49,6 +51,7 @@ class Cell:
     method: str
     key: str
     compute: object
+    settings: dict | None = None
     figures: dict = field(default_factory=dict)
 
 
@@ -130,12 +133,38 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, sett
     return figures, pictures
 
 
-def cached(folder: Path, key: str, compute, force: bool):
+def solver_settings(fn, steps=None, overrides=None) -> dict:
+    """Every keyword-only hyperparameter ``fn`` runs with (steps included, generator and callback
+    left out): its declared defaults updated by ``steps`` and ``overrides``, JSON-normalised so it
+    compares equal to its own stored copy."""
+    params = inspect.signature(fn).parameters
+    out = {k: p.default for k, p in params.items()
+           if p.kind is p.KEYWORD_ONLY and k not in ("generator", "callback")}
+    if steps is not None:
+        out["steps"] = steps
+    out.update(overrides or {})
+    return json.loads(json.dumps(out))
+
+
+def cached(folder: Path, key: str, compute, force: bool, settings: dict | None = None):
+    """The cell ``key``'s figures and pictures from ``folder``, computed (and stored) when missing.
+
+    With ``settings``, a stored cell counts only if it was computed with the same settings: a
+    solver whose default changed since is rerun instead of read back stale."""
     path = folder / (key.replace("/", "__") + ".json")
     arrays = path.with_suffix(".safetensors")
     if path.exists() and arrays.exists() and not force:
-        return json.loads(path.read_text()), io.load_arrays(arrays)
+        figures = json.loads(path.read_text())
+        if settings is None or figures.get("settings") == settings:
+            return figures, io.load_arrays(arrays)
+        from tqdm.auto import tqdm
+
+        changed = sorted(k for k in {*settings, *figures.get("settings", {})}
+                         if settings.get(k) != figures.get("settings", {}).get(k))
+        tqdm.write(f"{key}: recomputed, its settings changed ({', '.join(changed)})")
     figures, pictures = compute()
+    if settings is not None:
+        figures = {**figures, "settings": settings}
     folder.mkdir(parents=True, exist_ok=True)
     io.save_arrays(arrays, pictures)
     io.write_json(path, figures)
@@ -154,7 +183,8 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
         for name in CLASSICAL:
             if not missing_capabilities(CLASSICAL[name], op):
                 cells.append(Cell(task, name, f"{task}/classical/{name}/{n}",
-                                  lambda t=task, s=name: run_classical(t, s, x, labels, judge)))
+                                  lambda t=task, s=name: run_classical(t, s, x, labels, judge),
+                                  solver_settings(CLASSICAL[name])))
         for pname, prior in priors.items():
             tag = f"{pname}-{prior.info().get('training_steps')}"
             for solver in solvers:
@@ -171,7 +201,7 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                     cells.append(Cell(task, f"{pname} + {solver}", key,
                                       lambda t=task, p=prior, s=solver, st=st, k=k, m=m, se=settings: run_prior(
                                           t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k, batch,
-                                          se)))
+                                          se), solver_settings(PRIOR_SOLVERS[solver], st, settings)))
     return cells
 
 
@@ -277,7 +307,7 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
     cells = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch, paper_n=paper_n)
     rows, shown = [], {}
     for cell in tqdm(cells, desc="bench cells", unit="cell"):
-        figures, pictures = cached(out / "cells", cell.key, cell.compute, force)
+        figures, pictures = cached(out / "cells", cell.key, cell.compute, force, cell.settings)
         rows.append({"task": cell.task, "method": cell.method, "key": cell.key, **figures})
         best = shown.get((cell.task, cell.method))
         if figures["n"] < min(SHOWN, len(x)):

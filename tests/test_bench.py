@@ -52,6 +52,27 @@ def test_a_rerun_reads_every_cell_from_the_cache(report, monkeypatch):
     assert json.loads((report / "results.json").read_text())["rows"] == json.loads(before)["rows"]
 
 
+def test_a_cell_whose_solver_default_changed_is_recomputed(report, tmp_path, monkeypatch):
+    import functools
+
+    from restore.solvers import PRIOR_SOLVERS
+
+    out = tmp_path / "out"
+    shutil.copytree(report, out)
+    changed = functools.partial(PRIOR_SOLVERS["ddrm"], eta=0.5)  # its signature shows the new default
+    changed.__dict__.update({k: v for k, v in vars(PRIOR_SOLVERS["ddrm"]).items() if k != "__wrapped__"})
+    monkeypatch.setitem(PRIOR_SOLVERS, "ddrm", changed)
+    ran = []
+    real = bench.run_prior
+    monkeypatch.setattr(bench, "run_prior", lambda task, prior, solver, *a: ran.append(solver) or real(
+        task, prior, solver, *a))
+    rows = bench.run_bench(data="mnist", tasks=["inpaint-box"], priors=["gaussian"], solvers=["pigdm", "ddrm"], n=3,
+                           out=out, steps=[5], samples=2)["rows"]
+    assert ran == ["ddrm"]  # pigdm's settings are unchanged: read back
+    ddrm = next(r for r in rows if r["method"] == "gaussian + ddrm")
+    assert ddrm["settings"]["eta"] == 0.5 and ddrm["settings"]["steps"] == 5
+
+
 def test_bad_requests_are_one_line_errors(tmp_path):
     with pytest.raises(RestoreError, match="unknown task"):
         bench.run_bench(data="mnist", tasks=["unblur"], priors=[], solvers=None, n=2, out=tmp_path / "o", steps=[5])
