@@ -620,6 +620,7 @@ def train(
     depth: Annotated[Optional[int], typer.Option(help="flow: steps of flow per level (default 8); gan: 3x3 convolutions added at each resolution of the generator (default 0).")] = None,
     minibatch_std: Annotated[bool, typer.Option("--minibatch-std", help="gan: give the discriminator the spread of each batch (Karras et al. 2018), against mode dropping.")] = False,
     pack: Annotated[int, typer.Option(help="gan: images the discriminator judges together (PacGAN, Lin et al. 2018), against mode dropping.")] = 1,
+    spectral_norm: Annotated[bool, typer.Option("--spectral-norm", help="gan: spectral normalisation instead of batch norm in the discriminator (Miyato et al. 2018).")] = False,
     coupling: Annotated[str, typer.Option(help="flow: affine or additive coupling.")] = "affine",
     layers: Annotated[int, typer.Option(help="pixelcnn: gated layers.")] = 8,
     kernel: Annotated[int, typer.Option(help="pixelcnn: kernel size (odd).")] = 5,
@@ -668,7 +669,7 @@ def train(
 
         # train_gan refuses a negative --depth and a --pack that does not divide the batch.
         summary = train_gan(**common, **net, **latent, depth=depth or 0, minibatch_std=minibatch_std, pack=pack,
-                            loss=loss, n_critic=n_critic)
+                            spectral=spectral_norm, loss=loss, n_critic=n_critic)
     elif family == "flow":
         from .priors.flow import train_flow
 

@@ -124,3 +124,31 @@ def test_a_packed_discriminator_judges_packs_of_images():
     assert not torch.allclose(d(swapped)[0], logits[0]) and torch.allclose(d(swapped)[1:], logits[1:])
     with pytest.raises(RestoreError, match="packs of 2"):
         d(x[:5])
+
+
+def test_spectral_norm_bounds_every_discriminator_layer_and_a_run_resumes(tmp_path):
+    d = Discriminator(8, 1, width=4, spectral=True).train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for _ in range(30):  # one power iteration per forward pass in training mode
+        d(x)
+    layers = [m for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 3
+    for layer in layers:
+        # The largest singular value of the weight as the layer uses it (reshaped to a matrix, as Miyato
+        # et al. do for convolutions), against the unnormalised one it was divided by.
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        raw = torch.linalg.matrix_norm(layer.parametrizations.weight.original.detach().flatten(1), ord=2)
+        assert abs(float(sigma) - 1) < 1e-3 and abs(float(raw) - 1) > 0.05
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(_data(12)):
+        Image.fromarray(img[0].numpy()).save(folder / f"{i}.png")
+    kwargs = dict(data=str(folder), out=tmp_path / "gan", size=8, latent_dim=4, width=4, spectral=True, batch_size=4,
+                  checkpoint_every=1, sample_every=2)
+    train_gan(**kwargs, steps=2)
+    summary = train_gan(**kwargs, steps=3, resume=True)  # the checkpoint holds the power-iteration vectors too
+    assert summary["step"] == 3 and summary["finished"]
+    assert GANPrior.from_pretrained(tmp_path / "gan").run_info["spectral_norm"] is True

@@ -77,25 +77,31 @@ class MinibatchStd(nn.Module):
 
 class Discriminator(nn.Module):
     """DCGAN discriminator (batch norm on the second convolution) or, with ``norm=False``, the
-    WGAN-GP critic (no batch norm: the gradient penalty is per sample). ``minibatch_std`` appends the
+    WGAN-GP critic (no batch norm: the gradient penalty is per sample). ``spectral`` replaces the
+    batch norm by spectral normalisation of every layer (Miyato et al. 2018): each weight is divided
+    by its largest singular value (one power iteration per step), which bounds the discriminator's
+    Lipschitz constant so that it cannot outrun the generator. ``minibatch_std`` appends the
     :class:`MinibatchStd` feature map before the final linear layer. ``pack`` > 1 is PacGAN (Lin et
     al. 2018): the discriminator judges packs of ``pack`` images stacked along the channels, all real
     or all generated, which penalises a generator whose samples lack diversity (their section 3);
     it returns one logit per pack."""
 
     def __init__(self, size: int = 28, channels: int = 1, width: int = 64, norm: bool = True,
-                 minibatch_std: bool = False, pack: int = 1):
+                 minibatch_std: bool = False, pack: int = 1, spectral: bool = False):
         super().__init__()
         _check_size(size)
         if pack < 1:
             raise RestoreError(f"the discriminator's pack must be 1 or more, got {pack}")
         self.pack = pack
+        norm = norm and not spectral
         extra = 1 if minibatch_std else 0
+        sn = nn.utils.parametrizations.spectral_norm if spectral else (lambda layer: layer)
         self.net = nn.Sequential(
-            nn.Conv2d(channels * pack, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not norm), nn.BatchNorm2d(2 * width) if norm else nn.Identity(),
+            sn(nn.Conv2d(channels * pack, width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not norm)),
+            nn.BatchNorm2d(2 * width) if norm else nn.Identity(),
             nn.LeakyReLU(0.2), MinibatchStd() if minibatch_std else nn.Identity(), nn.Flatten(),
-            nn.Linear((2 * width + extra) * (size // 4) ** 2, 1),
+            sn(nn.Linear((2 * width + extra) * (size // 4) ** 2, 1)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,7 +215,8 @@ class GANPrior(LatentPrior):
 
 
 def train_gan(*, data: str, out, size: int | None = None, channels: int | None = None, latent_dim: int = 100,
-              width: int = 64, depth: int = 0, minibatch_std: bool = False, pack: int = 1, loss: str = "ns",
+              width: int = 64, depth: int = 0, minibatch_std: bool = False, pack: int = 1, spectral: bool = False,
+              loss: str = "ns",
               n_critic: int | None = None, gp_weight: float = 10.0,
               steps: int = 10000, batch_size: int = 64, lr: float | None = None, ema_decay: float = 0.999, seed: int = 0,
               max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
@@ -233,10 +240,10 @@ def train_gan(*, data: str, out, size: int | None = None, channels: int | None =
         raise RestoreError(f"--pack must be a positive divisor of the batch each process sees "
                            f"({batch_size // d.world_size} images), got {pack}")
     gan = GAN(Generator(h, c, latent_dim, width, depth),
-              Discriminator(h, c, width, norm=loss == "ns", minibatch_std=minibatch_std, pack=pack))
+              Discriminator(h, c, width, norm=loss == "ns", minibatch_std=minibatch_std, pack=pack, spectral=spectral))
     config = {"family": "gan", "format": FORMAT, "data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"),
               "image_size": h, "channels": c, "latent_dim": latent_dim, "width": width, "depth": depth,
-              "minibatch_std": minibatch_std, "pack": pack, "loss": loss,
+              "minibatch_std": minibatch_std, "pack": pack, "spectral_norm": spectral, "loss": loss,
               "n_critic": phases[0].repeats, "gp_weight": gp_weight if loss == "wgan-gp" else None,
               "betas": list(phases[0].betas), "parameters": sum(p.numel() for p in gan.generator.parameters())}
 
