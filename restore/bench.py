@@ -155,12 +155,13 @@ def cached(folder: Path, key: str, compute, force: bool, settings: dict | None =
     arrays = path.with_suffix(".safetensors")
     if path.exists() and arrays.exists() and not force:
         figures = json.loads(path.read_text())
-        if settings is None or figures.get("settings") == settings:
+        stored = figures.get("settings")
+        if settings is None or stored == settings:
             return figures, io.load_arrays(arrays)
         from tqdm.auto import tqdm
 
-        changed = sorted(k for k in {*settings, *figures.get("settings", {})}
-                         if settings.get(k) != figures.get("settings", {}).get(k))
+        stored = stored or {}
+        changed = sorted(k for k in {*settings, *stored} if settings.get(k) != stored.get(k))
         tqdm.write(f"{key}: recomputed, its settings changed ({', '.join(changed)})")
     figures, pictures = compute()
     if settings is not None:

@@ -30,11 +30,10 @@ TASKS = ("inpaint", "deblur", "superres", "denoise", "cs")
 #: Per-task default classical solver, chosen from benchmarks/classical.py (see README).
 DEFAULT_SOLVER = {"inpaint": "biharmonic", "deblur": "richardson-lucy", "superres": "tv", "denoise": "tv", "cs": "tv"}
 
-#: Per-task default diffusion solver with a learned prior, from the MNIST solver table
-#: (benchmarks/results/bench/summary.md, shipped DDPM, at each solver's default steps): the most
-#: accurate of the fast solvers per task. cs was not benchmarked; it keeps PiGDM, the most accurate
-#: against the Gaussian reference's closed-form posterior (tests/test_diffusion_solvers.py).
-#: Per task, the diffusion solver and step count used when --solver is not given (README, solver table).
+#: Per task, the diffusion solver and step count used with a learned prior when --solver is not
+#: given, from the MNIST solver table (benchmarks/results/bench/summary.md, shipped DDPM; README).
+#: cs was not benchmarked; it keeps PiGDM, the most accurate against the Gaussian reference's
+#: closed-form posterior (tests/test_diffusion_solvers.py).
 DEFAULT_PRIOR_SOLVER = {"inpaint": ("dps", 50), "deblur": ("dps", 50), "superres": ("ddnm", 50), "denoise": ("ddrm", 20),
                         "cs": ("pigdm", 50)}
 

@@ -18,6 +18,17 @@ def _data(n=32, seed=0):
     return (torch.rand(n, 1, 8, 8, generator=g) * 255).round().to(torch.uint8)
 
 
+def _image_folder(tmp_path, n=12):
+    """``_data(n)`` written as PNG files, for train_gan's folder datasets."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(_data(n)):
+        Image.fromarray(img[0].numpy()).save(folder / f"{i}.png")
+    return str(folder)
+
+
 def test_gradient_penalty_of_a_linear_critic():
     # D(x) = <w, x> has gradient w everywhere, so the penalty is (||w|| - 1)^2 at every interpolate.
     w = torch.randn(64, generator=torch.Generator().manual_seed(0))
@@ -94,15 +105,10 @@ def test_minibatch_std_sees_the_spread_of_each_group():
 
 
 def test_a_deeper_generator_with_minibatch_std_trains_exports_and_reloads(tmp_path):
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i, img in enumerate(_data(12)):
-        Image.fromarray(img[0].numpy()).save(folder / f"{i}.png")
+    folder = _image_folder(tmp_path)
     with pytest.raises(RestoreError, match="pack"):
-        train_gan(data=str(folder), out=tmp_path / "bad", size=8, latent_dim=4, width=4, pack=3, steps=2, batch_size=4)
-    summary = train_gan(data=str(folder), out=tmp_path / "gan", size=8, latent_dim=4, width=4, depth=1,
+        train_gan(data=folder, out=tmp_path / "bad", size=8, latent_dim=4, width=4, pack=3, steps=2, batch_size=4)
+    summary = train_gan(data=folder, out=tmp_path / "gan", size=8, latent_dim=4, width=4, depth=1,
                         minibatch_std=True, pack=2, steps=2, batch_size=4, checkpoint_every=2, sample_every=2)
     assert summary["step"] == 2 and summary["finished"]
     prior = GANPrior.from_pretrained(tmp_path / "gan")
@@ -140,13 +146,8 @@ def test_spectral_norm_bounds_every_discriminator_layer_and_a_run_resumes(tmp_pa
         sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
         raw = torch.linalg.matrix_norm(layer.parametrizations.weight.original.detach().flatten(1), ord=2)
         assert abs(float(sigma) - 1) < 1e-3 and abs(float(raw) - 1) > 0.05
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i, img in enumerate(_data(12)):
-        Image.fromarray(img[0].numpy()).save(folder / f"{i}.png")
-    kwargs = dict(data=str(folder), out=tmp_path / "gan", size=8, latent_dim=4, width=4, spectral=True, batch_size=4,
+    folder = _image_folder(tmp_path)
+    kwargs = dict(data=folder, out=tmp_path / "gan", size=8, latent_dim=4, width=4, spectral=True, batch_size=4,
                   checkpoint_every=1, sample_every=2)
     train_gan(**kwargs, steps=2)
     summary = train_gan(**kwargs, steps=3, resume=True)  # the checkpoint holds the power-iteration vectors too
