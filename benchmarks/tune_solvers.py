@@ -7,7 +7,9 @@ samples and prior, so the table does not reward tuning to its own images.
     python benchmarks/tune_solvers.py --solver diffpir --grid '{"zeta": [0.3, 1.0]}'
     python benchmarks/tune_solvers.py --solver dps --steps 20,50 --grid '{"zeta": [1, 2, 4, 8]}' --tasks deblur
 
-Each cell (solver, task, steps, setting) is cached in benchmarks/results/tune/cells.jsonl; the
+Each cell (prior, solver, task, steps, setting) is cached in benchmarks/results/tune/cells.jsonl
+with every hyperparameter it ran with (the solver's defaults included); a cached cell whose prior
+was retrained or whose solver defaults changed since is recomputed, as in the solver table. The
 table of every cached cell is rewritten to benchmarks/results/tune/results.md.
 """
 
@@ -18,7 +20,7 @@ import itertools
 import json
 from pathlib import Path
 
-from restore.bench import run_prior
+from restore.bench import run_prior, solver_settings
 from restore.data import mnist_images
 from restore.tasks import STANDARD
 
@@ -38,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from restore.priors import load_prior
+    from restore.solvers import PRIOR_SOLVERS
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     cache = RESULTS / "cells.jsonl"
@@ -47,15 +50,19 @@ def main() -> None:
             row = json.loads(line)
             done[row["key"]] = row
     prior = load_prior(args.prior)
+    trained = prior.info().get("training_steps")
     x, labels = mnist_images(args.n, split="test", start=args.start)
     grid = json.loads(args.grid)
     for task, steps, values in itertools.product(args.tasks.split(","), args.steps.split(","), itertools.product(*grid.values())):
         setting = dict(zip(grid, values))
         key = json.dumps([args.prior, args.solver, task, int(steps), setting, args.n, args.start, args.samples], sort_keys=True)
-        if key not in done:
+        settings = solver_settings(PRIOR_SOLVERS[args.solver], int(steps), setting)
+        row = done.get(key)
+        if row is None or row.get("settings") != settings or row.get("prior_steps") != trained:
             figures, _ = run_prior(task, prior, args.solver, int(steps), x, labels, None, args.samples, 80, setting)
             done[key] = {"key": key, "prior": args.prior, "solver": args.solver, "task": task, "steps": int(steps),
-                         "setting": setting, "n": args.n, "start": args.start, "samples": args.samples,
+                         "setting": setting, "settings": settings, "prior_steps": trained, "n": args.n,
+                         "start": args.start, "samples": args.samples,
                          **{k: figures[k] for k in ("psnr", "ssim", "psnr_one_sample", "calibration", "seconds_per_image")}}
             with cache.open("a") as f:
                 f.write(json.dumps(done[key]) + "\n")
