@@ -26,6 +26,7 @@ import torch
 
 from restore import io
 from restore.data import mnist_images
+from restore.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 KIND = {"gaussian": "dequantization bound (exact density)", "vae": "IWAE bound, k = 100",
@@ -79,4 +80,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

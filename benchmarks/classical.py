@@ -21,6 +21,7 @@ import torch
 
 from restore import metrics
 from restore.data import mnist_images
+from restore.runtime import keep_freed_memory
 from restore.solvers import CLASSICAL, missing_capabilities
 from restore.tasks import STANDARD, standard_operator
 
@@ -105,4 +106,5 @@ def main():
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

@@ -32,6 +32,7 @@ from restore import io, plots
 from restore.bench import cached
 from restore.data import mnist_images
 from restore.operators import CompressedSensing, GaussianNoise
+from restore.runtime import keep_freed_memory
 from restore.solvers.classical import lasso
 from restore.solvers.latent import csgm
 
@@ -166,4 +167,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

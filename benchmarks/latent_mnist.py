@@ -25,6 +25,7 @@ import torch
 
 from restore import classifier, io
 from restore.data import mnist_images
+from restore.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 CONFIDENCE = 0.9
@@ -88,4 +89,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

@@ -21,6 +21,7 @@ import torch
 from restore import io
 from restore.data import mnist_images
 from restore.priors import load_prior
+from restore.runtime import keep_freed_memory
 from restore.solvers import DIFFUSION, missing_capabilities
 from restore.solvers.diffusion import CountingPrior
 from restore.tasks import standard_operator
@@ -66,4 +67,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

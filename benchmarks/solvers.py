@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from restore.bench import run_bench
+from restore.runtime import keep_freed_memory
 from restore.solvers import DIFFUSION, LATENT
 from restore.tasks import STANDARD
 
@@ -44,4 +45,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from restore.bench import run_prior, solver_settings
 from restore.data import mnist_images
+from restore.runtime import keep_freed_memory
 from restore.tasks import STANDARD
 
 RESULTS = Path(__file__).parent / "results" / "tune"
@@ -82,4 +83,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

@@ -926,6 +926,9 @@ def priors():
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         app()
     except RestoreError as exc:

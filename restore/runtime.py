@@ -1,0 +1,33 @@
+"""Process-wide settings for CPU speed, applied by the command line and the benchmark scripts."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+# mallopt parameter numbers, from glibc's malloc.h.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def keep_freed_memory() -> bool:
+    """Serve large allocations from the heap and keep freed heap memory mapped (glibc only).
+
+    glibc hands every allocation above its mmap threshold (which it raises to at most 32 MiB) fresh
+    pages from the kernel and unmaps them on free. A network whose activations are larger than
+    that, the 28x28 UNet on the solver benchmark's batch of 400 images, page-faults and zeroes its
+    memory anew at every layer: about half its CPU time (``benchmarks/solver_speed.py`` measures
+    it). This turns both off, as MALLOC_MMAP_MAX_=0 and a large MALLOC_TRIM_THRESHOLD_ would: the
+    process keeps its peak resident memory until it exits. ``RESTORE_MALLOC=system`` leaves glibc's
+    defaults. Returns whether the setting was applied.
+    """
+    if os.environ.get("RESTORE_MALLOC", "").lower() == "system":
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
