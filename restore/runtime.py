@@ -17,8 +17,8 @@ def keep_freed_memory() -> bool:
     glibc hands every allocation above its mmap threshold (which it raises to at most 32 MiB) fresh
     pages from the kernel and unmaps them on free. A network whose activations are larger than
     that, the 28x28 UNet on the solver benchmark's batch of 400 images, page-faults and zeroes its
-    memory anew at every layer: about half its CPU time (``benchmarks/solver_speed.py`` measures
-    it). This turns both off, as MALLOC_MMAP_MAX_=0 and a large MALLOC_TRIM_THRESHOLD_ would: the
+    memory anew at every layer: about half its time at that batch (``benchmarks/malloc_speed.py``
+    measures it). This turns both off, as MALLOC_MMAP_MAX_=0 and a large MALLOC_TRIM_THRESHOLD_ would: the
     process keeps its peak resident memory until it exits. ``RESTORE_MALLOC=system`` leaves glibc's
     defaults. Returns whether the setting was applied.
     """
