@@ -3,8 +3,9 @@
 
 Each measurement runs in a fresh process (the setting is process-wide): the network's forward pass
 (what DDRM, DDNM and DiffPIR evaluate), forward plus input gradient (DPS, PiGDM), and a training
-step (DDPM loss, backward to the weights, Adam) on batches of 28x28 images. The two settings alternate round by round, so machine load hits them alike; the
-median of ``--rounds`` is reported, with the process's minor page faults per pass.
+step (DDPM loss, backward to the weights, Adam) on batches of 28x28 images. The two settings
+alternate round by round, so machine load hits them alike; the median of ``--rounds`` is reported,
+with the process's minor page faults per pass.
 
     python benchmarks/malloc_speed.py                  # batches 100 and 400, 3 rounds
     python benchmarks/malloc_speed.py --batches 128 --kinds train
@@ -84,7 +85,11 @@ def main() -> None:
                 out = subprocess.run([sys.executable, __file__, "--child", f"{case[0]},{case[1]}", "--passes",
                                       str(args.passes)], env={**os.environ, "RESTORE_MALLOC": env},
                                      capture_output=True, text=True, check=True)
-                runs[case, name].append(json.loads(out.stdout.splitlines()[-1]))
+                run = json.loads(out.stdout.splitlines()[-1])
+                if run["applied"] != (env != "system"):
+                    sys.exit(f"keep_freed_memory was {'not ' * (not run['applied'])}applied in the "
+                             f"'{name}' process: this machine cannot compare the two settings")
+                runs[case, name].append(run)
     threads = os.environ.get("OMP_NUM_THREADS", "all cores")
     path = RESULTS / "malloc_speed.json"
     rows = {(r["batch"], r["pass"]): r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}

@@ -18,9 +18,9 @@ def keep_freed_memory() -> bool:
     pages from the kernel and unmaps them on free. A network whose activations are larger than
     that, the 28x28 UNet on the solver benchmark's batch of 400 images, page-faults and zeroes its
     memory anew at every layer: about half its time at that batch (``benchmarks/malloc_speed.py``
-    measures it). This turns both off, as MALLOC_MMAP_MAX_=0 and a large MALLOC_TRIM_THRESHOLD_ would: the
-    process keeps its peak resident memory until it exits. ``RESTORE_MALLOC=system`` leaves glibc's
-    defaults. Returns whether the setting was applied.
+    measures it). This turns both off, as MALLOC_MMAP_MAX_=0 and a large MALLOC_TRIM_THRESHOLD_
+    would: the process keeps its peak resident memory until it exits. ``RESTORE_MALLOC=system``
+    leaves glibc's defaults. Returns whether the setting was applied.
     """
     if os.environ.get("RESTORE_MALLOC", "").lower() == "system":
         return False
