@@ -1,11 +1,15 @@
 """The project's solver table: ``restore bench`` on MNIST with the shipped priors, cells committed.
 
-    python benchmarks/solvers.py                 # what the README table was made with (see results/bench/results.md)
+    python benchmarks/solvers.py                 # the six priors on 20 images, into results/bench
+    python benchmarks/solvers.py --diffusion     # the diffusion solvers' table, into results/bench-diffusion
     python benchmarks/solvers.py --quick         # a smoke run into results/bench-quick
 
-Every cell is cached under benchmarks/results/bench/cells/ (committed, keyed by each prior's
-training steps), so a later session or an interrupted run computes only what is missing.
-Writes benchmarks/results/bench/{results.json,results.md,report.html,<task>.png}.
+``--diffusion`` is the diffusion-solver issue's protocol: the DDPM and the Gaussian prior with the
+six Tweedie solvers at 20, 50 and 100 steps on 100 images, the papers' step counts (DPS 1000,
+RePaint 250) on the first 20, and the classical baselines. Every cell is cached under
+benchmarks/results/bench/cells/ (committed, shared by both tables, keyed by each prior's training
+steps), so a later session or an interrupted run computes only what is missing. Writes
+{results.json,results.md,summary.md,report.html,<task>.png} into its folder.
 """
 
 from __future__ import annotations
@@ -32,15 +36,22 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="MNIST test images per cell")
     parser.add_argument("--paper-n", type=int, default=3, help="images for the papers' step counts (0: skip)")
     parser.add_argument("--samples", type=int, default=4, help="posterior samples per image")
+    parser.add_argument("--diffusion", action="store_true",
+                        help="ddpm and gaussian with the diffusion solvers on 100 images (papers' steps on 20), "
+                             "into results/bench-diffusion")
     parser.add_argument("--quick", action="store_true", help="4 images, 5 steps, 2 samples, into results/bench-quick")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
-    out = RESULTS / ("bench-quick" if args.quick else "bench")
+    out = RESULTS / ("bench-quick" if args.quick else "bench-diffusion" if args.diffusion else "bench")
+    cells = None if args.quick else RESULTS / "bench" / "cells"
     if args.quick:
         args.n, args.steps, args.samples, args.paper_n = 4, "5", 2, 0
+    if args.diffusion:
+        args.priors, args.solvers, args.n, args.paper_n = "ddpm,gaussian", ",".join(DIFFUSION), 100, 20
+    out.mkdir(exist_ok=True)
     result = run_bench(data="mnist", tasks=args.tasks.split(","), priors=args.priors.split(","),
                        solvers=args.solvers.split(","), n=args.n, out=out, steps=[int(s) for s in args.steps.split(",")],
-                       samples=args.samples, force=args.force, paper_n=args.paper_n)
+                       samples=args.samples, force=args.force, paper_n=args.paper_n, cells=cells)
     print(result["table"])
 
 

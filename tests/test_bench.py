@@ -73,6 +73,36 @@ def test_a_cell_whose_solver_default_changed_is_recomputed(report, tmp_path, mon
     assert ddrm["settings"]["eta"] == 0.5 and ddrm["settings"]["steps"] == 5
 
 
+def test_a_second_table_reads_the_cells_of_the_first_from_a_shared_folder(report, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "run_prior", lambda *a: pytest.fail("a shared cell was recomputed"))
+    monkeypatch.setattr(bench, "run_classical", lambda *a: pytest.fail("a shared cell was recomputed"))
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = bench.run_bench(data="mnist", tasks=["inpaint-box"], priors=["gaussian"], solvers=["pigdm"], n=3, out=other,
+                           steps=[5], samples=2, cells=report / "cells")["rows"]
+    assert "gaussian + pigdm" in {r["method"] for r in rows} and not (other / "cells").exists()
+
+
+def _row(method, steps, psnr_per_image, seconds):
+    return {"task": "inpaint-box", "method": method, "steps": steps, "psnr": sum(psnr_per_image) / len(psnr_per_image),
+            "psnr_per_image": psnr_per_image, "seconds_per_image": seconds, "n": len(psnr_per_image)}
+
+
+def test_the_paper_setting_is_compared_on_the_images_it_ran_on():
+    reference = _row("ddpm + dps", 1000, [20.0, 22.0], 40.0)
+    # On all 4 images ddnm's mean is 17.5 dB, below the reference's 21; on the first 2 it is 21.5.
+    ddnm = _row("ddpm + ddnm", 50, [21.0, 22.0, 13.0, 14.0], 4.0)
+    slow = _row("ddpm + pigdm", 100, [30.0, 30.0, 30.0, 30.0], 4.5)  # best, but more than a tenth of the time
+    gaussian = _row("gaussian + ddnm", 50, [40.0, 40.0, 40.0, 40.0], 0.1)  # another prior: not a rival
+    [found] = bench.paper_comparison([reference, ddnm, slow, gaussian])
+    assert found["best"] == "ddpm + pigdm 100" and found["best_psnr"] == 30.0
+    assert found["fast"] == "ddpm + ddnm 50" and found["fast_psnr"] == 21.5 and found["met"]
+    ddnm["psnr_per_image"][1] = 20.0  # 20.5 on the first two: short of 21
+    assert not bench.paper_comparison([reference, ddnm, slow])[0]["met"]
+    assert "| no |" in bench.paper_table(bench.paper_comparison([reference, ddnm, slow]))
+    assert "_psnr_m" not in ddnm  # the rows are left as they were
+
+
 def test_bad_requests_are_one_line_errors(tmp_path):
     with pytest.raises(RestoreError, match="unknown task"):
         bench.run_bench(data="mnist", tasks=["unblur"], priors=[], solvers=None, n=2, out=tmp_path / "o", steps=[5])
