@@ -225,8 +225,10 @@ def markdown_table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for task in dict.fromkeys(r["task"] for r in rows):
         here = sorted((r for r in rows if r["task"] == task), key=lambda r: -r["psnr"])
+        # The best row on the full image set is bold, not a paper-steps cell on its first few images.
+        top = next(r for r in here if r["n"] == max(v["n"] for v in here))
         for r in here:
-            bold = "**" if r is here[0] else ""
+            bold = "**" if r is top else ""
             cells = [task, r["method"], str(r.get("steps") or ""), f"{bold}{r['psnr']:.2f}{bold}", f"{r['ssim']:.3f}",
                      f"{r['psnr_one_sample']:.2f}" if "psnr_one_sample" in r and r["samples"] > 1 else "",
                      f"{100 * r['calibration']:.0f}%" if "calibration" in r else ""]

@@ -85,7 +85,7 @@ def test_a_second_table_reads_the_cells_of_the_first_from_a_shared_folder(report
 
 def _row(method, steps, psnr_per_image, seconds):
     return {"task": "inpaint-box", "method": method, "steps": steps, "psnr": sum(psnr_per_image) / len(psnr_per_image),
-            "psnr_per_image": psnr_per_image, "seconds_per_image": seconds, "n": len(psnr_per_image)}
+            "ssim": 0.5, "psnr_per_image": psnr_per_image, "seconds_per_image": seconds, "n": len(psnr_per_image)}
 
 
 def test_the_paper_setting_is_compared_on_the_images_it_ran_on():
@@ -101,6 +101,13 @@ def test_the_paper_setting_is_compared_on_the_images_it_ran_on():
     assert not bench.paper_comparison([reference, ddnm, slow])[0]["met"]
     assert "| no |" in bench.paper_table(bench.paper_comparison([reference, ddnm, slow]))
     assert "_psnr_m" not in ddnm  # the rows are left as they were
+
+
+def test_the_bold_row_is_the_best_on_the_full_image_set():
+    rows = [_row("ddpm + dps", 1000, [30.0, 30.0], 40.0), _row("ddpm + ddnm", 50, [21.0, 22.0, 13.0, 14.0], 4.0),
+            _row("ddpm + pigdm", 50, [11.0, 12.0, 13.0, 14.0], 4.0)]
+    lines = bench.markdown_table(rows).splitlines()
+    assert [line for line in lines if "**" in line] == [next(line for line in lines if "ddnm" in line)]
 
 
 def test_bad_requests_are_one_line_errors(tmp_path):
