@@ -62,7 +62,8 @@ def child(batch: int, kind: str, passes: int) -> dict:
         one()
         times.append(time.perf_counter() - t0)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    return {"applied": applied, "ms_per_image": 1000 * statistics.median(times) / batch, "faults_per_pass": faults / passes}
+    return {"applied": applied, "ms_per_image": 1000 * statistics.median(times) / batch, "faults_per_pass": faults / passes,
+            "machine": runtime.machine()}
 
 
 def main() -> None:
@@ -97,15 +98,17 @@ def main() -> None:
         med = {name: statistics.median(r["ms_per_image"] for r in runs[case, name]) for name in SETTINGS}
         flt = {name: statistics.median(r["faults_per_pass"] for r in runs[case, name]) for name in SETTINGS}
         rows[case] = {"batch": case[0], "pass": case[1], "ms_per_image": med, "faults_per_pass": flt,
-                      "rounds": args.rounds, "passes": args.passes, "threads": threads}
+                      "rounds": args.rounds, "passes": args.passes, "threads": threads,
+                      "machine": runs[case, "keep_freed_memory"][0]["machine"]}
     lines = ["The shipped DDPM's UNet on this CPU, each setting in its own process; medians over rounds.", "",
              "| batch | pass | threads | rounds x passes | glibc default ms / image | keep_freed_memory ms / image | "
-             "speed-up | page faults / pass (default, kept) |", "|---|---|---|---|---|---|---|---|"]
+             "speed-up | page faults / pass (default, kept) | machine |", "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows.values(), key=lambda r: (r["batch"], r["pass"])):
         a, b = r["ms_per_image"]["glibc default"], r["ms_per_image"]["keep_freed_memory"]
         flt = r["faults_per_pass"]
         lines.append(f"| {r['batch']} | {r['pass']} | {r['threads']} | {r['rounds']} x {r['passes']} | {a:.2f} | "
-                     f"{b:.2f} | {a / b:.2f}x | {flt['glibc default']:.0f}, {flt['keep_freed_memory']:.0f} |")
+                     f"{b:.2f} | {a / b:.2f}x | {flt['glibc default']:.0f}, {flt['keep_freed_memory']:.0f} | "
+                     f"{r.get('machine', 'not recorded')} |")
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps({"rows": list(rows.values())}, indent=1) + "\n")
     (RESULTS / "malloc_speed.md").write_text("\n".join(lines) + "\n")

@@ -21,7 +21,7 @@ import torch
 from restore import io
 from restore.data import mnist_images
 from restore.priors import load_prior
-from restore.runtime import keep_freed_memory
+from restore.runtime import keep_freed_memory, machine
 from restore.solvers import DIFFUSION, missing_capabilities
 from restore.solvers.diffusion import CountingPrior
 from restore.tasks import standard_operator
@@ -55,9 +55,10 @@ def main() -> None:
              "ms_per_image_nfe": 1000 * statistics.median(times[s]) / (nfe[s] * args.n)} for s in solvers]
     RESULTS.mkdir(exist_ok=True)
     io.write_json(RESULTS / "solver_speed.json", {"prior": args.prior, "task": args.task, "n": args.n,
-                                                 "steps": args.steps, "rounds": args.rounds, "rows": rows})
+                                                 "steps": args.steps, "rounds": args.rounds, "machine": machine(),
+                                                 "rows": rows})
     lines = [f"{args.n} MNIST test images, {args.task}, {args.steps} steps, one sample each, prior `{args.prior}`, "
-             f"median of {args.rounds} round(s); target: <= 30 s.", "",
+             f"median of {args.rounds} round(s), on {machine()}; target: <= 30 s.", "",
              "| solver | seconds | NFE | ms per image per NFE | within 30 s |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['solver']} | {r['seconds']:.1f} | {r['nfe']} | {r['ms_per_image_nfe']:.2f} | "

@@ -39,3 +39,13 @@ def test_freed_tensors_are_reused_without_page_faults():
     assert applied and not default_applied
     assert default > 100_000, default
     assert kept < 5_000, kept
+
+
+def test_the_machine_is_named_with_its_cores_and_threads():
+    import torch
+
+    from restore.runtime import machine
+
+    text = machine()
+    assert text.endswith(f", {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
+    assert not text.startswith(",")
