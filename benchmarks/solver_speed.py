@@ -54,11 +54,12 @@ def main() -> None:
     rows = [{"solver": s, "seconds": statistics.median(times[s]), "all_seconds": times[s], "nfe": nfe[s],
              "ms_per_image_nfe": 1000 * statistics.median(times[s]) / (nfe[s] * args.n)} for s in solvers]
     RESULTS.mkdir(exist_ok=True)
+    where = machine()
     io.write_json(RESULTS / "solver_speed.json", {"prior": args.prior, "task": args.task, "n": args.n,
-                                                 "steps": args.steps, "rounds": args.rounds, "machine": machine(),
+                                                 "steps": args.steps, "rounds": args.rounds, "machine": where,
                                                  "rows": rows})
     lines = [f"{args.n} MNIST test images, {args.task}, {args.steps} steps, one sample each, prior `{args.prior}`, "
-             f"median of {args.rounds} round(s), on {machine()}; target: <= 30 s.", "",
+             f"median of {args.rounds} round(s), on {where}; target: <= 30 s.", "",
              "| solver | seconds | NFE | ms per image per NFE | within 30 s |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['solver']} | {r['seconds']:.1f} | {r['nfe']} | {r['ms_per_image_nfe']:.2f} | "

@@ -2,14 +2,14 @@
 images and measurements, with a JSON of every figure, a Markdown table and a self-contained HTML
 report with pictures.
 
-Each cell (task, method, steps, images, samples) is cached under ``OUT/cells/`` as JSON plus its
-first estimates (safetensors), keyed by the prior's training steps, so a rerun or an interrupted
-run computes only what is missing; a cell records its solver's settings (defaults included) and
-is recomputed when they change. Metrics per cell: PSNR and SSIM of the estimate (the mean of
-``samples`` posterior samples for samplers), PSNR of one sample, calibration (the share of pixels
-whose true error lies within +-2 posterior standard deviations), seconds per image, network
-evaluations per sample, and for MNIST the accuracy of the shipped classifier on the restored
-digits against the originals' labels (does the digit keep its identity?).
+Each cell (task, method, steps, images, samples) is cached under ``OUT/cells/`` (or a folder
+several tables share) as JSON plus its first estimates (safetensors), keyed by the prior's training
+steps, so a rerun or an interrupted run computes only what is missing; a cell records its solver's
+settings (defaults included) and is recomputed when they change. Metrics per cell: PSNR and SSIM of
+the estimate (the mean of ``samples`` posterior samples for samplers), PSNR of one sample,
+calibration (the share of pixels whose true error lies within +-2 posterior standard deviations),
+seconds per image, network evaluations per sample, and for MNIST the accuracy of the shipped
+classifier on the restored digits against the originals' labels (does the digit keep its identity?).
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ def markdown_table(rows: list[dict]) -> str:
     for task in dict.fromkeys(r["task"] for r in rows):
         here = sorted((r for r in rows if r["task"] == task), key=lambda r: -r["psnr"])
         # The best row on the full image set is bold, not a paper-steps cell on its first few images.
-        top = next(r for r in here if r["n"] == max(v["n"] for v in here))
+        full = max(r["n"] for r in here)
+        top = next(r for r in here if r["n"] == full)
         for r in here:
             bold = "**" if r is top else ""
             cells = [task, r["method"], str(r.get("steps") or ""), f"{bold}{r['psnr']:.2f}{bold}", f"{r['ssim']:.3f}",
@@ -254,21 +255,18 @@ def paper_comparison(rows: list[dict], ratio: float = 10.0) -> list[dict]:
                   and r.get("steps") and r["steps"] <= 100 and len(r.get("psnr_per_image", [])) >= m]
         if not rivals:
             continue
-        for r in rivals:
-            r["_psnr_m"] = float(np.mean(r["psnr_per_image"][:m]))
-        best = max(rivals, key=lambda r: r["_psnr_m"])
+        on_m = {id(r): float(np.mean(r["psnr_per_image"][:m])) for r in rivals}
+        best = max(rivals, key=lambda r: on_m[id(r)])
         fast = [r for r in rivals if r["seconds_per_image"] * ratio <= ref["seconds_per_image"]]
-        best_fast = max(fast, key=lambda r: r["_psnr_m"]) if fast else None
+        best_fast = max(fast, key=lambda r: on_m[id(r)]) if fast else None
         out.append({"task": ref["task"], "reference": f"{ref['method']} {ref['steps']}", "n": m,
                     "reference_psnr": ref["psnr"], "reference_seconds": ref["seconds_per_image"],
-                    "best": f"{best['method']} {best['steps']}", "best_psnr": best["_psnr_m"],
+                    "best": f"{best['method']} {best['steps']}", "best_psnr": on_m[id(best)],
                     "best_seconds": best["seconds_per_image"],
                     "fast": f"{best_fast['method']} {best_fast['steps']}" if best_fast else None,
-                    "fast_psnr": best_fast["_psnr_m"] if best_fast else None,
+                    "fast_psnr": on_m[id(best_fast)] if best_fast else None,
                     "fast_seconds": best_fast["seconds_per_image"] if best_fast else None,
-                    "met": bool(best_fast and best_fast["_psnr_m"] >= ref["psnr"])})
-        for r in rivals:
-            del r["_psnr_m"]
+                    "met": bool(best_fast and on_m[id(best_fast)] >= ref["psnr"])})
     return out
 
 
@@ -356,9 +354,9 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
 
         judge = load_classifier()
     cell_folder = Path(cells) if cells is not None else out / "cells"
-    cells = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch, paper_n=paper_n)
+    planned = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch, paper_n=paper_n)
     rows, shown = [], {}
-    for cell in tqdm(cells, desc="bench cells", unit="cell"):
+    for cell in tqdm(planned, desc="bench cells", unit="cell"):
         figures, pictures = cached(cell_folder, cell.key, cell.compute, force, cell.settings)
         rows.append({"task": cell.task, "method": cell.method, "key": cell.key, **figures})
         best = shown.get((cell.task, cell.method))
