@@ -173,8 +173,12 @@ def cached(folder: Path, key: str, compute, force: bool, settings: dict | None =
 
 
 def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], samples: int, batch: int,
-         paper_n: int = 0) -> list[Cell]:
-    """Every compatible pair: classical solvers, then each prior with each solver it and the task allow."""
+         paper_n: int = 0, variants: dict | None = None) -> list[Cell]:
+    """Every compatible pair: classical solvers, then each prior with each solver it and the task allow.
+
+    ``variants`` maps (prior, task, solver) to a list of extra settings, each run beside the solver's
+    defaults at the step grid as its own row, e.g. ``{("ddpm", "deblur", "dps"): [{"fidelity": 2.0}]}``
+    gives the row "ddpm + dps fidelity=2.0"."""
     from .solvers import CLASSICAL, DIFFUSION, ESTIMATORS, PRIOR_SOLVERS, missing_capabilities, solvers_for
 
     n = len(x)
@@ -195,14 +199,17 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                 runs = [(st, n) for st in (steps if solver in DIFFUSION else [None])]
                 if solver in PAPER_STEPS and paper_n:
                     runs.append((PAPER_STEPS[solver], min(paper_n, n)))
-                settings = BENCH_SETTINGS.get(solver, {})
-                suffix = "".join(f"/{name}={value}" for name, value in sorted(settings.items()))
-                for st, m in runs:
-                    key = f"{task}/{tag}/{solver}/{st}/{m}/{k}{suffix}"
-                    cells.append(Cell(task, f"{pname} + {solver}", key,
-                                      lambda t=task, p=prior, s=solver, st=st, k=k, m=m, se=settings: run_prior(
-                                          t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k, batch,
-                                          se), solver_settings(PRIOR_SOLVERS[solver], st, settings)))
+                base = BENCH_SETTINGS.get(solver, {})
+                extra = (variants or {}).get((pname, task, solver), [])
+                for settings, grid in [(base, runs)] + [({**base, **v}, runs[:len(steps)]) for v in extra]:
+                    suffix = "".join(f"/{name}={value}" for name, value in sorted(settings.items()))
+                    label = "".join(f" {name}={value}" for name, value in sorted(settings.items()) if name not in base)
+                    for st, m in grid:
+                        key = f"{task}/{tag}/{solver}/{st}/{m}/{k}{suffix}"
+                        cells.append(Cell(task, f"{pname} + {solver}{label}", key,
+                                          lambda t=task, p=prior, s=solver, st=st, k=k, m=m, se=settings: run_prior(
+                                              t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k,
+                                              batch, se), solver_settings(PRIOR_SOLVERS[solver], st, settings)))
     return cells
 
 
@@ -314,9 +321,10 @@ def html_report(rows: list[dict], grids: dict[str, str], title: str, notes: str)
 
 def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[str] | None, n: int, out,
               steps: list[int], samples: int = 4, batch: int = 400, force: bool = False, data_root=None,
-              paper_n: int = 0, cells=None) -> dict:
+              paper_n: int = 0, cells=None, variants: dict | None = None) -> dict:
     """Run (or read from the cache) every cell; write results.json, results.md and report.html under
-    ``out``. Cells are cached in ``cells`` (default ``out/cells``), which several tables may share."""
+    ``out``. Cells are cached in ``cells`` (default ``out/cells``), which several tables may share.
+    ``variants``: extra settings per (prior, task, solver), each its own row (see ``plan``)."""
     from tqdm.auto import tqdm
 
     from .priors import load_prior
@@ -354,7 +362,8 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
 
         judge = load_classifier()
     cell_folder = Path(cells) if cells is not None else out / "cells"
-    planned = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch, paper_n=paper_n)
+    planned = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch, paper_n=paper_n,
+                   variants=variants)
     rows, shown = [], {}
     for cell in tqdm(planned, desc="bench cells", unit="cell"):
         figures, pictures = cached(cell_folder, cell.key, cell.compute, force, cell.settings)

@@ -83,6 +83,22 @@ def test_a_second_table_reads_the_cells_of_the_first_from_a_shared_folder(report
     assert "gaussian + pigdm" in {r["method"] for r in rows} and not (other / "cells").exists()
 
 
+def test_a_variant_is_its_own_row_with_its_settings_beside_the_default(report, monkeypatch):
+    ran = []
+    real = bench.run_prior
+    monkeypatch.setattr(bench, "run_prior", lambda *a: ran.append(a[-1]) or real(*a))
+    (report.parent / "variant").mkdir()
+    rows = bench.run_bench(data="mnist", tasks=["inpaint-box"], priors=["gaussian"], solvers=["pigdm", "ddrm"], n=3,
+                           out=report.parent / "variant", steps=[5], samples=2, cells=report / "cells",
+                           variants={("gaussian", "inpaint-box", "pigdm"): [{"eta": 0.5}]})["rows"]
+    assert ran == [{"eta": 0.5}]  # the default rows come from the cache; only the variant runs
+    default = next(r for r in rows if r["method"] == "gaussian + pigdm")
+    variant = next(r for r in rows if r["method"] == "gaussian + pigdm eta=0.5")
+    assert variant["settings"]["eta"] == 0.5 and default["settings"]["eta"] == 1.0
+    assert variant["psnr"] != default["psnr"] and variant["steps"] == 5
+    assert not any("ddrm eta" in r["method"] for r in rows)  # only the named (prior, task, solver)
+
+
 def _row(method, steps, psnr_per_image, seconds):
     return {"task": "inpaint-box", "method": method, "steps": steps, "psnr": sum(psnr_per_image) / len(psnr_per_image),
             "ssim": 0.5, "psnr_per_image": psnr_per_image, "seconds_per_image": seconds, "n": len(psnr_per_image)}
