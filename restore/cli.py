@@ -30,12 +30,14 @@ TASKS = ("inpaint", "deblur", "superres", "denoise", "cs")
 #: Per-task default classical solver, chosen from benchmarks/classical.py (see README).
 DEFAULT_SOLVER = {"inpaint": "biharmonic", "deblur": "richardson-lucy", "superres": "tv", "denoise": "tv", "cs": "tv"}
 
-#: Per task, the diffusion solver and step count used with a learned prior when --solver is not
-#: given, from the MNIST solver table (benchmarks/results/bench/summary.md, shipped DDPM; README).
-#: cs was not benchmarked; it keeps PiGDM, the most accurate against the Gaussian reference's
-#: closed-form posterior (tests/test_diffusion_solvers.py).
-DEFAULT_PRIOR_SOLVER = {"inpaint": ("dps", 50), "deblur": ("dps", 50), "superres": ("ddnm", 50), "denoise": ("ddrm", 20),
-                        "cs": ("pigdm", 50)}
+#: Per task, the diffusion solver, step count and hyperparameters used with a learned prior when
+#: --solver is not given: the most accurate cell at <= 100 steps of the 100-image table with the
+#: shipped DDPM (benchmarks/results/bench-diffusion/summary.md; README), over box and random
+#: inpainting for inpaint. DPS's fidelity 2 on deblurring was chosen on held-out images
+#: (benchmarks/solvers.py, TUNED). cs was not benchmarked; it keeps PiGDM, the most accurate against
+#: the Gaussian reference's closed-form posterior (tests/test_diffusion_solvers.py).
+DEFAULT_PRIOR_SOLVER = {"inpaint": ("dps", 100, {}), "deblur": ("dps", 100, {"fidelity": 2.0}),
+                        "superres": ("dps", 100, {}), "denoise": ("ddnm", 20, {}), "cs": ("pigdm", 50, {})}
 
 # Options shared by several commands.
 Box = Annotated[Optional[str], typer.Option(help="Missing rectangle X,Y,W,H in pixels (inpainting).")]
@@ -419,14 +421,16 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     model = load_prior(prior, device=dev)
     usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
     # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
-    default_name, default_steps = DEFAULT_PRIOR_SOLVER[task]
+    default_name, default_steps, default_params = DEFAULT_PRIOR_SOLVER[task]
     name = solver or (default_name if default_name in usable else next(iter(usable), "none"))
     if name not in PRIOR_SOLVERS:
         raise RestoreError(f"unknown solver {name!r} for a learned prior; known: {', '.join(PRIOR_SOLVERS)}")
     if name not in usable:
         raise RestoreError(f"solver {name!r} cannot use the {model.family} prior; solvers that can: {', '.join(usable) or 'none'}")
     fn = usable[name]
-    hyper = _parse_params(list(params), fn)
+    # The default solver comes with its per-task hyperparameters; a --param of the same name wins.
+    chosen = solver is None and name == default_name
+    hyper = _parse_params([*(f"{k}={v}" for k, v in default_params.items() if chosen), *params], fn)
     y, op, shape, source, notes = _load_measurement(task, input, spec, op_options,
                                                     target=model.image_shape if resize else None)
     check_compatible(name, fn, op, usable)
@@ -437,7 +441,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     truth = _read_reference(reference, shape)
     most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
     if steps is None:
-        steps = default_steps if solver is None and name == default_name else _default_steps(fn)
+        steps = default_steps if chosen else _default_steps(fn)
         if steps is not None and most is not None:
             steps = min(steps, most)  # a default step count fits a model trained with fewer timesteps
     elif _default_steps(fn) is None:

@@ -751,7 +751,7 @@ def test_learned_prior_writes_estimate_samples_std_and_record(cli, tmp_path, ddp
 
 
 def test_the_default_solver_and_steps_fit_a_prior_with_few_timesteps(cli, tmp_path, ddpm_dir, holes8):
-    # inpaint defaults to DPS at 50 steps; this DDPM has T = 20, so the default is cut to 20, while
+    # inpaint defaults to DPS at 100 steps; this DDPM has T = 20, so the default is cut to 20, while
     # an explicit --steps 50 is refused and an explicit solver takes its own default (PiGDM: 50, cut too).
     record = json.loads(_ok(cli("inpaint", holes8, "--prior", ddpm_dir, "-o", tmp_path / "a.png", "--json")).out)
     assert record["solver"] == "dps" and record["steps"] == 20 and record["nfe"] == 20
@@ -759,6 +759,19 @@ def test_the_default_solver_and_steps_fit_a_prior_with_few_timesteps(cli, tmp_pa
     record = json.loads(_ok(cli("inpaint", holes8, "--prior", ddpm_dir, "--solver", "pigdm", "-o", tmp_path / "c.png",
                                 "--json")).out)
     assert record["solver"] == "pigdm" and record["steps"] == 20
+
+
+def test_the_default_solver_brings_its_per_task_settings_and_a_param_overrides_them(cli, tmp_path, ddpm_dir, holes8):
+    # deblur defaults to DPS with fidelity 2 (chosen on held-out images); --param wins, and a solver
+    # named with --solver, even DPS, takes its own defaults.
+    blur = ("deblur", holes8, "--prior", ddpm_dir, "--kernel", "gaussian:1:3", "--noise", "0.05", "--steps", "3",
+            "--json")
+    record = json.loads(_ok(cli(*blur, "-o", tmp_path / "a.png")).out)
+    assert record["solver"] == "dps" and record["hyperparameters"]["fidelity"] == 2.0
+    record = json.loads(_ok(cli(*blur, "--param", "fidelity=0.5", "-o", tmp_path / "b.png")).out)
+    assert record["hyperparameters"]["fidelity"] == 0.5
+    record = json.loads(_ok(cli(*blur, "--solver", "dps", "-o", tmp_path / "c.png")).out)
+    assert record["hyperparameters"]["fidelity"] == 1.0
 
 
 @pytest.mark.parametrize("solver", ["ddrm", "pigdm", "dps", "diffpir", "repaint"])
@@ -791,7 +804,7 @@ def test_size_mismatch_names_both_and_resize_fits(cli, tmp_path, ddpm_dir, digit
     [
         (["deblur", "--kernel", "gaussian:1", "--solver", "repaint"], "solvers that can: ddrm, ddnm, pigdm, dps, diffpir"),
         (["deblur", "--kernel", "gaussian:1:3", "--poisson", "50", "--solver", "ddrm"], "poisson noise"),
-        (["denoise", "--noise", "0.1", "--param", "zeta=1"], "expected KEY=VALUE with KEY one of fidelity, eta, eta_b, rcond"),
+        (["denoise", "--noise", "0.1", "--param", "zeta=1"], "expected KEY=VALUE with KEY one of fidelity, eta, rcond (ddnm"),
         (["denoise", "--noise", "0.1", "--param", "eta=abc"], "eta takes a float"),
         (["denoise", "--noise", "0.1", "--samples", "0"], "--samples must be a positive integer"),
         (["denoise", "--noise", "0.1", "--estimate", "median"], "--estimate must be mean or sample"),
