@@ -196,15 +196,17 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                 if solver not in solvers_for(prior) or missing_capabilities(PRIOR_SOLVERS[solver], op):
                     continue
                 k = 1 if solver in ESTIMATORS else samples
-                runs = [(st, n) for st in (steps if solver in DIFFUSION else [None])]
-                if solver in PAPER_STEPS and paper_n:
-                    runs.append((PAPER_STEPS[solver], min(paper_n, n)))
+                grid = [(st, n) for st in (steps if solver in DIFFUSION else [None])]
+                paper = [(PAPER_STEPS[solver], min(paper_n, n))] if solver in PAPER_STEPS and paper_n else []
                 base = BENCH_SETTINGS.get(solver, {})
-                extra = (variants or {}).get((pname, task, solver), [])
-                for settings, grid in [(base, runs)] + [({**base, **v}, runs[:len(steps)]) for v in extra]:
+                # The defaults at the step grid and the papers' steps; each variant at the step grid, its
+                # own settings in the row's name.
+                runs = [(base, "", grid + paper)] + [
+                    ({**base, **v}, "".join(f" {name}={value}" for name, value in sorted(v.items())), grid)
+                    for v in (variants or {}).get((pname, task, solver), [])]
+                for settings, label, cases in runs:
                     suffix = "".join(f"/{name}={value}" for name, value in sorted(settings.items()))
-                    label = "".join(f" {name}={value}" for name, value in sorted(settings.items()) if name not in base)
-                    for st, m in grid:
+                    for st, m in cases:
                         key = f"{task}/{tag}/{solver}/{st}/{m}/{k}{suffix}"
                         cells.append(Cell(task, f"{pname} + {solver}{label}", key,
                                           lambda t=task, p=prior, s=solver, st=st, k=k, m=m, se=settings: run_prior(
