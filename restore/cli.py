@@ -621,6 +621,7 @@ def train(
     n_critic: Annotated[Optional[int], typer.Option(help="gan: discriminator steps per generator step (default: ns 1, wgan-gp 5).")] = None,
     levels: Annotated[int, typer.Option(help="flow: multi-scale levels (squeeze, steps, split).")] = 2,
     depth: Annotated[Optional[int], typer.Option(help="flow: steps of flow per level (default 8); gan: 3x3 convolutions added at each resolution of the generator (default 0).")] = None,
+    fc: Annotated[int, typer.Option(help="gan: units of a fully connected layer added to generator and discriminator (InfoGAN's MNIST networks: 1024; default 0, none).")] = 0,
     minibatch_std: Annotated[bool, typer.Option("--minibatch-std", help="gan: give the discriminator the spread of each batch (Karras et al. 2018), against mode dropping.")] = False,
     pack: Annotated[int, typer.Option(help="gan: images the discriminator judges together (PacGAN, Lin et al. 2018), against mode dropping.")] = 1,
     spectral_norm: Annotated[bool, typer.Option("--spectral-norm", help="gan: spectral normalisation instead of batch norm in the discriminator (Miyato et al. 2018).")] = False,
@@ -670,8 +671,8 @@ def train(
     elif family == "gan":
         from .priors.gan import train_gan
 
-        # train_gan refuses a negative --depth and a --pack that does not divide the batch.
-        summary = train_gan(**common, **net, **latent, depth=depth or 0, minibatch_std=minibatch_std, pack=pack,
+        # train_gan refuses a negative --depth or --fc and a --pack that does not divide the batch.
+        summary = train_gan(**common, **net, **latent, depth=depth or 0, fc=fc, minibatch_std=minibatch_std, pack=pack,
                             spectral=spectral_norm, loss=loss, n_critic=n_critic)
     elif family == "flow":
         from .priors.flow import train_flow

@@ -119,6 +119,22 @@ def test_a_deeper_generator_with_minibatch_std_trains_exports_and_reloads(tmp_pa
     assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)
 
 
+def test_infogan_fully_connected_layers_train_export_and_reload(tmp_path):
+    folder = _image_folder(tmp_path)
+    with pytest.raises(RestoreError, match="--fc"):
+        train_gan(data=folder, out=tmp_path / "bad", size=8, latent_dim=4, width=4, fc=-1, steps=2, batch_size=4)
+    train_gan(data=folder, out=tmp_path / "gan", size=8, latent_dim=4, width=4, fc=16, steps=2, batch_size=4,
+              checkpoint_every=2, sample_every=2)
+    prior = GANPrior.from_pretrained(tmp_path / "gan")
+    assert prior.run_info["fc"] == 16
+    # z (4) -> 16 units -> (8, 2, 2) in the generator; (8, 2, 2) -> 16 units -> 1 logit in the discriminator.
+    assert [m.weight.shape for m in prior.generator.project if isinstance(m, torch.nn.Linear)] == [(16, 4), (32, 16)]
+    d = Discriminator(8, 1, width=4, fc=16)
+    assert [m.weight.shape for m in d.net if isinstance(m, torch.nn.Linear)] == [(16, 32), (1, 16)]
+    assert d.eval()(torch.zeros(3, 1, 8, 8)).shape == (3,)
+    assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)
+
+
 def test_a_packed_discriminator_judges_packs_of_images():
     torch.manual_seed(0)
     d = Discriminator(8, 1, width=4, pack=2).eval()

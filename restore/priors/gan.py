@@ -37,15 +37,20 @@ def _refine(ch: int, depth: int) -> list[nn.Module]:
 
 class Generator(nn.Module):
     """DCGAN generator: z -> (2w, H/4, W/4) -> (w, H/2, W/2) -> (C, H, W) in [-1, 1]; ``depth`` > 0 adds
-    that many 3x3 convolutions (batch norm, ReLU) at H/4 and at H/2, after each upsampling."""
+    that many 3x3 convolutions (batch norm, ReLU) at H/4 and at H/2, after each upsampling. ``fc`` > 0
+    inserts a fully connected layer of that many units (batch norm, ReLU) between z and the projection
+    to (2w, H/4, W/4): the MNIST generator of InfoGAN (Chen et al. 2016, appendix C.1) with fc = 1024."""
 
-    def __init__(self, size: int = 28, channels: int = 1, latent_dim: int = 100, width: int = 64, depth: int = 0):
+    def __init__(self, size: int = 28, channels: int = 1, latent_dim: int = 100, width: int = 64, depth: int = 0,
+                 fc: int = 0):
         super().__init__()
         _check_size(size)
         self.size, self.channels, self.latent_dim = size, channels, latent_dim
         self.feat = (2 * width, size // 4, size // 4)
         flat = math.prod(self.feat)
-        self.project = nn.Sequential(nn.Linear(latent_dim, flat, bias=False), nn.BatchNorm1d(flat), nn.ReLU())
+        first = [nn.Linear(latent_dim, fc, bias=False), nn.BatchNorm1d(fc), nn.ReLU()] if fc else []
+        self.project = nn.Sequential(*first, nn.Linear(fc or latent_dim, flat, bias=False), nn.BatchNorm1d(flat),
+                                     nn.ReLU())
         self.net = nn.Sequential(
             *_refine(2 * width, depth),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
@@ -84,10 +89,11 @@ class Discriminator(nn.Module):
     :class:`MinibatchStd` feature map before the final linear layer. ``pack`` > 1 is PacGAN (Lin et
     al. 2018): the discriminator judges packs of ``pack`` images stacked along the channels, all real
     or all generated, which penalises a generator whose samples lack diversity (their section 3);
-    it returns one logit per pack."""
+    it returns one logit per pack. ``fc`` > 0 inserts a fully connected layer of that many units
+    (batch norm when ``norm``, LeakyReLU) before the logit, as InfoGAN's MNIST discriminator (fc = 1024)."""
 
     def __init__(self, size: int = 28, channels: int = 1, width: int = 64, norm: bool = True,
-                 minibatch_std: bool = False, pack: int = 1, spectral: bool = False):
+                 minibatch_std: bool = False, pack: int = 1, spectral: bool = False, fc: int = 0):
         super().__init__()
         _check_size(size)
         if pack < 1:
@@ -101,8 +107,12 @@ class Discriminator(nn.Module):
             sn(nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not norm)),
             nn.BatchNorm2d(2 * width) if norm else nn.Identity(),
             nn.LeakyReLU(0.2), MinibatchStd() if minibatch_std else nn.Identity(), nn.Flatten(),
-            sn(nn.Linear((2 * width + extra) * (size // 4) ** 2, 1)),
         )
+        flat = (2 * width + extra) * (size // 4) ** 2
+        if fc:
+            self.net.extend([sn(nn.Linear(flat, fc, bias=not norm)), nn.BatchNorm1d(fc) if norm else nn.Identity(),
+                             nn.LeakyReLU(0.2)])
+        self.net.append(sn(nn.Linear(fc or flat, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One logit (or critic value) per image, (B,), for x in [-1, 1]; per pack, (B / pack,), with packing."""
@@ -207,7 +217,8 @@ class GANPrior(LatentPrior):
         """A GAN folder: run.json (the architecture) and generator.safetensors (EMA weights)."""
         folder = Path(folder)
         run = read_run(folder, FORMAT)
-        generator = Generator(run["image_size"], run["channels"], run["latent_dim"], run["width"], run.get("depth", 0))
+        generator = Generator(run["image_size"], run["channels"], run["latent_dim"], run["width"], run.get("depth", 0),
+                              run.get("fc", 0))
         load_weights(generator, folder / "generator.safetensors", folder)
         prior = cls(generator)
         prior.run_info = run
@@ -215,8 +226,8 @@ class GANPrior(LatentPrior):
 
 
 def train_gan(*, data: str, out, size: int | None = None, channels: int | None = None, latent_dim: int = 100,
-              width: int = 64, depth: int = 0, minibatch_std: bool = False, pack: int = 1, spectral: bool = False,
-              loss: str = "ns",
+              width: int = 64, depth: int = 0, fc: int = 0, minibatch_std: bool = False, pack: int = 1,
+              spectral: bool = False, loss: str = "ns",
               n_critic: int | None = None, gp_weight: float = 10.0,
               steps: int = 10000, batch_size: int = 64, lr: float | None = None, ema_decay: float = 0.999, seed: int = 0,
               max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
@@ -234,16 +245,17 @@ def train_gan(*, data: str, out, size: int | None = None, channels: int | None =
     _, c, h, w = ds["train"].shape
     _check_size(h)
     torch.manual_seed(seed)  # the same initial weights on every rank
-    if depth < 0:
-        raise RestoreError(f"the generator's depth must be 0 or more, got {depth}")
+    if depth < 0 or fc < 0:
+        raise RestoreError(f"--depth and --fc must be 0 or more, got {depth} and {fc}")
     if pack < 1 or (batch_size // d.world_size) % pack:
         raise RestoreError(f"--pack must be a positive divisor of the batch each process sees "
                            f"({batch_size // d.world_size} images), got {pack}")
-    gan = GAN(Generator(h, c, latent_dim, width, depth),
-              Discriminator(h, c, width, norm=loss == "ns", minibatch_std=minibatch_std, pack=pack, spectral=spectral))
+    gan = GAN(Generator(h, c, latent_dim, width, depth, fc),
+              Discriminator(h, c, width, norm=loss == "ns", minibatch_std=minibatch_std, pack=pack, spectral=spectral,
+                            fc=fc))
     config = {"family": "gan", "format": FORMAT, "data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"),
               "image_size": h, "channels": c, "latent_dim": latent_dim, "width": width, "depth": depth,
-              "minibatch_std": minibatch_std, "pack": pack, "spectral_norm": spectral, "loss": loss,
+              "fc": fc, "minibatch_std": minibatch_std, "pack": pack, "spectral_norm": spectral, "loss": loss,
               "n_critic": phases[0].repeats, "gp_weight": gp_weight if loss == "wgan-gp" else None,
               "betas": list(phases[0].betas), "parameters": sum(p.numel() for p in gan.generator.parameters())}
 
