@@ -27,8 +27,12 @@ RESULTS = Path(__file__).parent / "results"
 
 #: Settings chosen on held-out test images (benchmarks/tune_solvers.py, images 1000-1019), run in the
 #: --diffusion table as their own rows beside each solver's defaults. DPS on deblurring at 100 steps:
-#: fidelity 1, 2, 3 gave 23.18, 23.48 and 22.75 dB (zeta 3.2, 6.3, 9.5).
-TUNED = {("ddpm", "deblur", "dps"): [{"fidelity": 2.0}]}
+#: fidelity 1, 2, 3 gave 23.18, 23.48 and 22.75 dB (zeta 3.2, 6.3, 9.5); 1.5 and 2.5 gave 23.35 and 23.44.
+#: DDRM on deblurring at 100 steps: eta (Kawar et al.'s 0.85 is the default) 0.85, 0.95, 1.0 at fidelity 2
+#: gave 21.82, 22.85, 23.65 dB; fidelity 1, 2, 4 at eta 1 gave 23.29, 23.65, 23.52 (at 50 steps 22.79,
+#: 23.24, 23.12). Not kept: DiffPIR's lam 0.3, 0.5, 1, 3, 20 (23.19, 23.39, 23.38, 22.66, 20.05 dB), PiGDM
+#: fidelity 0.5, 2, 4 (22.07, 22.52, 22.30) and DPS with eta 0.5 (16.58), all at 100 steps.
+TUNED = {("ddpm", "deblur", "dps"): [{"fidelity": 2.0}], ("ddpm", "deblur", "ddrm"): [{"fidelity": 2.0, "eta": 1.0}]}
 
 
 def main() -> None:

@@ -113,6 +113,9 @@ def test_the_paper_setting_is_compared_on_the_images_it_ran_on():
     [found] = bench.paper_comparison([reference, ddnm, slow, gaussian])
     assert found["best"] == "ddpm + pigdm 100" and found["best_psnr"] == 30.0
     assert found["fast"] == "ddpm + ddnm 50" and found["fast_psnr"] == 21.5 and found["met"]
+    # Paired differences 1.0 and 0.0: mean 0.5, standard error std(ddof=1) / sqrt(2) = 0.5, better on one.
+    assert (found["fast_difference"], found["fast_difference_se"], found["fast_wins"]) == (0.5, 0.5, 1)
+    assert "+0.50 +- 0.50 dB, better on 1 of 2" in bench.paper_table([found])
     ddnm["psnr_per_image"][1] = 20.0  # 20.5 on the first two: short of 21
     assert not bench.paper_comparison([reference, ddnm, slow])[0]["met"]
     assert "| no |" in bench.paper_table(bench.paper_comparison([reference, ddnm, slow]))
