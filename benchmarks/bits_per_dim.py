@@ -26,6 +26,7 @@ import torch
 
 from restore import io
 from restore.data import mnist_images
+from restore.metrics import standard_error
 from restore.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
@@ -62,7 +63,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         rows = [r for r in rows if not (r["family"] == prior.family and r["images"] == args.images)]
         rows.append({**key, "prior": spec, "parameters": info.get("parameters"), "kind": KIND[prior.family],
-                     "bits_per_dim": float(bpd.mean()), "sem": float(bpd.std() / len(bpd) ** 0.5),
+                     "bits_per_dim": float(bpd.mean()), "sem": standard_error(bpd),
                      "seconds_per_image": seconds / args.images})
         print(f"{spec}: {rows[-1]['bits_per_dim']:.3f} bits/dim ({seconds:.1f} s)")
     rows.sort(key=lambda r: -r["bits_per_dim"])

@@ -31,6 +31,7 @@ import torch
 from restore import io, plots
 from restore.bench import cached
 from restore.data import mnist_images
+from restore.metrics import standard_error
 from restore.operators import CompressedSensing, GaussianNoise
 from restore.runtime import keep_freed_memory
 from restore.solvers.classical import lasso
@@ -76,7 +77,7 @@ def scored(compute, x: torch.Tensor):
     """A cell's figures with its error per pixel (mean and standard error), and its first 8 estimates."""
     cell, x_hat = compute()
     err = per_pixel_error(x_hat, x)
-    cell.update(error=float(err.mean()), error_sem=float(err.std() / math.sqrt(len(err))), n=len(x))
+    cell.update(error=float(err.mean()), error_sem=standard_error(err), n=len(x))
     return cell, {"x": x_hat[:8]}
 
 

@@ -27,6 +27,7 @@ import torch
 
 from restore import classifier, io
 from restore.data import mnist_images
+from restore.metrics import standard_error
 from restore.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
@@ -87,7 +88,7 @@ def main() -> None:
         bpd = prior.bits_per_dim(images, progress=True)
         figures["nll_images"] = args.nll_images
         figures["bits_per_dim"] = float(bpd.mean())
-        figures["bits_per_dim_sem"] = float(bpd.std() / len(bpd) ** 0.5)
+        figures["bits_per_dim_sem"] = standard_error(bpd)
         figures["nll_seconds_per_image"] = (time.perf_counter() - t0) / args.nll_images
     judge_info = json.loads((classifier.DEFAULT_PATH / "classifier.json").read_text())
     report = {"prior": args.prior, "prior_info": prior.info(), "classifier_test_accuracy": judge_info["test_accuracy"],

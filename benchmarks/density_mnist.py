@@ -28,6 +28,7 @@ import torch
 
 from restore import classifier, io
 from restore.data import mnist_images
+from restore.metrics import standard_error
 from restore.plots import line_chart
 from restore.runtime import keep_freed_memory
 
@@ -100,7 +101,7 @@ def main() -> None:
         t0 = time.perf_counter()
         bpd = prior.bits_per_dim(images, generator=torch.Generator().manual_seed(args.seed))
         report.update(nll_images=args.nll_images, bits_per_dim=float(bpd.mean()),
-                      bits_per_dim_sem=float(bpd.std() / len(bpd) ** 0.5), nll_seconds=time.perf_counter() - t0)
+                      bits_per_dim_sem=standard_error(bpd), nll_seconds=time.perf_counter() - t0)
         kind = "exact" if name == "pixelcnn" else "dequantization bound, 1 draw per image"
         lines += [f"bits/dim on the first {args.nll_images} MNIST test images ({kind}): "
                   f"**{report['bits_per_dim']:.3f} +- {report['bits_per_dim_sem']:.3f}** "

@@ -25,6 +25,7 @@ import torch
 
 from restore import classifier, io
 from restore.data import mnist_images
+from restore.metrics import standard_error
 from restore.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
@@ -76,9 +77,8 @@ def main() -> None:
         t0 = time.perf_counter()
         elbo = prior.elbo_bits_per_dim(images, generator=g)
         iwae = prior.bits_per_dim(images, k=args.k, generator=g)
-        sem = lambda v: float(v.std() / len(v) ** 0.5)  # noqa: E731
         report.update(nll_images=args.nll_images, k=args.k, elbo_bits_per_dim=float(elbo.mean()),
-                      elbo_sem=sem(elbo), iwae_bits_per_dim=float(iwae.mean()), iwae_sem=sem(iwae),
+                      elbo_sem=standard_error(elbo), iwae_bits_per_dim=float(iwae.mean()), iwae_sem=standard_error(iwae),
                       nll_seconds=time.perf_counter() - t0)
         lines += ["", "| bound on the first {} MNIST test images (8-bit) | bits/dim |".format(args.nll_images),
                   "|---|---|", f"| negative ELBO (1 posterior draw) | {report['elbo_bits_per_dim']:.3f} +- {report['elbo_sem']:.3f} |",

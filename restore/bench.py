@@ -279,7 +279,7 @@ def paper_comparison(rows: list[dict], ratio: float = 10.0) -> list[dict]:
                     "fast_psnr": on_m[id(best_fast)] if best_fast else None,
                     "fast_seconds": best_fast["seconds_per_image"] if best_fast else None,
                     "fast_difference": float(diff.mean()) if fast else None,
-                    "fast_difference_se": float(diff.std(ddof=1) / np.sqrt(m)) if fast and m > 1 else None,
+                    "fast_difference_se": metrics.standard_error(diff) if fast and m > 1 else None,
                     "fast_wins": int((diff > 0).sum()) if fast else None,
                     "met": bool(best_fast and on_m[id(best_fast)] >= ref["psnr"])})
     return out

@@ -63,7 +63,7 @@ def evaluate_prior(prior, *, data: str = "mnist", samples: int = 2000, nll_image
         subset = test[:nll_images].float() / 255
         t0 = time.perf_counter()
         bpd = prior.bits_per_dim(subset)
-        report.update(bits_per_dim=float(bpd.mean()), bits_per_dim_sem=float(bpd.std() / len(bpd) ** 0.5),
+        report.update(bits_per_dim=float(bpd.mean()), bits_per_dim_sem=metrics.standard_error(bpd),
                       nll_images=len(subset), nll_seconds=round(time.perf_counter() - t0, 2))
     # 2. The feature network: the shipped classifier on MNIST, else an autoencoder trained on the data.
     if data == "mnist":

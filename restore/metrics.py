@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -18,6 +20,15 @@ def _per_image(x: torch.Tensor, ref: torch.Tensor) -> tuple[np.ndarray, np.ndarr
     x = x.detach().to("cpu", torch.float64).clamp(0, 1)
     ref = ref.detach().to("cpu", torch.float64)
     return x.permute(0, 2, 3, 1).numpy(), ref.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+
+
+def standard_error(values) -> float:
+    """Standard error of the mean of per-item values (a tensor, array or list): the sample standard
+    deviation (with n - 1) over sqrt(n); nan for fewer than two values."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float64).numpy()
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else math.nan
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:

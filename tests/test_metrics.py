@@ -103,3 +103,14 @@ def test_kernel_distance_is_unbiased_near_zero_and_grows_with_a_shift():
     shifted, _ = kernel_distance(a, b + 1.0, subsets=20, subset_size=200, generator=g)
     # Same distribution: the unbiased estimate centres on 0 (it can be negative).
     assert abs(same) < 3 * std + 1e-3 and shifted > 10 * abs(same) + 0.05
+
+
+def test_standard_error_is_the_sample_deviation_over_root_n_for_tensors_arrays_and_lists():
+    from restore.metrics import standard_error
+
+    values = [1.0, 2.0, 4.0, 7.0]  # mean 3.5, squared deviations 6.25 + 2.25 + 0.25 + 12.25 = 21
+    expected = math.sqrt(21 / 3) / 2  # sample variance with n - 1, over sqrt(4)
+    assert standard_error(values) == pytest.approx(expected, rel=1e-12)
+    assert standard_error(np.asarray(values)) == pytest.approx(expected, rel=1e-12)
+    assert standard_error(torch.tensor(values, dtype=torch.float32)) == pytest.approx(expected, rel=1e-6)
+    assert math.isnan(standard_error([3.0]))
