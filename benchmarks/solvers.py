@@ -3,6 +3,8 @@
     python benchmarks/solvers.py                 # the six priors on 20 images, into results/bench
     python benchmarks/solvers.py --diffusion     # the diffusion solvers' table, into results/bench-diffusion
     python benchmarks/solvers.py --quick         # a smoke run into results/bench-quick
+    python benchmarks/solvers.py --diffusion --tasks deblur --paper-n 100 --out bench-deblur-100
+                                                 # one task of the diffusion table, DPS 1000 on all 100 images
 
 ``--diffusion`` is the diffusion-solver issue's protocol: the DDPM and the Gaussian prior with the
 six Tweedie solvers at 20, 50 and 100 steps on 100 images, the papers' step counts (DPS 1000,
@@ -28,7 +30,7 @@ RESULTS = Path(__file__).parent / "results"
 #: Settings chosen on held-out test images (benchmarks/tune_solvers.py, images 1000-1019), run in the
 #: --diffusion table as their own rows beside each solver's defaults. DPS on deblurring at 100 steps:
 #: fidelity 1, 2, 3 gave 23.18, 23.48 and 22.75 dB (zeta 3.2, 6.3, 9.5); 1.5 and 2.5 gave 23.35 and 23.44.
-#: DDRM on deblurring at 100 steps: eta (Kawar et al.'s 0.85 is the default) 0.85, 0.95, 1.0 at fidelity 2
+#: DDRM on deblurring at 100 steps: eta (Kawar et al.'s 0.85; our default since is 1) 0.85, 0.95, 1.0 at fidelity 2
 #: gave 21.82, 22.85, 23.65 dB; fidelity 1, 2, 4 at eta 1 gave 23.29, 23.65, 23.52 (at 50 steps 22.79,
 #: 23.24, 23.12). Not kept: DiffPIR's lam 0.3, 0.5, 1, 3, 20 (23.19, 23.39, 23.38, 22.66, 20.05 dB), PiGDM
 #: fidelity 0.5, 2, 4 (22.07, 22.52, 22.30) and DPS with eta 0.5 (16.58), all at 100 steps.
@@ -37,14 +39,16 @@ TUNED = {("ddpm", "deblur", "dps"): [{"fidelity": 2.0}], ("ddpm", "deblur", "ddr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--priors", default="ddpm,gaussian,vae,gan,flow,pixelcnn")
+    # Defaults of None are filled in below: --diffusion has its own.
+    parser.add_argument("--priors", help="default: ddpm,gaussian,vae,gan,flow,pixelcnn (--diffusion: ddpm,gaussian)")
     # map is left out: on a flow it defaults to the latent space, where it is csgm with the same settings.
-    parser.add_argument("--solvers", default=",".join([*DIFFUSION, *LATENT, "langevin", "annealed-langevin",
-                                                       "conditional"]))
+    parser.add_argument("--solvers", help="default: every solver (--diffusion: the diffusion solvers)")
     parser.add_argument("--tasks", default=",".join(STANDARD))
     parser.add_argument("--steps", default="20,50,100")
-    parser.add_argument("-n", type=int, default=20, help="MNIST test images per cell")
-    parser.add_argument("--paper-n", type=int, default=3, help="images for the papers' step counts (0: skip)")
+    parser.add_argument("-n", type=int, help="MNIST test images per cell (default 20; --diffusion: 100)")
+    parser.add_argument("--paper-n", type=int,
+                        help="images for the papers' step counts, 0 to skip (default 3; --diffusion: 20)")
+    parser.add_argument("--out", help="folder under benchmarks/results for the tables (default: by mode)")
     parser.add_argument("--samples", type=int, default=4, help="posterior samples per image")
     parser.add_argument("--diffusion", action="store_true",
                         help="ddpm and gaussian with the diffusion solvers on 100 images (papers' steps on 20), "
@@ -52,12 +56,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 images, 5 steps, 2 samples, into results/bench-quick")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
-    out = RESULTS / ("bench-quick" if args.quick else "bench-diffusion" if args.diffusion else "bench")
+    out = RESULTS / (args.out or ("bench-quick" if args.quick else "bench-diffusion" if args.diffusion else "bench"))
     cells = None if args.quick else RESULTS / "bench" / "cells"
+    defaults = {"priors": "ddpm,gaussian,vae,gan,flow,pixelcnn", "n": 20, "paper_n": 3,
+                "solvers": ",".join([*DIFFUSION, *LATENT, "langevin", "annealed-langevin", "conditional"])}
+    if args.diffusion:
+        defaults.update(priors="ddpm,gaussian", solvers=",".join(DIFFUSION), n=100, paper_n=20)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.quick:
         args.n, args.steps, args.samples, args.paper_n = 4, "5", 2, 0
-    if args.diffusion:
-        args.priors, args.solvers, args.n, args.paper_n = "ddpm,gaussian", ",".join(DIFFUSION), 100, 20
     out.mkdir(exist_ok=True)
     result = run_bench(data="mnist", tasks=args.tasks.split(","), priors=args.priors.split(","),
                        solvers=args.solvers.split(","), n=args.n, out=out, steps=[int(s) for s in args.steps.split(",")],
