@@ -34,7 +34,7 @@ def _spectral_measurement(y, operator, shape, sigma_y: float, rcond: float):
 
 @requires(*SVD_CAPABILITIES, noise=("gaussian",), prior=TWEEDIE)
 def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | None = None,
-         callback: Callback = None, fidelity: float = 1.0, eta: float = 0.85, eta_b: float = 1.0,
+         callback: Callback = None, fidelity: float = 1.0, eta: float = 1.0, eta_b: float = 1.0,
          rcond: float = 1e-3):
     """Denoising Diffusion Restoration Models, Kawar et al. (2022), equations (7) and (8).
 
@@ -44,6 +44,13 @@ def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | No
     - sigma_t' < nu = sigma_y / s: x0 + sqrt(1 - eta^2) sigma_t' (y_bar - x0) / nu + eta sigma_t' z;
     - sigma_t' >= nu: (1 - eta_b) x0 + eta_b y_bar + sqrt(sigma_t'^2 - eta_b^2 nu^2) z.
     With sigma_y = 0 and eta_b = 1 the result satisfies A x = y exactly.
+
+    eta defaults to 1 (Kawar et al. use 0.85). On 20 held-out MNIST test digits (images 1000-1019)
+    with the shipped DDPM, eta = 1 against 0.85 at 20 / 50 / 100 steps (``benchmarks/tune_solvers.py``):
+    70% random inpainting +1.6 / +1.3 / +1.2 dB, super-resolution +0.9 / +0.5 / +0.2, box inpainting
+    +0.6 / +1.1 / -0.2, deblurring +0.2 / +0.6 / +1.8 (at 100 steps with fidelity 2), and denoising
+    -1.2 / -1.7 / -2.7: there every component is observed, and with eta = 1 those below the
+    measurement's noise level take nothing from y at a step. For denoising, DDNM is the better solver.
     """
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
