@@ -78,7 +78,8 @@ def main() -> None:
         elbo = prior.elbo_bits_per_dim(images, generator=g)
         iwae = prior.bits_per_dim(images, k=args.k, generator=g)
         report.update(nll_images=args.nll_images, k=args.k, elbo_bits_per_dim=float(elbo.mean()),
-                      elbo_sem=standard_error(elbo), iwae_bits_per_dim=float(iwae.mean()), iwae_sem=standard_error(iwae),
+                      elbo_sem=standard_error(elbo), iwae_bits_per_dim=float(iwae.mean()),
+                      iwae_sem=standard_error(iwae),
                       nll_seconds=time.perf_counter() - t0)
         lines += ["", "| bound on the first {} MNIST test images (8-bit) | bits/dim |".format(args.nll_images),
                   "|---|---|", f"| negative ELBO (1 posterior draw) | {report['elbo_bits_per_dim']:.3f} +- {report['elbo_sem']:.3f} |",

@@ -1,10 +1,11 @@
-"""The project's solver table: ``restore bench`` on MNIST with the shipped priors, cells committed.
+r"""The project's solver table: ``restore bench`` on MNIST with the shipped priors, cells committed.
 
     python benchmarks/solvers.py                 # the six priors on 20 images, into results/bench
     python benchmarks/solvers.py --diffusion     # the diffusion solvers' table, into results/bench-diffusion
     python benchmarks/solvers.py --quick         # a smoke run into results/bench-quick
-    python benchmarks/solvers.py --diffusion --tasks deblur --paper-n 100 --out bench-deblur-100
-                                                 # one task of the diffusion table, DPS 1000 on all 100 images
+    # DPS on deblurring from the diffusion table, DPS 1000 on all 100 images, into results/bench-deblur-100:
+    python benchmarks/solvers.py --diffusion --tasks deblur --priors ddpm --solvers dps \
+        --paper-n 100 --out bench-deblur-100
 
 ``--diffusion`` is the diffusion-solver issue's protocol: the DDPM and the Gaussian prior with the
 six Tweedie solvers at 20, 50 and 100 steps on 100 images, the papers' step counts (DPS 1000,
@@ -30,7 +31,7 @@ RESULTS = Path(__file__).parent / "results"
 #: Settings chosen on held-out test images (benchmarks/tune_solvers.py, images 1000-1019), run in the
 #: --diffusion table as their own rows beside each solver's defaults. DPS on deblurring at 100 steps:
 #: fidelity 1, 2, 3 gave 23.18, 23.48 and 22.75 dB (zeta 3.2, 6.3, 9.5); 1.5 and 2.5 gave 23.35 and 23.44.
-#: DDRM on deblurring at 100 steps: eta (Kawar et al.'s 0.85; our default since is 1) 0.85, 0.95, 1.0 at fidelity 2
+#: DDRM on deblurring at 100 steps: eta (Kawar et al.'s 0.85, our default now 1) 0.85, 0.95, 1.0 at fidelity 2
 #: gave 21.82, 22.85, 23.65 dB; fidelity 1, 2, 4 at eta 1 gave 23.29, 23.65, 23.52 (at 50 steps 22.79,
 #: 23.24, 23.12). Not kept: DiffPIR's lam 0.3, 0.5, 1, 3, 20 (23.19, 23.39, 23.38, 22.66, 20.05 dB), PiGDM
 #: fidelity 0.5, 2, 4 (22.07, 22.52, 22.30) and DPS with eta 0.5 (16.58), all at 100 steps.
