@@ -48,7 +48,7 @@ def test_log_density_matches_the_jacobian_determinant(levels):
     jac = torch.autograd.functional.jacobian(lambda v: glow(v.view(1, 1, 4, 4))[0][0], x.flatten())  # (16, 16)
     eps = glow(x)[0][0]
     expected = -0.5 * eps.square().sum() - 8 * math.log(2 * math.pi) + torch.linalg.slogdet(jac)[1]
-    assert float(log_p[0].detach()) == pytest.approx(float(expected), abs=1e-8)
+    assert float(log_p[0].detach()) == pytest.approx(float(expected.detach()), abs=1e-8)
 
 
 def test_dequantization_bound_and_decode():
