@@ -594,7 +594,7 @@ def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: 
 @app.command()
 def train(
     family: Annotated[str, typer.Argument(help="Prior family to train: ddpm, gaussian, vae, gan, flow or pixelcnn.")],
-    data: Annotated[str, typer.Option(help="mnist, fashion-mnist or a folder of images (searched recursively).")],
+    data: Annotated[str, typer.Option(help="mnist, fashion-mnist, a photo set (train400, bsds400, set12, bsd68, cbsd68) or a folder of images (searched recursively).")],
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, log.jsonl, sample grids and the exported model.")],
     size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own, 28 for MNIST).")] = None,
     channels: Annotated[Optional[int], typer.Option(help="1 or 3 to convert every image (default: as stored).")] = None,
@@ -614,6 +614,7 @@ def train(
     flip: Annotated[bool, typer.Option("--flip", help="Mirror training images left-right at random (not for digits).")] = False,
     rank: Annotated[int, typer.Option(help="gaussian: number of principal directions kept (the rest is diagonal).")] = 64,
     init: Annotated[Optional[str], typer.Option(help="ddpm: start from this model (a --prior value) instead of random weights.")] = None,
+    patch: Annotated[Optional[int], typer.Option(help="ddpm: train on random PATCH x PATCH crops of whole photographs (flipped and turned), with a fully convolutional UNet that runs on any image size.")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(help="vae, gan: dimension of the latent z (default: vae 16, gan 100).")] = None,
     beta: Annotated[float, typer.Option(help="vae: weight of the KL term (1 is the ELBO).")] = 1.0,
     kl_warmup: Annotated[int, typer.Option(help="vae: steps over which the KL weight ramps up from 0 (0: none).")] = 0,
@@ -636,6 +637,10 @@ def train(
     if family not in trainable:
         raise RestoreError(f"training {family!r} is not available yet; trainable families: {', '.join(trainable)}")
     _check_seed(seed)
+    if patch is not None and family != "ddpm":
+        raise RestoreError(f"--patch is a ddpm option (patch-trained diffusion priors); {family} trains on whole images")
+    if patch is not None and patch < 8:
+        raise RestoreError(f"--patch must be at least 8, got {patch}")
     if family == "gaussian":
         from .priors.gaussian import train_gaussian
 
@@ -686,7 +691,7 @@ def train(
         from .priors.ddpm import train_ddpm
 
         summary = train_ddpm(**common, **net, schedule=schedule, timesteps=timesteps, val_every=checkpoint_every,
-                             init=init)
+                             init=init, patch=patch)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

@@ -361,9 +361,10 @@ def training_data(
             "name": data,
         }
 
-    folder = Path(data).expanduser()
+    folder = Path(resolve_data(data, root)).expanduser()
     if not folder.exists():
-        raise RestoreError(f"unknown dataset {data!r}: use mnist, fashion-mnist or a folder of images")
+        raise RestoreError(f"unknown dataset {data!r}: use mnist, fashion-mnist, {', '.join(NATURAL_SETS)} "
+                           "or a folder of images")
     result = load_folder(folder, size=size, channels=channels, val_fraction=val_fraction, seed=seed)
     return {**result, "name": str(folder.resolve())}
 
@@ -390,8 +391,12 @@ def write_training_digests(folder: Path, ds: dict) -> None:
 
     if ds.get("files_train") is None:
         return
+    train = ds["train"]
+    # Patch training keeps whole images of several sizes: one digest per image, at its own size.
+    digests = [d for im in train.images for d in image_digests(im[None])] if isinstance(train, PatchSet) \
+        else image_digests(train)
     with atomic_write(Path(folder) / DIGESTS_FILE) as tmp:
-        tmp.write_text("".join(d + "\n" for d in sorted(set(image_digests(ds["train"])))))
+        tmp.write_text("".join(d + "\n" for d in sorted(set(digests))))
 
 
 def training_digests(run: dict | None, folder: Path | None, shape, root=None) -> set[str] | None:
@@ -429,3 +434,165 @@ def overlap_warning(prior, images: torch.Tensor, what: str, root=None) -> str | 
         return None
     return (f"{shared} of the {len(images)} {what} are in the prior's training set: figures on them flatter it; "
             "evaluate on images it was not trained on")
+
+
+# ---------------------------------------------------------------------------------------------
+# Photographs: the named sets of shared/data/natural, and random patches of whole images
+
+# Name -> folder under <data root>/natural (see that folder's README): the literature's training and test sets.
+NATURAL_SETS = {
+    "train400": "train/gray400",  # DnCNN's 400 gray 180x180 training images
+    "bsds400": "train/bsds400",  # BSDS500 train + test, 400 RGB JPEGs ("CBSD400")
+    "set12": "test/Set12",
+    "bsd68": "test/BSD68",
+    "cbsd68": "test/CBSD68",
+}
+LEVIN_KERNELS = "kernels"  # levin1..8.npy under <data root>/natural
+
+
+def natural_folder(name: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder of a named photograph set (``NATURAL_SETS``) under the data root."""
+    if name not in NATURAL_SETS:
+        raise RestoreError(f"unknown photo set {name!r}: choose one of {', '.join(NATURAL_SETS)}")
+    root = Path(root).expanduser() if root is not None else default_data_root()
+    folder = root / "natural" / NATURAL_SETS[name]
+    if not folder.is_dir():
+        raise RestoreError(f"the {name} photos are not in '{folder}': put the natural-image sets under "
+                           f"'{root / 'natural'}' or set RESTORE_DATA to the folder that holds natural/")
+    return folder
+
+
+def resolve_data(data: str, root: str | os.PathLike | None = None) -> str:
+    """A --data value as a dataset name (mnist, fashion-mnist) or a folder path: named photo sets become
+    their folders, anything else is taken as a path."""
+    if data in NATURAL_SETS:
+        return str(natural_folder(data, root))
+    return data
+
+
+def read_images(folder: str | os.PathLike, *, channels: int | None = None) -> tuple[list[torch.Tensor], list[str]]:
+    """Every image under ``folder`` (recursively, sorted by path) at its own size, as uint8 (C, H, W) tensors,
+    and their relative paths. ``channels`` 1 or 3 converts; None keeps the stored kind (all must agree)."""
+    from tqdm.auto import tqdm
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise RestoreError(f"cannot read images from folder '{folder}': no such folder")
+    files = [rel for rel, _ in _image_files(folder)]
+    if not files:
+        raise RestoreError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder '{folder}' or its subfolders")
+    images, kinds = [], {}
+    show = None if len(files) > _PROGRESS_MIN_FILES else True
+    for rel in tqdm(files, desc="reading images", unit="image", disable=show):
+        path = folder / rel
+        im = _open_image(path)
+        if im.mode not in _GRAY_MODES | _COLOUR_MODES:
+            raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'")
+        kind = "gray" if im.mode in _GRAY_MODES else "colour"
+        kinds.setdefault(kind, rel)
+        if channels is None and len(kinds) == 2:
+            raise RestoreError(f"folder '{folder}' mixes gray ('{kinds['gray']}') and colour ('{kinds['colour']}') "
+                               "images; pass channels=1 or channels=3 (--channels) to convert all")
+        picture = _eight_bit(im, path)
+        c = channels or (1 if kind == "gray" else 3)
+        picture = picture.convert("L" if c == 1 else "RGB") if picture.mode != ("L" if c == 1 else "RGB") else picture
+        pixels = np.asarray(picture)
+        # (H, W) or (H, W, 3) -> (C, H, W)
+        images.append(torch.from_numpy(np.array(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))))
+    return images, files
+
+
+def dihedral(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Apply element k (0..7) of the dihedral group of the square to each image of (B, C, P, P):
+    k % 4 quarter turns, then a left-right mirror when k >= 4."""
+    out = torch.empty_like(x)
+    for j in range(8):
+        sel = k == j
+        if sel.any():
+            y = torch.rot90(x[sel], j % 4, dims=(-2, -1))
+            out[sel] = y.flip(-1) if j >= 4 else y
+    return out
+
+
+class PatchSet:
+    """Random ``patch`` x ``patch`` crops of whole images of any sizes, for training on photographs.
+
+    An image is chosen with probability proportional to its number of patch positions (so every
+    position of every image is equally likely), then a position uniformly. With ``augment``, each
+    patch gets one of the 8 flips and quarter turns of the square, as DnCNN trains (Zhang et al. 2017).
+    """
+
+    def __init__(self, images: list[torch.Tensor], patch: int, augment: bool = True):
+        if patch < 4:
+            raise RestoreError(f"the patch size must be at least 4, got {patch}")
+        small = [i for i, im in enumerate(images) if min(im.shape[-2:]) < patch]
+        if small:
+            h, w = images[small[0]].shape[-2:]
+            raise RestoreError(f"--patch {patch} is larger than {len(small)} of the images (the first is {w}x{h}); "
+                               "choose a smaller patch")
+        self.images, self.patch, self.augment = images, patch, augment
+        self.channels = images[0].shape[0]
+        positions = torch.tensor([(im.shape[-2] - patch + 1) * (im.shape[-1] - patch + 1) for im in images],
+                                 dtype=torch.float64)
+        self.weights = positions / positions.sum()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(N images, C, patch, patch): what a batch of patches looks like, N being the image count."""
+        return (len(self.images), self.channels, self.patch, self.patch)
+
+    def crops(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n random uint8 patches (n, C, P, P), without augmentation."""
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+        out = torch.empty((n, self.channels, self.patch, self.patch), dtype=torch.uint8)
+        for j, i in enumerate(idx.tolist()):
+            im = self.images[i]
+            top = int(u[j, 0] * (im.shape[-2] - self.patch + 1))
+            left = int(u[j, 1] * (im.shape[-1] - self.patch + 1))
+            out[j] = im[:, top : top + self.patch, left : left + self.patch]
+        return out
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n random patches as floats in [0, 1], (n, C, P, P), flipped and turned when ``augment``."""
+        x = self.crops(n, generator).float() / 255
+        if self.augment:
+            x = dihedral(x, torch.randint(8, (n,), generator=generator))
+        return x
+
+
+def patch_training_data(data: str, *, patch: int, channels: int | None = None, val_fraction: float = 0.05,
+                        val_patches: int = 512, augment: bool = True, seed: int = 0,
+                        root: str | os.PathLike | None = None) -> dict:
+    """Training data of random patches from a folder of photographs (or a named set: train400, bsds400).
+
+    Whole images are split into train and validation files as :func:`load_folder` splits them; "train" is
+    a :class:`PatchSet` (with the 8 flips and turns when ``augment``) and "val" a fixed uint8 tensor of
+    ``val_patches`` patches of the validation images.
+    """
+    _check_training_options(None, channels, val_fraction)
+    if data in _FOLDERS:
+        raise RestoreError(f"--patch trains on folders of photographs; {data} images are trained whole (drop --patch)")
+    folder = Path(resolve_data(data, root)).expanduser()
+    if not folder.exists():
+        raise RestoreError(f"unknown dataset {data!r}: use mnist, fashion-mnist, {', '.join(NATURAL_SETS)} or a folder")
+    images, files = read_images(folder, channels=channels)
+    n = len(images)
+    if n < 2 and val_fraction > 0:
+        raise RestoreError(f"folder '{folder}' has only 1 image; a train/validation split needs at least 2")
+    n_val = min(max(round(val_fraction * n), 1), n - 1) if val_fraction > 0 else 0
+    order = np.random.default_rng(seed).permutation(n)
+    val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
+    train = PatchSet([images[i] for i in train_index], patch, augment)
+    val = None
+    if n_val:
+        val = PatchSet([images[i] for i in val_index], patch).crops(val_patches, torch.Generator().manual_seed(seed))
+    sizes = [(f, int(Path(folder, f).stat().st_size)) for f in files]
+    return {
+        "train": train, "val": val, "name": data if data in NATURAL_SETS else str(folder.resolve()),
+        "files_train": [files[i] for i in train_index], "files_val": [files[i] for i in val_index],
+        "file_list_hash": file_list_hash(sizes), "patch": patch,
+    }

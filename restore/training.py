@@ -139,7 +139,9 @@ def _scalars(out) -> tuple[torch.Tensor, dict[str, float]]:
 
 def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bool = False) -> torch.Tensor:
     """A batch drawn with replacement, as floats in [0, 1]; with ``flip``, each image is mirrored
-    left-right with probability 1/2."""
+    left-right with probability 1/2. A :class:`restore.data.PatchSet` draws its own random patches."""
+    if hasattr(images, "crops"):
+        return images.batch(size, generator)
     idx = torch.randint(len(images), (size,), generator=generator)
     x = images[idx].float() / 255
     if flip:

@@ -226,6 +226,22 @@ def make_unet(size: int, channels: int, width: int = 32, layers_per_block: int =
     )
 
 
+def make_patch_unet(patch: int, channels: int, width: int = 32, layers_per_block: int = 1):
+    """A fully convolutional UNet2DModel for photographs, trained on ``patch`` x ``patch`` crops and run on
+    whole images of any size (padded to a multiple of 8): widths (w, 2w, 3w, 4w), three downsamplings,
+    no attention, so nothing in it depends on the image size it was trained at."""
+    from diffusers import UNet2DModel
+
+    if patch % 8:
+        raise RestoreError(f"the photo UNet downsamples three times, so --patch must be divisible by 8, got {patch}")
+    return UNet2DModel(
+        sample_size=patch, in_channels=channels, out_channels=channels, layers_per_block=layers_per_block,
+        block_out_channels=(width, 2 * width, 3 * width, 4 * width),
+        down_block_types=("DownBlock2D",) * 4, up_block_types=("UpBlock2D",) * 4,
+        norm_num_groups=min(8, width),
+    )
+
+
 def make_scheduler(schedule: str = "linear", timesteps: int = 1000):
     """diffusers' DDPMScheduler: Ho et al.'s linear betas (1e-4 to 0.02) or the cosine schedule of
     Nichol & Dhariwal (2021) ("squaredcos_cap_v2"), epsilon prediction, beta_tilde variance."""
@@ -274,8 +290,12 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
                batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999, seed: int = 0,
                max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
                val_every: int = 500, resume: bool = False, device: str = "auto", precision: str = "auto",
-               flip: bool = False, init: str | None = None, data_root=None) -> dict:
+               flip: bool = False, init: str | None = None, patch: int | None = None, data_root=None) -> dict:
     """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder.
+
+    ``patch`` trains on random ``patch`` x ``patch`` crops of whole photographs (a folder or a named
+    set: train400, bsds400), flipped and turned at random, with the fully convolutional
+    :func:`make_patch_unet`, which runs on images of any size afterwards.
 
     ``init`` (a --prior value: family name, model folder or hub id) starts from that model's weights
     (and architecture) instead of random ones: to continue training a shipped or downloaded DDPM.
@@ -285,12 +305,18 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
     from .. import training
 
     d = training.setup_distributed(device)
-    ds = datasets.training_data(data, size=size, channels=channels, seed=seed, root=data_root)
+    if patch is not None:
+        if size is not None:
+            raise RestoreError("--patch trains on crops of the images at their own size; drop --size")
+        ds = datasets.patch_training_data(data, patch=patch, channels=channels, seed=seed, root=data_root)
+    else:
+        ds = datasets.training_data(data, size=size, channels=channels, seed=seed, root=data_root)
     _, c, h, w = ds["train"].shape
     torch.manual_seed(seed)  # the same initial weights on every rank
     scheduler = make_scheduler(schedule, timesteps)
     if init is None:
-        unet = make_unet(h, c, width, layers_per_block)
+        make = make_patch_unet if patch is not None else make_unet
+        unet = make(h, c, width, layers_per_block)
     else:
         unet = _init_unet(init, (c, h, w), scheduler.betas)
         width, layers_per_block = unet.config.block_out_channels[0], unet.config.layers_per_block
@@ -299,6 +325,7 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
         "family": "ddpm", "data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"), "image_size": h,
         "channels": c, "width": width, "layers_per_block": layers_per_block, "schedule": schedule, "timesteps": timesteps,
         "parameters": sum(p.numel() for p in unet.parameters()), "init": init,
+        **({"patch": patch, "train_images": len(ds["train"])} if patch is not None else {}),
     }
 
     def sample_fn(ema, generator):
