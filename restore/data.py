@@ -180,7 +180,7 @@ def file_list_hash(paths: list[tuple[str, int]]) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogateescape")).hexdigest()
 
 
-def _image_files(root: Path) -> list[tuple[str, int]]:
+def image_files(root: Path) -> list[tuple[str, int]]:
     """(relative POSIX path, size in bytes) of every image file under ``root``, sorted by path."""
 
     def unreadable(exc: OSError) -> None:
@@ -255,7 +255,7 @@ def load_folder(
         raise RestoreError(f"cannot read images from folder '{root}': it is a file, expected a folder")
     if size is None:
         raise RestoreError(f"give --size for an image folder ('{root}'): images are resized to size x size")
-    files = _image_files(root)
+    files = image_files(root)
     n = len(files)
     if n == 0:
         extensions = ", ".join(IMAGE_EXTENSIONS)
@@ -462,6 +462,21 @@ def natural_folder(name: str, root: str | os.PathLike | None = None) -> Path:
     return folder
 
 
+def levin_kernel(index: int, root: str | os.PathLike | None = None) -> torch.Tensor:
+    """Camera-shake kernel ``index`` (1-8) of Levin, Weiss, Durand & Freeman (2009), float32 summing to 1."""
+    from .io import load_arrays
+
+    if not 1 <= index <= 8:
+        raise RestoreError(f"levin:{index}: the Levin et al. kernels are numbered 1 to 8")
+    root = Path(root).expanduser() if root is not None else default_data_root()
+    path = root / "natural" / LEVIN_KERNELS / f"levin{index}.npy"
+    if not path.is_file():
+        raise RestoreError(f"the Levin kernels are not in '{path.parent}': set RESTORE_DATA to the folder that "
+                           "holds natural/kernels, or give the kernel as a file")
+    kernel = next(iter(load_arrays(path).values())).squeeze().float()
+    return kernel / kernel.sum()
+
+
 def resolve_data(data: str, root: str | os.PathLike | None = None) -> str:
     """A --data value as a dataset name (mnist, fashion-mnist) or a folder path: named photo sets become
     their folders, anything else is taken as a path."""
@@ -478,7 +493,7 @@ def read_images(folder: str | os.PathLike, *, channels: int | None = None) -> tu
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise RestoreError(f"cannot read images from folder '{folder}': no such folder")
-    files = [rel for rel, _ in _image_files(folder)]
+    files = [rel for rel, _ in image_files(folder)]
     if not files:
         raise RestoreError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder '{folder}' or its subfolders")
     images, kinds = [], {}

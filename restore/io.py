@@ -336,3 +336,29 @@ def load_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return {"array": torch.from_numpy(array)}
     except TypeError:
         raise RestoreError(f"cannot read arrays '{path}': unsupported data type {array.dtype}") from None
+
+
+def read_kernel(path: str | os.PathLike) -> torch.Tensor:
+    """A blur kernel (kh, kw) as float64 from a .npy / .safetensors array or an image (8- or 16-bit gray
+    PNG, full precision: 16-bit kernels keep their 65,536 levels); not normalised."""
+    path = Path(path)
+    _check_input_file(path, "kernel file")
+    if path.suffix.lower() in (".npy", ".safetensors"):
+        arrays = load_arrays(path)
+        if len(arrays) != 1:
+            raise RestoreError(f"kernel file '{path}' must hold exactly one array")
+        kernel = next(iter(arrays.values())).squeeze()
+        if kernel.is_complex() or kernel.dtype == torch.bool:
+            raise RestoreError(f"kernel file '{path}' holds a {kernel.dtype} array; a kernel is real")
+        kernel = kernel.double()
+    else:
+        im = _open_image(path)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "L"):
+            kernel = torch.from_numpy(np.asarray(im).astype(np.float64))
+        elif im.mode in ("RGB", "RGBA", "LA", "P", "1"):
+            kernel = torch.from_numpy(np.asarray(im.convert("L")).astype(np.float64))
+        else:
+            raise RestoreError(f"kernel image '{path}' has mode {im.mode!r}; save it as a gray PNG")
+    if kernel.dim() != 2:
+        raise RestoreError(f"kernel file '{path}' holds an array of shape {tuple(kernel.shape)}; a kernel is 2-D")
+    return kernel

@@ -39,6 +39,8 @@ def registry(shape):
         "blur-gaussian": O.Blur.gaussian(1.0, noise=O.GaussianNoise(0.05)),
         "blur-motion": O.Blur.motion(7, 0.5, seed=1),
         "blur-custom": O.Blur(CUSTOM_KERNEL),
+        "blur-valid-custom": O.ValidBlur(CUSTOM_KERNEL, noise=O.GaussianNoise(0.05)),
+        "blur-valid-motion": O.ValidBlur(O.functional.motion_kernel(5, 0.5, seed=2)),
         "superres-box-2": O.Downsample(2, "box"),
         "superres-box-4": O.Downsample(4, "box", noise=O.GaussianNoise(0.05)),
         "superres-bicubic-2": O.Downsample(2, "bicubic"),
@@ -107,6 +109,12 @@ def test_measurement_shape(shape, op):
     assert tuple(op.measurement_shape(shape)) == tuple(op.A(randn(*shape)).shape)
     y = op(randn(*shape), generator=torch.Generator().manual_seed(0))  # with noise
     assert tuple(y.shape) == tuple(op.measurement_shape(shape))
+
+
+@pytest.mark.parametrize("shape, op", OPERATORS)
+def test_input_shape_inverts_measurement_shape(shape, op):
+    # What a prior of images of any size needs: the size of x from the measurement alone.
+    assert tuple(op.input_shape(op.measurement_shape(shape))) == tuple(shape)
 
 
 @pytest.mark.parametrize("shape, op", OPERATORS)

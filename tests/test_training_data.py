@@ -265,4 +265,5 @@ def test_training_data_folder_and_errors(tmp_path, monkeypatch):
         training_data(str(tmp_path / "set" / "0.png"), size=6)
     with pytest.raises(RestoreError) as info:
         training_data("nonexistent")
-    assert str(info.value) == "unknown dataset 'nonexistent': use mnist, fashion-mnist or a folder of images"
+    assert str(info.value) == ("unknown dataset 'nonexistent': use mnist, fashion-mnist, train400, bsds400, set12, bsd68, "
+                               "cbsd68 or a folder of images")

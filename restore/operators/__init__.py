@@ -6,7 +6,7 @@ import torch
 
 from ..errors import RestoreError
 from .base import DEFAULT_RCOND, Composition, Denoising, LinearOperator, Operator, SVDOperator, compose
-from .blur import Blur
+from .blur import Blur, ValidBlur
 from .cs import CompressedSensing
 from .downsample import Downsample
 from .mask import Inpainting
@@ -15,13 +15,13 @@ from .phase import PhaseRetrieval
 
 __all__ = [
     "DEFAULT_RCOND", "Blur", "Composition", "CompressedSensing", "Denoising", "Downsample", "GaussianNoise",
-    "Inpainting", "LinearOperator", "Noise", "Operator", "PhaseRetrieval", "PoissonNoise", "SVDOperator", "compose",
+    "Inpainting", "LinearOperator", "Noise", "Operator", "PhaseRetrieval", "PoissonNoise", "SVDOperator", "ValidBlur", "compose",
     "from_spec", "noise_from_spec",
 ]
 
 _FIELDS = {
     "inpaint": {"type", "mask", "noise"},
-    "deblur": {"type", "kernel", "made_by", "noise"},
+    "deblur": {"type", "kernel", "made_by", "boundary", "noise"},
     "superres": {"type", "factor", "filter", "noise"},
     "denoise": {"type", "noise"},
     "cs": {"type", "m", "seed", "image_shape", "noise"},
@@ -60,7 +60,11 @@ def from_spec(spec: dict, arrays: dict[str, torch.Tensor] | None = None) -> Oper
     if kind == "inpaint":
         return Inpainting(array("mask"), noise)
     if kind == "deblur":
-        return Blur(array("kernel"), noise, description=spec.get("made_by"))
+        boundary = spec.get("boundary", "circular")
+        if boundary not in ("circular", "valid"):
+            raise RestoreError(f"unknown blur boundary {boundary!r} (known: circular, valid)")
+        made = ValidBlur if boundary == "valid" else Blur
+        return made(array("kernel"), noise, description=spec.get("made_by"))
     if kind == "superres":
         return Downsample(spec["factor"], spec.get("filter", "box"), noise)
     if kind == "denoise":

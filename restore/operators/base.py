@@ -55,6 +55,15 @@ class Operator(torch.nn.Module):
     def check_input(self, x_shape: tuple[int, ...]) -> None:
         """Raise :class:`RestoreError` if this operator cannot act on images of shape x_shape."""
 
+    def input_shape(self, y_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of x for a measurement of shape y_shape: y's own here; operators that resize override it."""
+        return tuple(y_shape)
+
+    def field_of_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of an estimate x that the measurement covers (all of it, but for a valid blur,
+        whose x extends beyond the frame)."""
+        return x
+
     def spec(self) -> dict:
         """JSON-able description; tensors appear as {"array": name} and come from :meth:`arrays`."""
         raise NotImplementedError
@@ -153,6 +162,16 @@ class Denoising(IdentityBasisOperator):
 
     name = "denoise"
 
+    @property
+    def kernel(self) -> torch.Tensor:
+        """The identity as a blur: a 1x1 kernel, so solvers written for blurs (Wiener, BM3D) denoise."""
+        return torch.ones(1, 1)
+
+    def otf(self, x: torch.Tensor) -> torch.Tensor:
+        """Transfer function of the identity: all ones, (H, W) complex."""
+        return torch.ones(x.shape[-2:], device=x.device,
+                          dtype=torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+
     def singular_values(self, x):
         return torch.ones(x.shape[1:], device=x.device, dtype=x.dtype)
 
@@ -186,6 +205,9 @@ class Composition(LinearOperator):
 
     def measurement_shape(self, x_shape):
         return self.outer.measurement_shape(self.inner.measurement_shape(x_shape))
+
+    def input_shape(self, y_shape):
+        return self.inner.input_shape(self.outer.input_shape(y_shape))
 
     def check_input(self, x_shape):
         self.inner.check_input(x_shape)

@@ -1,4 +1,5 @@
-"""Blur: circular convolution with a kernel, A x = k (*) x, diagonal in the Fourier domain."""
+"""Blur: convolution with a kernel, A x = k (*) x. :class:`Blur` is circular (diagonal in the Fourier
+domain, a closed-form SVD); :class:`ValidBlur` is what a camera records, no wrap-around at the borders."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 
 from ..errors import RestoreError
 from . import functional as Fn
-from .base import SVDOperator
+from .base import LinearOperator, SVDOperator
 from .noise import Noise
 
 
@@ -94,6 +95,83 @@ class Blur(SVDOperator):
 
     def spec(self):
         return {"type": "deblur", "kernel": {"array": "kernel"}, "made_by": self.description, "noise": self.noise.spec()}
+
+    def arrays(self):
+        return {"kernel": self.kernel}
+
+
+class ValidBlur(LinearOperator):
+    """Blur as a camera records it: y = (k * x)_valid, no assumption about the scene beyond the frame.
+
+    A real blurred photograph is not periodic: each recorded pixel mixes scene points up to the
+    kernel's radius (rh, rw) = (kh // 2, kw // 2) beyond the frame. So the unknown x covers the
+    frame grown by that radius on every side, (H + 2 rh, W + 2 rw), and A is the circular
+    convolution on that grown domain cropped to the frame; the cropped rows and columns never
+    wrap, so A is exactly the 'valid' convolution. The grown band is unobserved: the solver fills
+    it from its prior, and :meth:`field_of_view` crops the estimate back to the frame. This is
+    the boundary model of Bertero & Boccacci (2005), "A simple method for the reduction of boundary
+    effects in the Richardson-Lucy approach to image deconvolution".
+    """
+
+    name = "deblur"
+
+    def __init__(self, kernel: torch.Tensor, noise: Noise | None = None, *, description: dict | None = None):
+        super().__init__(noise)
+        circular = Blur(kernel, description=description)  # checks and normalises the kernel
+        self.register_buffer("kernel", circular.kernel)
+        self.description = circular.description
+        self.radius = (self.kernel.shape[0] // 2, self.kernel.shape[1] // 2)
+
+    @classmethod
+    def of(cls, blur: Blur) -> "ValidBlur":
+        """The valid-boundary version of a circular :class:`Blur` (same kernel and noise)."""
+        return cls(blur.kernel, blur.noise, description=blur.description)
+
+    def check_input(self, x_shape):
+        H, W = x_shape[-2:]
+        rh, rw = self.radius
+        if H <= 2 * rh or W <= 2 * rw:
+            kh, kw = self.kernel.shape
+            raise RestoreError(f"the blur kernel is {kw}x{kh}: a valid blur leaves nothing of a {W - 2 * rw}x"
+                               f"{H - 2 * rh} frame; use a smaller kernel")
+
+    def otf(self, x: torch.Tensor) -> torch.Tensor:
+        """Transfer function (H, W) of the circular convolution on x's (grown) domain."""
+        self.check_input(x.shape)
+        return Fn.kernel_otf(self.kernel.to(torch.float64), *x.shape[-2:]).to(
+            torch.complex128 if x.dtype == torch.float64 else torch.complex64).to(x.device)
+
+    def field_of_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of x (B, C, H + 2 rh, W + 2 rw) that the measurement's frame covers, (B, C, H, W)."""
+        rh, rw = self.radius
+        return x[..., rh : x.shape[-2] - rh, rw : x.shape[-1] - rw]
+
+    def grow(self, y: torch.Tensor, mode: str = "constant") -> torch.Tensor:
+        """y (B, C, H, W) padded by the radius on every side: zeros ("constant") or mirrored ("reflect")."""
+        rh, rw = self.radius
+        if mode == "reflect":
+            return Fn.reflect_pad(y, rh, rw)
+        return torch.nn.functional.pad(y, (rw, rw, rh, rh))
+
+    def A(self, x):
+        return self.field_of_view(torch.fft.ifft2(self.otf(x) * torch.fft.fft2(x)).real.to(x.dtype))
+
+    def A_adjoint(self, y):
+        z = self.grow(y)  # zero outside the frame, (B, C, H + 2 rh, W + 2 rw)
+        return torch.fft.ifft2(self.otf(z).conj() * torch.fft.fft2(z)).real.to(y.dtype)
+
+    def measurement_shape(self, x_shape):
+        rh, rw = self.radius
+        return tuple(x_shape[:-2]) + (x_shape[-2] - 2 * rh, x_shape[-1] - 2 * rw)
+
+    def input_shape(self, y_shape):
+        """Shape of x for a measurement of shape y_shape: the frame grown by the kernel radius."""
+        rh, rw = self.radius
+        return tuple(y_shape[:-2]) + (y_shape[-2] + 2 * rh, y_shape[-1] + 2 * rw)
+
+    def spec(self):
+        return {"type": "deblur", "boundary": "valid", "kernel": {"array": "kernel"}, "made_by": self.description,
+                "noise": self.noise.spec()}
 
     def arrays(self):
         return {"kernel": self.kernel}

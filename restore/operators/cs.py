@@ -80,6 +80,9 @@ class CompressedSensing(SVDOperator):
     def measurement_shape(self, x_shape):
         return (x_shape[0], self.m)
 
+    def input_shape(self, y_shape):
+        return (y_shape[0], *self.image_shape)
+
     def spec(self):
         return {"type": "cs", "m": self.m, "seed": self.seed, "image_shape": list(self.image_shape), "noise": self.noise.spec()}
 

@@ -81,6 +81,9 @@ class Downsample(SVDOperator):
         s[: s_h.numel(), : s_w.numel()] = torch.outer(s_h, s_w)
         return s.expand(x.shape[1:])
 
+    def input_shape(self, y_shape):
+        return tuple(y_shape[:-2]) + (y_shape[-2] * self.factor, y_shape[-1] * self.factor)
+
     def measurement_shape(self, x_shape):
         return tuple(x_shape[:-2]) + (x_shape[-2] // self.factor, x_shape[-1] // self.factor)
 

@@ -73,6 +73,14 @@ def kernel_otf(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.fft.fft2(padded)
 
 
+def reflect_pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """x (..., H, W) mirrored by ph rows and pw columns on each side, half-sample symmetric (the edge
+    pixel repeated, as MATLAB's padarray 'symmetric'); pads wider than the image mirror again."""
+    rows = torch.from_numpy(_reflect(np.arange(-ph, x.shape[-2] + ph), x.shape[-2])).to(x.device)
+    cols = torch.from_numpy(_reflect(np.arange(-pw, x.shape[-1] + pw), x.shape[-1])).to(x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
 def _cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
     """Keys' cubic convolution kernel (a = -0.5, as MATLAB's and PyTorch's bicubic)."""
     t = np.abs(t)

@@ -32,6 +32,10 @@ class PhaseRetrieval(Operator):
         H, W = self._padded_size(*x.shape[-2:])
         return torch.fft.fft2(x, s=(H, W), norm="ortho").abs()  # (B, C, H', W'): zero-padding by s
 
+    def input_shape(self, y_shape):
+        raise RestoreError("the image size of a phase-retrieval measurement is not determined by it: give a prior "
+                           "of fixed-size images")
+
     def measurement_shape(self, x_shape):
         return (*x_shape[:-2], *self._padded_size(*x_shape[-2:]))
 

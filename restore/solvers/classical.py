@@ -52,6 +52,19 @@ def biharmonic(y, operator, prior=None, *, steps=None, generator=None, callback:
     return torch.stack(out).to(y.dtype).to(y.device).clamp(0, 1)
 
 
+def circular_domain(y: torch.Tensor, operator):
+    """(y', crop) for solvers that assume a circular blur: for a valid blur, y mirrored beyond its frame by
+    the kernel radius plus a margin of one kernel size, so that the wrap-around of the periodic model falls
+    in the margin, and ``crop`` maps an estimate on that domain back to x's (frame grown by the radius).
+    For a circular blur, y itself and no crop."""
+    if not hasattr(operator, "grow"):  # not a valid blur: x has y's shape
+        return y, lambda x: x
+    rh, rw = operator.radius
+    mh, mw = operator.kernel.shape
+    padded = Fn.reflect_pad(y, rh + mh, rw + mw)
+    return padded, lambda x: x[..., mh : x.shape[-2] - mh, mw : x.shape[-1] - mw]
+
+
 @requires("otf")
 def wiener(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, balance: float | None = None):
     """Wiener deconvolution for a circular blur, with a 1/|L(f)|^2 image spectrum (L the Laplacian).
@@ -62,11 +75,13 @@ def wiener(y, operator, prior=None, *, steps=None, generator=None, callback: Cal
     no tuning. Pass ``balance`` to fix beta instead. L(0) = 0 leaves the mean unregularised.
     """
     sigma = max(effective_sigma(y, operator), SIGMA_FLOOR)
+    y, crop = circular_domain(y, operator)
     H, W = y.shape[-2:]
     N = H * W
     K = operator.otf(y)  # (H, W) complex
     lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
     L2 = Fn.kernel_otf(lap, H, W).abs().square().to(y.device, y.dtype)  # (H, W)
+    L2[0, 0] = 0.0  # exactly: the FFT leaves round-off there on sizes such as 321x481
     Y = torch.fft.fft2(y)
     if balance is None:
         K2 = K.abs().square()
@@ -77,7 +92,7 @@ def wiener(y, operator, prior=None, *, steps=None, generator=None, callback: Cal
     else:
         beta = torch.as_tensor(balance, dtype=y.dtype, device=y.device)
     X = K.conj() * Y / (K.abs().square() + beta * L2)
-    return torch.fft.ifft2(X).real.clamp(0, 1)
+    return crop(torch.fft.ifft2(X).real.clamp(0, 1))
 
 
 @requires("A_adjoint")
@@ -88,11 +103,14 @@ def richardson_lucy(y, operator, prior=None, *, steps: int = 50, generator=None,
     Negative values of y (Gaussian noise) are clipped to 0.
     """
     y = y.clamp_min(0)
-    norm = operator.A_adjoint(torch.ones_like(y)).clamp_min(1e-12)  # A^T 1
+    norm = operator.A_adjoint(torch.ones_like(y))  # A^T 1
+    # Pixels no measurement sees (A^T 1 = 0 up to FFT round-off) keep their start value.
+    seen = norm > 1e-6 * norm.max()
+    norm = torch.where(seen, norm, torch.ones_like(norm))
     x = torch.full_like(norm, float(y.mean().clamp_min(1e-3)))
     for k in range(steps):
         ratio = y / operator.A(x).clamp_min(1e-12)
-        x = x * operator.A_adjoint(ratio) / norm
+        x = torch.where(seen, x * operator.A_adjoint(ratio).clamp_min(0) / norm, x)
         if callback is not None:
             callback(k, x)
     return x.clamp(0, 1)
