@@ -196,7 +196,8 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                 if solver not in solvers_for(prior) or missing_capabilities(PRIOR_SOLVERS[solver], op):
                     continue
                 k = 1 if solver in ESTIMATORS else samples
-                grid = [(st, n) for st in (steps if solver in DIFFUSION else [None])]
+                stepped = solver in DIFFUSION and isinstance(solver_settings(PRIOR_SOLVERS[solver]).get("steps"), int)
+                grid = [(st, n) for st in (steps if stepped else [None])]
                 paper = [(PAPER_STEPS[solver], min(paper_n, n))] if solver in PAPER_STEPS and paper_n else []
                 base = BENCH_SETTINGS.get(solver, {})
                 # The defaults at the step grid and the papers' steps; each variant at the step grid, its

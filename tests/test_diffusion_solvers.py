@@ -302,3 +302,33 @@ def test_dps_fits_a_phase_retrieval_measurement():
     # The SVD solvers cannot run at all.
     assert (fit < 0.5 * prior_fit).all(), (fit, prior_fit)
     assert missing_capabilities(DIFFUSION["pigdm"], op) and not missing_capabilities(DIFFUSION["dps"], op)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tweedie: the posterior mean of denoising in one evaluation
+
+
+def test_tweedie_is_the_exact_posterior_mean_on_a_gaussian_prior():
+    prior = _correlated()
+    a = prior.alpha_bar.double()
+    t = 200
+    sigma_y = float(((1 - a[t]) / a[t]).sqrt()) / 2  # exactly timestep t's noise level, in [0, 1] units
+    op = _operator("denoise", sigma_y)
+    y = _measure(prior, op)
+    mean, _ = prior.posterior(y, op)
+    x = DIFFUSION["tweedie"](y, op, prior)
+    assert (x - mean.clamp(0, 1)).abs().max() < 1e-4
+    # Between two timesteps the two estimates are interpolated: close, not exact.
+    op = _operator("denoise", sigma_y * 1.003)
+    y = _measure(prior, op)
+    mean, _ = prior.posterior(y, op)
+    prior_err = (prior.mean.float().reshape(SHAPE) - mean).square().mean().sqrt()
+    assert (DIFFUSION["tweedie"](y, op, prior) - mean.clamp(0, 1)).square().mean().sqrt() < 0.02 * prior_err
+
+
+def test_tweedie_refuses_what_is_not_denoising():
+    prior = _correlated()
+    op = _operator("deblur", 0.05)
+    with pytest.raises(RestoreError, match="denoises"):
+        DIFFUSION["tweedie"](_measure(prior, op), op, prior)
+    assert missing_capabilities(DIFFUSION["tweedie"], _operator("inpaint", 0.05)) == ["kernel"]

@@ -1,16 +1,22 @@
 """Solvers: recover x from y = noise(A(x)); all share one call shape (see :mod:`restore.solvers.base`)."""
 
 from .base import check_compatible, missing_capabilities, requires
-from .classical import SOLVERS as CLASSICAL
+from .bm3d import bm3d
+from .classical import SOLVERS
 from .ddrm import ddnm, ddrm
 from .diffpir import diffpir
 from .guidance import dps, pigdm
 from .langevin import annealed_langevin, langevin, map_estimate, pixelcnn_inpaint
 from .latent import csgm
 from .repaint import repaint
+from .tweedie import tweedie
+
+#: Classical (non-learned) solvers by name: those of classical.py and BM3D.
+CLASSICAL = {**SOLVERS, "bm3d": bm3d}
 
 #: Diffusion solvers: they need a prior with Tweedie's estimate (a DDPM, or the Gaussian reference).
-DIFFUSION = {"ddrm": ddrm, "ddnm": ddnm, "pigdm": pigdm, "dps": dps, "diffpir": diffpir, "repaint": repaint}
+DIFFUSION = {"ddrm": ddrm, "ddnm": ddnm, "pigdm": pigdm, "dps": dps, "diffpir": diffpir, "repaint": repaint,
+             "tweedie": tweedie}
 
 #: Latent-optimization solvers: they need a prior that decodes a latent (VAE, GAN).
 LATENT = {"csgm": csgm}

@@ -1,0 +1,49 @@
+"""The natural-image benchmark (photographs): every classical baseline, BM3D included, under the
+literature's protocols, beside the published figures. See restore/photo_bench.py for the protocol.
+
+    python benchmarks/natural.py                                # every setting and classical solver
+    python benchmarks/natural.py --settings denoise/bsd68 --solvers bm3d --max-minutes 30
+    python benchmarks/natural.py --table                        # only rewrite the table from the cells
+
+Cells (one JSON line per measurement) are kept in benchmarks/results/natural/cells.jsonl, so an
+interrupted or budget-stopped run continues where it stopped. The table goes to results.md beside it.
+Seconds are wall-clock on this machine with the torch threads it is given (OMP_NUM_THREADS).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+
+from restore import photo_bench
+from restore.runtime import keep_freed_memory, machine
+
+OUT = Path(__file__).parent / "results" / "natural"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", nargs="*", help="setting names or prefixes (default: all)")
+    parser.add_argument("--solvers", nargs="*", help="classical solvers (default: every compatible one)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this long; run again to continue")
+    parser.add_argument("--force", action="store_true", help="recompute cached cells")
+    parser.add_argument("--table", action="store_true", help="only write the table from the stored cells")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if not args.table:
+        photo_bench.run(out=args.out, setting_names=args.settings, solvers=args.solvers,
+                        max_minutes=args.max_minutes, force=args.force)
+    cells = photo_bench.Cells(args.out / "cells.jsonl")
+    table = photo_bench.markdown(photo_bench.summary(cells))
+    text = (f"# Natural-image benchmark: classical baselines\n\nProduced by `python benchmarks/natural.py` on "
+            f"{machine()}.\n\n{photo_bench.__doc__.split(chr(10), 2)[2]}\n"
+            f"Published figures: {photo_bench.PUBLISHED_SOURCES}\n\n{table}\n")
+    (args.out / "results.md").write_text(text)
+    print(table)
+
+
+if __name__ == "__main__":
+    keep_freed_memory()
+    main()

@@ -1,0 +1,78 @@
+"""BM3D: block matching and 3-D collaborative filtering, the classical bar on photographs.
+
+Dabov, Foi, Katkovnik & Egiazarian (2007), "Image denoising by sparse 3-D transform-domain
+collaborative filtering" (gray BM3D), and "Color image denoising via sparse 3D collaborative
+filtering with grouping constraint in luminance-chrominance space" (CBM3D, the same year);
+Dabov et al. (2008), "Image restoration by sparse 3D transform-domain collaborative filtering"
+(BM3D deblurring: a regularised inverse, then BM3D on its coloured noise, twice). This wraps the
+authors' own implementation, the `bm3d` package of Tampere University (Mäkinen, Azzari & Foi
+2020), whose licence allows non-commercial use only: it is an optional dependency
+(``pip install 'restore-imaging[bm3d]'``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import RestoreError
+from ..operators import functional as Fn
+from .base import Callback, effective_sigma, requires
+from .classical import SIGMA_FLOOR, circular_domain
+
+#: Smallest side the package is given; smaller images are mirrored up to it.
+MIN_SIZE = 32
+
+
+def _package():
+    # bm4d 4.2 (which bm3d calls) uses np.trapz, which NumPy 2.4 removed in favour of np.trapezoid, the
+    # same function; without it, coloured-noise filtering (BM3D deblurring) fails with AttributeError.
+    if not hasattr(np, "trapz"):
+        np.trapz = np.trapezoid
+    try:
+        import bm3d as package
+    except ImportError:
+        raise RestoreError("the bm3d solver needs the bm3d package (non-commercial licence): "
+                           "pip install 'restore-imaging[bm3d]'") from None
+    return package
+
+
+@requires("kernel", "otf", noise=("gaussian",))
+def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, profile: str = "np"):
+    """BM3D denoising (CBM3D in the opponent colour space for RGB) or, for a blur, BM3D deblurring per channel.
+
+    Works on denoising (the identity, a 1x1 kernel) and on circular or valid blurs; a valid blur is
+    deblurred on its measurement mirrored beyond the frame (see :func:`classical.circular_domain`).
+    ``profile`` is the package's parameter set ("np" as published; "refilter", "vn", "high", "deb").
+    """
+    package = _package()
+    sigma = max(effective_sigma(y, operator), SIGMA_FLOOR)
+    kernel = operator.kernel.detach().cpu().double().numpy()
+    deblur = kernel.size > 1
+    if deblur:
+        # The package centres a kernel at round((k - 1) / 2); one zero row or column makes an even size
+        # odd, so that the centre stays at k // 2 as our operators have it.
+        kh, kw = kernel.shape
+        kernel = np.pad(kernel, ((0, 1 - kh % 2), (0, 1 - kw % 2)))
+        y, crop = circular_domain(y, operator)
+    # The package fails on images near its block size (8 or 12; an 8x8 image crashes it): mirror small
+    # ones up to MIN_SIZE and crop back.
+    H, W = y.shape[-2:]
+    ph, pw = max(0, MIN_SIZE - H), max(0, MIN_SIZE - W)
+    y = Fn.reflect_pad(y, (ph + 1) // 2, (pw + 1) // 2)[..., : max(H, MIN_SIZE), : max(W, MIN_SIZE)] if ph or pw else y
+    out = []
+    for i, image in enumerate(y.detach().cpu().double().numpy()):  # (C, H, W)
+        z = image.transpose(1, 2, 0)  # (H, W, C)
+        if deblur:
+            channels = [package.bm3d_deblurring(z[..., c : c + 1], sigma, kernel, profile=profile) for c in range(z.shape[-1])]
+            x = np.stack([np.asarray(c).reshape(z.shape[:2]) for c in channels], -1)
+        elif z.shape[-1] == 3:
+            x = package.bm3d_rgb(z, sigma, profile=profile)
+        else:
+            x = np.asarray(package.bm3d(z[..., 0], sigma, profile=profile)).reshape(z.shape)
+        out.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
+        if callback is not None:
+            callback(i, None)
+    x_hat = torch.stack(out).to(y.dtype).to(y.device)
+    x_hat = x_hat[..., (ph + 1) // 2 : (ph + 1) // 2 + H, (pw + 1) // 2 : (pw + 1) // 2 + W] if ph or pw else x_hat
+    return (crop(x_hat) if deblur else x_hat).clamp(0, 1)

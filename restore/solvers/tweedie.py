@@ -1,0 +1,59 @@
+"""One-step denoising with a diffusion prior: Tweedie's formula at the measurement's own noise level.
+
+A noisy image y = x + sigma_y n is, in model space (x' = 2 x - 1, noise 2 sigma_y), a scaled
+diffusion state: x_t = sqrt(alpha_bar_t) (2 y - 1) with (1 - alpha_bar_t) / alpha_bar_t =
+(2 sigma_y)^2 has exactly the law of the forward process at that t. Tweedie's formula (Robbins
+1956; Efron 2011) then gives the posterior mean E[x | y] under the prior, the MMSE estimate, in
+one network evaluation: x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_bar_t),
+as in Kadkhodaie & Simoncelli (2021) and Song et al. (2021, "Score-based generative modeling through
+SDEs"). Continuous noise levels fall between timesteps: the estimate interpolates the two nearest
+ones linearly in sigma. The samplers (DDNM, DPS, ...) draw posterior samples instead; their mean over
+many samples tends to this estimate, and a single sample is further from x in squared error (by the
+posterior variance).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import RestoreError
+from .base import Callback, effective_sigma, requires
+from .diffusion import TWEEDIE, check_prior, to_image, to_model
+
+
+@requires("kernel", noise=("gaussian",), prior=TWEEDIE)
+def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callback = None, fidelity: float = 1.0):
+    """The posterior mean E[x | y] of a denoising problem in one network evaluation (Tweedie's formula).
+
+    Needs the identity operator (denoising) and Gaussian noise; ``fidelity`` scales the assumed noise
+    level to sigma_y / sqrt(fidelity), as for the other diffusion solvers. ``steps`` is not used.
+    """
+    if operator.kernel.numel() != 1:
+        raise RestoreError("the tweedie solver denoises (the identity operator); for blur use dps, ddnm or diffpir")
+    if not (math.isfinite(fidelity) and fidelity > 0):
+        raise RestoreError(f"fidelity must be a positive number, got {fidelity}")
+    check_prior(y, operator, prior)
+    sigma = 2 * effective_sigma(y, operator) / math.sqrt(fidelity)  # in model space
+    a_bar = prior.alpha_bar.to(torch.float64)
+    levels = ((1 - a_bar) / a_bar).sqrt()  # sigma_t of each timestep, increasing, (T,)
+    if sigma <= 0:
+        return y.clamp(0, 1)
+    if sigma > float(levels[-1]):
+        raise RestoreError(f"sigma_y {sigma / 2:.3g} is beyond the prior's largest noise level {float(levels[-1]) / 2:.3g}")
+    # The two timesteps around sigma, and the weight of the upper one.
+    hi = int(torch.searchsorted(levels, torch.tensor(sigma, dtype=torch.float64)).clamp(0, len(levels) - 1))
+    lo = max(hi - 1, 0)
+    w = 0.0 if hi == lo else float((sigma - levels[lo]) / (levels[hi] - levels[lo]))
+    estimates = []
+    for t in sorted({lo, hi}):
+        a = float(a_bar[t])
+        # The state at timestep t that y is a sample of, up to the small mismatch in noise level.
+        x_t = (math.sqrt(a) * to_model(y.double())).to(prior.dtype)
+        with torch.no_grad():
+            estimates.append(prior.eps_and_x0(x_t, t)[1].double())
+    x0 = estimates[0] if len(estimates) == 1 else (1 - w) * estimates[0] + w * estimates[1]
+    if callback is not None:
+        callback(0, None)
+    return to_image(x0).clamp(0, 1).to(y.dtype)
