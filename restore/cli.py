@@ -45,7 +45,14 @@ Random = Annotated[Optional[float], typer.Option(help="Fraction of pixels missin
 Mask = Annotated[Optional[str], typer.Option(help="Mask image: white = observed, black = missing (inpainting).")]
 Kernel = Annotated[
     Optional[str],
-    typer.Option(help="Blur kernel: gaussian:SIGMA[:SIZE], motion[:SIZE[:INTENSITY]] or a kernel file (.png/.npy)."),
+    typer.Option(help="Blur kernel: gaussian:SIGMA[:SIZE], motion[:SIZE[:INTENSITY]], levin:N (the 8 camera-shake "
+                      "kernels of Levin et al. 2009) or a kernel file (.npy, .safetensors, 8- or 16-bit .png)."),
+]
+Boundary = Annotated[
+    Optional[str],
+    typer.Option(help="Blur boundary: valid (a camera's blur: the scene beyond the frame is unknown, nothing wraps "
+                      "around) or circular (periodic, as synthetic benchmarks blur). Default: valid for a photo, "
+                      "circular for a prior of fixed-size images (the MNIST priors) and for `restore degrade`."),
 ]
 Factor = Annotated[Optional[int], typer.Option(help="Downsampling factor (super-resolution).")]
 Filter = Annotated[Optional[str], typer.Option(help="Downsampling filter: box (default) or bicubic.")]
@@ -76,7 +83,7 @@ def _kernel(text: str, seed: int):
     from .operators import Blur
 
     name, *args = text.split(":")
-    usage = f"--kernel {text!r}: expected gaussian:SIGMA[:SIZE], motion[:SIZE[:INTENSITY]] or a kernel file"
+    usage = f"--kernel {text!r}: expected gaussian:SIGMA[:SIZE], motion[:SIZE[:INTENSITY]], levin:N or a kernel file"
     # Parse first, then build: the operators' own RestoreErrors (a ValueError) keep their message.
     if name == "gaussian":
         try:
@@ -97,22 +104,22 @@ def _kernel(text: str, seed: int):
         except ValueError:
             raise RestoreError(usage) from None
         return Blur.motion(size, intensity, seed)
+    if name == "levin":
+        from .data import levin_kernel
+
+        if len(args) != 1 or not args[0].isdigit():
+            raise RestoreError(usage)
+        return Blur(levin_kernel(int(args[0])), description={"kind": "levin", "index": int(args[0])})
     if not text:
         raise RestoreError(usage)
     path = Path(text)
-    if path.suffix.lower() in (".npy", ".safetensors"):
-        arrays = io.load_arrays(path)
-        if len(arrays) != 1:
-            raise RestoreError(f"kernel file '{path}' must hold exactly one array")
-        kernel = next(iter(arrays.values())).squeeze()
-    else:
-        kernel = io.read_image(path, mode="L")[0][0, 0]
-    return Blur(kernel, description={"kind": "file", "path": str(path)})
+    return Blur(io.read_kernel(path), description={"kind": "file", "path": str(path)})
 
 
 def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha=None, kernel=None, factor=None,
-              filter=None, noise=None, seed=0, measurements=None, for_degrade=False):
-    """The operator described by command-line options, for clean images of shape image_shape (C, H, W)."""
+              filter=None, noise=None, seed=0, measurements=None, for_degrade=False, boundary=None):
+    """The operator described by command-line options, for clean images of shape image_shape (C, H, W);
+    with a valid blur (``boundary`` "valid"), image_shape is the frame's, which the unknown x outgrows."""
     from . import io, operators as O
 
     chosen = [o for o in (box, random, mask) if o is not None]
@@ -120,6 +127,10 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
         raise RestoreError(f"--box, --random and --mask are for inpainting, not {task}")
     if task != "deblur" and kernel is not None:
         raise RestoreError(f"--kernel is for deblurring, not {task}")
+    if task != "deblur" and boundary is not None:
+        raise RestoreError(f"--boundary is for deblurring, not {task}")
+    if boundary not in (None, "circular", "valid"):
+        raise RestoreError(f"--boundary must be valid or circular, got {boundary!r}")
     if task != "superres" and (factor is not None or filter is not None):
         raise RestoreError(f"--factor and --filter are for super-resolution, not {task}")
     if task != "cs" and measurements is not None:
@@ -144,6 +155,9 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
             )
     elif task == "deblur":
         op = _kernel("gaussian:2" if kernel is None else kernel, seed)
+        op.check_input((1, *image_shape[-3:]))  # a kernel larger than the frame is refused either way
+        if boundary == "valid":
+            op = O.ValidBlur.of(op)
     elif task == "superres":
         op = O.Downsample(4 if factor is None else factor, filter or "box")
     elif task == "denoise":
@@ -154,20 +168,27 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
             n *= d
         op = O.CompressedSensing(n // 4 if measurements is None else measurements, image_shape, seed)
     op.noise = noise
-    op.check_input((1, *image_shape[-3:]))
+    if not (boundary == "valid" and not for_degrade):  # a valid blur's x is the frame grown by the kernel
+        op.check_input((1, *image_shape[-3:]))
     _check_observed(op)
     return op
 
 
-def _read_reference(reference: Optional[str], shape):
-    """The clean reference image (1, C, H, W), or None; it must have the restored image's shape."""
+def _read_reference(reference: Optional[str], shape, op=None):
+    """The clean reference image (1, C, H, W), or None; it must have the restored image's shape: that of x,
+    or for a valid blur that of the frame (a reference shaped like x is cropped to the frame)."""
     if reference is None:
         return None
+    import torch
+
     from . import io
 
     truth, _ = io.read_image(reference)
-    if tuple(truth.shape[1:]) != tuple(shape):
-        raise RestoreError(f"the reference is {tuple(truth.shape[1:])} (C, H, W) but the restored image will be {tuple(shape)}")
+    frame = tuple(op.field_of_view(torch.empty(1, *shape)).shape[1:]) if op is not None else tuple(shape)
+    if tuple(truth.shape[1:]) == tuple(shape):
+        return op.field_of_view(truth) if op is not None else truth
+    if tuple(truth.shape[1:]) != frame:
+        raise RestoreError(f"the reference is {tuple(truth.shape[1:])} (C, H, W) but the restored image will be {frame}")
     return truth
 
 
@@ -201,6 +222,7 @@ def degrade(
     random: Random = None,
     mask: Mask = None,
     kernel: Kernel = None,
+    boundary: Boundary = None,
     factor: Factor = None,
     filter: Filter = None,
     noise: Noise = None,
@@ -224,7 +246,8 @@ def degrade(
     if task == "denoise" and noise is None and poisson is None:
         noise = 0.1
     op = _operator(task, x.shape[1:], box=box, random=random, mask=mask, kernel=kernel, factor=factor, filter=filter,
-                   noise=_noise(noise, poisson), seed=seed, measurements=measurements, for_degrade=True)
+                   noise=_noise(noise, poisson), seed=seed, measurements=measurements, for_degrade=True,
+                   boundary="circular" if task == "deblur" and boundary is None else boundary)
     y = op(x, generator=torch.Generator().manual_seed(seed))
     measurement.save(output, y, op, task=task, image_shape=x.shape[1:], seed=seed, source=image, float_format=float_format)
     typer.echo(f"wrote {paths['png']} (preview), {paths['json']} (spec) and {paths['data']} (float measurement)")
@@ -301,9 +324,52 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
         notes.append(f"estimated noise sigma_y = {sigma:.4f} (pass --noise to set it)")
         noise_opts = (sigma, None)
     op = _operator(task, shape, alpha=alpha, noise=_noise(*noise_opts), **op_options)
+    shape = tuple(op.input_shape(tuple(y.shape))[1:])  # a valid blur's x is the frame grown by the kernel
     if task == "inpaint":
         y = op.mask * y
     return y, op, shape, str(path), notes
+
+
+def _default_boundary(task: str, input: str, spec, op_options: dict, any_size: bool = True) -> None:
+    """Fill in --boundary for a plain blurred image: valid (a camera's blur), but circular for a prior of
+    fixed-size images, which cannot model the scene beyond the frame. A spec fixes its own boundary."""
+    if task == "deblur" and op_options.get("boundary") is None and spec is None and not input.lower().endswith(".json"):
+        op_options["boundary"] = "valid" if any_size else "circular"
+
+
+#: Priors loaded by this process, so that a folder of images loads its prior once.
+_PRIORS: dict = {}
+
+
+def _load_prior_once(prior: str, dev, shape):
+    """load_prior, remembered per (prior, device, shipped choice for the image shape)."""
+    from .priors import SHIPPED, load_prior, shipped_for
+
+    key = (prior, str(dev), shipped_for(prior, shape) if prior in SHIPPED else None)
+    if key not in _PRIORS:
+        _PRIORS[key] = load_prior(prior, device=dev, image_shape=shape)
+    return _PRIORS[key]
+
+
+def _peek_shape(task: str, input: str, spec, op_options: dict):
+    """(C, H, W) of the image to restore, read cheaply (a spec's JSON, an image's header) to choose the
+    shipped prior; None when it cannot be read (the full read later gives the error)."""
+    import json
+
+    try:
+        path = Path(spec) if spec is not None else Path(input)
+        if path.suffix.lower() == ".json":
+            shape = json.loads(path.read_text()).get("image_shape")
+            return tuple(shape) if isinstance(shape, list) and len(shape) == 3 else None
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+            channels = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+    except (OSError, ValueError, AttributeError):
+        return None
+    k = (op_options.get("factor") or 4) if task == "superres" else 1
+    return (channels, h * k, w * k)
 
 
 def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[str], steps: Optional[int],
@@ -314,22 +380,30 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
     from . import io, metrics
     from .solvers import CLASSICAL, check_compatible
 
+    learned = dict(learned or {})
+    force = learned.pop("force", False)
+    if _COLLECTED is None:  # a new command, not the next image of a folder: load priors afresh
+        _PRIORS.clear()
+    if Path(input).is_dir():
+        _run_folder(task, input, output, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
+                    learned, force)
+        return
     out = _output_check(output)
     _check_seed(seed)
-    learned = learned or {}
     if prior != "classical":
         _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed,
                             op_options, **learned)
         return
     if learned.get("samples", 1) != 1 or learned.get("params") or learned.get("resize"):
         raise RestoreError("--samples, --param and --resize are for learned priors (--prior ddpm, gaussian or a model)")
+    _default_boundary(task, input, spec, op_options)
     y, op, shape, source, notes = _load_measurement(task, input, spec, op_options)
     name = solver or DEFAULT_SOLVER[task]
     if name not in CLASSICAL:
         raise RestoreError(f"unknown solver {name!r} for prior {prior!r}; known: {', '.join(CLASSICAL)}")
     fn = CLASSICAL[name]
     check_compatible(name, fn, op, CLASSICAL)
-    truth = _read_reference(reference, shape)
+    truth = _read_reference(reference, shape, op)
     dev = _device(device)
     op = op.to(dev)
     y = y.to(dev)
@@ -345,7 +419,7 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
         typer.echo(note, err=True)
     bar = _progress(fn, steps)
     t0 = time.perf_counter()
-    x_hat = fn(y, op, None, callback=bar.update_to if bar else None, **kwargs)
+    x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
@@ -358,8 +432,104 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
     _report(result, json_out, f"wrote {out} ({prior} / {name}, {seconds:.2f} s)")
 
 
+#: While a folder is restored, each image's result is collected here instead of printed.
+_COLLECTED: list | None = None
+
+
+def _matching(folder: Path, rel: str, what: str) -> str:
+    """The file of ``folder`` that goes with image ``rel``: the same relative path, any image extension."""
+    from .io import IMAGE_EXTENSIONS
+
+    stem = Path(rel).with_suffix("")
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (folder / stem.with_suffix(ext), folder / stem.with_suffix(ext.upper())):
+            if candidate.is_file():
+                return str(candidate)
+    raise RestoreError(f"no {what} for '{rel}' in '{folder}' (expected '{stem}' with an image extension)")
+
+
+def _run_folder(task, input, output, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
+                learned, force) -> None:
+    """Restore every image under the folder ``input`` into the folder ``output`` (same relative paths, .png).
+
+    A file that fails is reported and skipped; the rest still run, and the exit code is 2 if any failed.
+    Images whose output exists are skipped unless ``force``. A mask or reference folder gives each image
+    the file of the same relative name. Under torchrun, rank r takes every world-size-th file.
+    """
+    import json
+    import os
+
+    from tqdm.auto import tqdm
+
+    from .data import image_files
+
+    global _COLLECTED
+    src, dst = Path(input), Path(output)
+    if spec is not None:
+        raise RestoreError("--spec describes one measurement; it cannot go with a folder of images")
+    if dst.suffix.lower() in (".png", ".jpg", ".jpeg") or (dst.exists() and not dst.is_dir()):
+        raise RestoreError(f"the input '{src}' is a folder, so -o must be a folder too, got '{dst}'")
+    if not dst.resolve().parent.is_dir():
+        raise RestoreError(f"cannot create the output folder '{dst}': '{dst.parent}' does not exist")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise RestoreError(f"the output folder '{dst}' is inside the input folder '{src}': choose another -o")
+    folders = {"mask": op_options.get("mask"), "reference": reference}
+    for what, folder in folders.items():
+        if folder is not None and not Path(folder).is_dir():
+            raise RestoreError(f"with a folder of images, --{what} must be a folder of {what}s named like the "
+                               f"images, got '{folder}'")
+    files = [rel for rel, _ in image_files(src)]
+    if not files:
+        raise RestoreError(f"no images in folder '{src}'")
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    mine = files[rank::world]
+    dst.mkdir(exist_ok=True)
+    log = dst / "results.jsonl"
+    counts = {"restored": 0, "skipped": 0, "failed": 0}
+    psnrs = []
+    for rel in tqdm(mine, desc=f"{task} {src.name or src}", unit="image", disable=None):
+        out = (dst / rel).with_suffix(".png")
+        if out.exists() and not force:
+            counts["skipped"] += 1
+            continue
+        record = {"file": rel}
+        _COLLECTED = []
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            options = dict(op_options)
+            if folders["mask"] is not None:
+                options["mask"] = _matching(Path(folders["mask"]), rel, "mask")
+            ref = _matching(Path(reference), rel, "reference") if reference is not None else None
+            _run(task, str(src / rel), str(out), None, prior, solver, steps, ref, False, device, seed, options,
+                 learned)
+            record.update(_COLLECTED[0])
+            counts["restored"] += 1
+            if "psnr" in record:
+                psnrs.append(record["psnr"])
+        except RestoreError as exc:
+            record["error"] = str(exc)
+            counts["failed"] += 1
+            tqdm.write(f"skipped {src / rel}: {exc}", file=sys.stderr)
+        finally:
+            _COLLECTED = None
+        with open(log, "a") as f:  # one short line per append: ranks can share the file
+            f.write(json.dumps(record) + "\n")
+    summary = {"input": str(src), "output": str(dst), "images": len(mine), **counts, "results": str(log)}
+    if psnrs:
+        summary.update(mean_psnr=float(sum(psnrs) / len(psnrs)))
+    line = (f"{dst}: restored {counts['restored']} of {len(mine)} images"
+            + (f", {counts['skipped']} already done (--force redoes them)" if counts["skipped"] else "")
+            + (f", mean PSNR {summary['mean_psnr']:.2f} dB" if psnrs else "") + f"; per image: {log}")
+    typer.echo(json.dumps(summary) if json_out else line)
+    if counts["failed"]:
+        raise RestoreError(f"{counts['failed']} of {len(mine)} images failed (see {log})")
+
+
 def _report(result: dict, json_out: bool, line: str) -> None:
     """Print the result as JSON, or as one line (with PSNR and SSIM when a reference was given)."""
+    if _COLLECTED is not None:
+        _COLLECTED.append(result)
+        return
     if json_out:
         import json
 
@@ -418,7 +588,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         if p.resolve() in inputs:
             raise RestoreError(f"'{p}' would overwrite an input: choose another -o")
     dev = _device(device)
-    model = load_prior(prior, device=dev)
+    model = _load_prior_once(prior, dev, _peek_shape(task, input, spec, op_options))
     usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
     # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
     default_name, default_steps, default_params = DEFAULT_PRIOR_SOLVER[task]
@@ -431,14 +601,23 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     # The default solver comes with its per-task hyperparameters; a --param of the same name wins.
     chosen = solver is None and name == default_name
     hyper = _parse_params([*(f"{k}={v}" for k, v in default_params.items() if chosen), *params], fn)
+    any_size = getattr(model, "any_size", False)
+    if resize and any_size:
+        raise RestoreError(f"--resize is for priors of fixed-size images; {prior!r} restores images of any size")
+    _default_boundary(task, input, spec, op_options, any_size=any_size)
     y, op, shape, source, notes = _load_measurement(task, input, spec, op_options,
                                                     target=model.image_shape if resize else None)
     check_compatible(name, fn, op, usable)
-    if tuple(shape) != tuple(model.image_shape):
+    if any_size and shape[0] == 3 and model.image_shape[0] == 1 and hasattr(model, "channelwise"):
+        model = model.channelwise(3)  # a gray photo prior on a colour photo: each channel as a gray image
+        notes.append(f"the prior {prior!r} models gray images: restoring R, G and B each as a gray image")
+    if any_size and shape[0] != model.image_shape[0]:
+        raise RestoreError(f"the image has {shape[0]} channel(s) but the prior {prior!r} models {model.image_shape[0]}")
+    if not any_size and tuple(shape) != tuple(model.image_shape):
         have, want = "x".join(map(str, shape)), "x".join(map(str, model.image_shape))
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
-    truth = _read_reference(reference, shape)
+    truth = _read_reference(reference, shape, op)
     most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
     if steps is None:
         steps = default_steps if chosen else _default_steps(fn)
@@ -461,7 +640,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     op, y = op.to(dev), y.to(dev)
     t0 = time.perf_counter()
     x = fn(y.repeat(samples, *[1] * (y.dim() - 1)), op, counted, steps=steps, generator=torch.Generator(device=dev).manual_seed(seed),
-           callback=lambda i, _x: bar.update(1), **hyper).detach().cpu()  # (samples, C, H, W)
+           callback=lambda i, _x: bar.update(1), **hyper).detach()
+    x = op.field_of_view(x).cpu()  # (samples, C, H, W): the frame only, for a valid blur
     seconds = time.perf_counter() - t0
     bar.close()
     x_hat = (x.mean(0, keepdim=True) if estimate == "mean" else x[:1]).clamp(0, 1)
@@ -470,6 +650,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": estimate,
               "operator": op.spec(), "seconds": round(seconds, 3), "nfe": counted.calls, "image_shape": list(shape),
               "seed": seed, "device": str(dev), "resize": resize}
+    if getattr(model, "channel_groups", 1) > 1:
+        result["channelwise"] = True  # a gray prior applied to each colour channel
     if samples > 1:
         std = x.std(0, keepdim=True)
         io.write_grid(paths["samples"], x.clamp(0, 1))
@@ -519,8 +701,8 @@ def _progress(fn, steps):
 
 
 # The restore commands share their options; each task adds its operator options.
-Input = Annotated[str, typer.Argument(help="Damaged image (PNG/JPEG) or a measurement spec .json from `restore degrade`.")]
-Output = Annotated[str, typer.Option("-o", "--output", help="Restored image (.png).")]
+Input = Annotated[str, typer.Argument(help="Damaged image (PNG/JPEG), a folder of them, or a measurement spec .json from `restore degrade`.")]
+Output = Annotated[str, typer.Option("-o", "--output", help="Restored image (.png), or a folder for a folder of images.")]
 Spec = Annotated[Optional[str], typer.Option(help="Measurement spec .json (full-precision y and exact operator).")]
 Prior = Annotated[str, typer.Option(help="classical (no learned prior), a family (ddpm, gaussian, ...: its shipped default), a model folder or a hub id.")]
 Samples = Annotated[int, typer.Option(help="Posterior samples to draw (learned priors); beside -o: a grid and a std map.")]
@@ -531,6 +713,7 @@ Solver = Annotated[Optional[str], typer.Option(help="Solver; default per task (s
 Steps = Annotated[Optional[int], typer.Option(help="Iterations of an iterative solver, or diffusion steps.")]
 Reference = Annotated[Optional[str], typer.Option(help="Clean image: print PSNR and SSIM against it.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result.")]
+Force = Annotated[bool, typer.Option("--force", help="Folders: restore images whose output already exists, too.")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 
 
@@ -539,23 +722,23 @@ def inpaint(input: Input, output: Output = "restored.png", box: Box = None, rand
             noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
             solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
             device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False):
     """Fill in missing pixels. Without --box/--random/--mask, transparent pixels are the missing ones."""
     _run("inpaint", input, output, spec, prior, solver, steps, reference, json, device, seed,
          dict(box=box, random=random, mask=mask, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force))
 
 
 @app.command()
-def deblur(input: Input, output: Output = "restored.png", kernel: Kernel = None, noise: Noise = None,
-           poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical", solver: Solver = None,
-           steps: Steps = None, reference: Reference = None, json: Json = False, device: Device = "auto",
-           seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
-    """Remove blur (circular convolution with a known kernel; default gaussian:2)."""
+def deblur(input: Input, output: Output = "restored.png", kernel: Kernel = None, boundary: Boundary = None,
+           noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
+           solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
+           device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False):
+    """Remove blur by a known kernel (default gaussian:2), with no wrap-around at the borders of a photo."""
     _run("deblur", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(kernel=kernel, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
+         dict(kernel=kernel, boundary=boundary, noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force))
 
 
 @app.command()
@@ -563,22 +746,22 @@ def superres(input: Input, output: Output = "restored.png", factor: Factor = Non
              noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
              solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
              device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False):
     """Upsample a low-resolution image by --factor (default 4)."""
     _run("superres", input, output, spec, prior, solver, steps, reference, json, device, seed,
          dict(factor=factor, filter=filter, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force))
 
 
 @app.command()
 def denoise(input: Input, output: Output = "restored.png", noise: Noise = None, poisson: Poisson = None,
             spec: Spec = None, prior: Prior = "classical", solver: Solver = None, steps: Steps = None,
             reference: Reference = None, json: Json = False, device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False):
     """Remove noise; without --noise, sigma_y is estimated from the image."""
     _run("denoise", input, output, spec, prior, solver, steps, reference, json, device, seed,
          dict(noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force))
 
 
 @app.command()
@@ -920,7 +1103,7 @@ def evaluate(
 @app.command()
 def priors():
     """List the prior families this installation can use, with their shipped defaults."""
-    from .priors import FAMILIES, PLANNED, SHIPPED, shipped_path
+    from .priors import FAMILIES, PLANNED, SHIPPED, VARIANTS, WEIGHTS, shipped_path
 
     for name, text in FAMILIES.items():
         shipped = ""
@@ -930,6 +1113,12 @@ def priors():
         elif name != "classical":
             shipped = f" [none shipped: restore train {name}]"
         typer.echo(f"{name:10s} {text}{shipped}")
+        for variant, channels, size in VARIANTS.get(name, []):
+            kind = f"{'gray' if channels == 1 else 'colour'} {f'{size}x{size}' if size else 'photographs, any size'}"
+            state = "shipped" if (WEIGHTS / variant).is_dir() else "not shipped yet"
+            typer.echo(f"{'':10s}   {variant}: {kind} ({state})")
+    typer.echo("A family name picks its shipped prior by the input: the first listed whose channels and size fit; "
+               "a colour photo with no colour prior gets the gray photo prior channel by channel.")
     if PLANNED:
         typer.echo(f"planned: {', '.join(PLANNED)}")
 

@@ -392,9 +392,14 @@ def test_family_without_a_shipped_model_names_the_training_command(cli, tmp_path
 def test_priors_command(cli):
     result = _ok(cli("priors"))
     lines = result.out.splitlines()
-    assert [line.split()[0] for line in lines[:3]] == ["classical", "ddpm", "gaussian"]
-    assert "[default: ddpm-mnist" in lines[1] and "[default: gaussian-mnist]" in lines[2]
-    assert {line.split()[0] for line in lines} == {"classical", "ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn"}
+    families = [line for line in lines[:-1] if not line.startswith(" ")]
+    assert [line.split()[0] for line in families[:3]] == ["classical", "ddpm", "gaussian"]
+    assert "[default: ddpm-mnist" in families[1] and "[default: gaussian-mnist]" in families[2]
+    assert {line.split()[0] for line in families} == {"classical", "ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn"}
+    # The shipped DDPMs by the images they model, and the rule that picks one.
+    variants = [line.split()[0] for line in lines if line.startswith(" ")]
+    assert variants == ["ddpm-mnist:", "ddpm-photo-gray:", "ddpm-photo-rgb:"]
+    assert "picks its shipped prior by the input" in lines[-1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,32 @@ SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist", "vae": "vae-mnist
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
+#: Shipped priors of a family by the images they model, in the order the rule tries them:
+#: (folder under restore/weights/, channels, size or None for any size).
+VARIANTS = {"ddpm": [("ddpm-mnist", 1, 28), ("ddpm-photo-gray", 1, None), ("ddpm-photo-rgb", 3, None)]}
+
+
+def shipped_for(family: str, image_shape=None) -> tuple[str, int]:
+    """The shipped folder that the family name means for images of ``image_shape`` (C, H, W), and the
+    channel groups to run it with (1, or 3 for a gray prior on colour images).
+
+    The rule: the first variant of :data:`VARIANTS` whose channels match and whose size is the
+    image's (28x28 digits) or any size (photographs); a colour photo with no colour prior shipped
+    gets the gray photo prior channel by channel; anything else the family's default, whose own
+    size check then says what fits.
+    """
+    variants = [v for v in VARIANTS.get(family, []) if (WEIGHTS / v[0]).is_dir()]
+    if image_shape is None or not variants:
+        return SHIPPED[family], 1
+    C, H, W = image_shape
+    for name, channels, size in variants:
+        if channels == C and (size is None or (size == H and size == W)):
+            return name, 1
+    gray_any = [name for name, channels, size in variants if channels == 1 and size is None]
+    if C == 3 and gray_any:
+        return gray_any[0], 3
+    return SHIPPED[family], 1
+
 # File suffixes of pickled checkpoints; loading one could run arbitrary code.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -69,8 +95,10 @@ def folder_family(path: Path) -> str | None:
     return None
 
 
-def load_prior(spec: str, *, device=None):
-    """The prior named by ``spec`` (family name, model folder or hub id), in eval mode."""
+def load_prior(spec: str, *, device=None, image_shape=None):
+    """The prior named by ``spec`` (family name, shipped name such as ddpm-photo-gray, model folder or hub
+    id), in eval mode; a family name picks the shipped prior for images of ``image_shape`` (C, H, W),
+    see :func:`shipped_for`."""
     if spec == "classical":
         raise RestoreError("'classical' is not a model: it means restoring without a learned prior")
     if spec in PLANNED:
@@ -78,11 +106,20 @@ def load_prior(spec: str, *, device=None):
     if spec in FAMILIES and spec not in SHIPPED:
         raise RestoreError(f"no {spec} prior ships with this installation yet: train one (restore train {spec} --data mnist "
                            f"--out runs/{spec}) and pass its folder as --prior")
+    shipped_names = {name for variants in VARIANTS.values() for name, _, _ in variants}
     if spec in SHIPPED:
-        path = shipped_path(spec)
+        name, groups = shipped_for(spec, image_shape)
+        path = WEIGHTS / name
         if not path.is_dir():
             raise RestoreError(f"the shipped {spec} prior is missing from this installation ('{path}'): reinstall restore")
         prior = _load_folder(path)
+        if groups > 1:
+            prior = prior.channelwise(groups)
+    elif spec in shipped_names:
+        if not (WEIGHTS / spec).is_dir():
+            raise RestoreError(f"the {spec} prior does not ship with this installation yet; `restore priors` lists "
+                               "what does")
+        prior = _load_folder(WEIGHTS / spec)
     elif Path(spec).expanduser().exists():
         prior = _load_path(Path(spec).expanduser())
     elif spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or spec.lower().endswith(_FILE_SUFFIXES):

@@ -43,6 +43,8 @@ class DDPMPrior(DiffusionPrior):
         betas = torch.as_tensor(betas, dtype=torch.float32)
         self.register_buffer("betas", betas)  # (T,)
         self.register_buffer("alpha_bar", torch.cumprod(1.0 - betas, dim=0))  # (T,)
+        # A gray network used on colour images treats each channel as a gray image (see channelwise).
+        self.channel_groups = 1
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "DDPMPrior":
@@ -89,10 +91,26 @@ class DDPMPrior(DiffusionPrior):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the images this prior models."""
+        """(C, H, W) of the images this prior models (for a prior of any size: the training patches)."""
         cfg = self.unet.config
         size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
-        return (cfg.in_channels, *size)
+        return (cfg.in_channels * self.channel_groups, *size)
+
+    @property
+    def any_size(self) -> bool:
+        """Whether the prior restores images of any size: a fully convolutional UNet trained on patches of
+        photographs (``restore train ddpm --patch``), which runs on the whole image."""
+        return bool((self.run_info or {}).get("patch"))
+
+    def channelwise(self, groups: int) -> "DDPMPrior":
+        """This network for images of ``groups`` times its channels, each channel (group) on its own: a gray
+        photo prior on colour photos, as a prior that treats R, G and B as independent gray images. A
+        shallow copy that shares the network; this prior is unchanged."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.channel_groups = groups
+        return twin
 
     def info(self) -> dict:
         """What ``restore info`` prints: family, image shape, schedule, size and training data."""
@@ -108,8 +126,19 @@ class DDPMPrior(DiffusionPrior):
 
     def model_output(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The network's raw output at timestep t (epsilon, x_0 or v, per ``prediction_type``)."""
+        B, C, H, W = x_t.shape
+        if self.channel_groups > 1:  # (B, g c, H, W) -> (B g, c, H, W): each group a separate image
+            x_t = x_t.reshape(B * self.channel_groups, C // self.channel_groups, H, W)
+        # The UNet halves the size once per block but the last: mirror the bottom and right edges up
+        # to a multiple of that, and crop the output back.
+        m = 2 ** (len(getattr(self.unet.config, "block_out_channels", (0,))) - 1)
+        ph, pw = -H % m, -W % m
+        if ph or pw:
+            mode = "reflect" if ph < H and pw < W else "replicate"
+            x_t = torch.nn.functional.pad(x_t, (0, pw, 0, ph), mode=mode)
         t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
-        return self.unet(x_t, t).sample
+        out = self.unet(x_t, t).sample[..., :H, :W]
+        return out.reshape(B, C, H, W)
 
     def eps_and_x0(self, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(eps_hat, x0_hat) in model space [-1, 1], from any prediction type."""

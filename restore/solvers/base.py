@@ -53,7 +53,16 @@ def check_compatible(name: str, solver, operator, candidates: dict) -> None:
 
 def check_measurement(y: torch.Tensor, operator, prior) -> tuple[int, ...]:
     """The shape (B, C, H, W) of the images to restore, after checking that the operator takes the
-    prior's images and that y has the shape it maps them to."""
+    prior's images and that y has the shape it maps them to. A prior of images of any size
+    (``any_size``) restores the size the operator gives from y."""
+    if getattr(prior, "any_size", False):
+        shape = tuple(operator.input_shape(tuple(y.shape)))
+        if shape[1] != prior.image_shape[0]:
+            kind = {1: "gray", 3: "colour"}
+            raise RestoreError(f"the prior models {kind.get(prior.image_shape[0], prior.image_shape[0])} images, "
+                               f"the measurement is of {kind.get(shape[1], shape[1])} ones")
+        operator.check_input(shape)
+        return shape
     shape = (y.shape[0], *prior.image_shape)
     operator.check_input(shape)
     expected = tuple(operator.measurement_shape(shape))

@@ -1,0 +1,79 @@
+"""Diffusion priors of photographs: a patch-trained UNet on whole images of any size, gray priors on colour
+photos channel by channel, and the rule that picks the shipped prior for an input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import restore.priors as priors
+from restore.operators import Blur, Denoising, GaussianNoise, Inpainting, ValidBlur
+from restore.priors import load_prior, shipped_for
+from restore.priors.ddpm import DDPMPrior
+from restore.solvers import DIFFUSION
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def patch_prior(tmp_path_factory):
+    """A DDPM trained for 2 steps on 16x16 patches of three small gray photos (T = 20)."""
+    from restore.priors.ddpm import train_ddpm
+
+    root = tmp_path_factory.mktemp("patch")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 24), (33, 48), (24, 24)]):
+        (root / "photos").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).save(root / "photos" / f"{i}.png")
+    train_ddpm(data=str(root / "photos"), out=root / "run", patch=16, width=8, steps=2, batch_size=4, timesteps=20,
+               sample_every=100, checkpoint_every=2, val_every=2, precision="fp32")
+    return root / "run"
+
+
+def test_a_patch_trained_prior_restores_images_of_any_size(patch_prior):
+    prior = load_prior(str(patch_prior))
+    assert prior.any_size and prior.image_shape == (1, 16, 16)
+    x = torch.rand(1, 1, 37, 53, generator=torch.Generator().manual_seed(0))  # odd sizes, not multiples of 8
+    for op in (Denoising(GaussianNoise(0.1)), Inpainting.random((1, 37, 53), 0.5, seed=0),
+               ValidBlur(torch.ones(3, 5), GaussianNoise(0.01))):
+        y = op(x, generator=torch.Generator().manual_seed(1))
+        for name in ("dps", "ddnm") if not isinstance(op, ValidBlur) else ("dps",):
+            out = DIFFUSION[name](y, op, prior, steps=3, generator=torch.Generator().manual_seed(2))
+            assert out.shape == op.input_shape(y.shape) and torch.isfinite(out).all(), (name, op.name)
+
+
+def test_the_mnist_prior_keeps_its_fixed_size():
+    prior = load_prior("ddpm")
+    assert not prior.any_size
+    from restore.errors import RestoreError
+
+    op = Blur.gaussian(1.0, noise=GaussianNoise(0.05))
+    with pytest.raises(RestoreError, match="28x28 images"):
+        DIFFUSION["ddnm"](torch.zeros(1, 1, 30, 30), op, prior, steps=2)
+
+
+def test_a_gray_prior_runs_on_colour_channel_by_channel(patch_prior):
+    prior = load_prior(str(patch_prior))
+    x_t = torch.randn(2, 3, 24, 40, generator=torch.Generator().manual_seed(0))
+    per_channel = torch.cat([prior.eps_and_x0(x_t[:, c : c + 1], 7)[1] for c in range(3)], 1)
+    colour = prior.channelwise(3)
+    assert colour.image_shape == (3, 16, 16) and prior.image_shape == (1, 16, 16)
+    assert torch.allclose(colour.eps_and_x0(x_t, 7)[1], per_channel, atol=1e-5)
+
+
+def test_the_shipped_prior_is_chosen_by_the_input(tmp_path, monkeypatch):
+    for name in ("ddpm-mnist", "ddpm-photo-gray"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(priors, "WEIGHTS", tmp_path)
+    assert shipped_for("ddpm", (1, 28, 28)) == ("ddpm-mnist", 1)
+    assert shipped_for("ddpm", (1, 321, 481)) == ("ddpm-photo-gray", 1)
+    assert shipped_for("ddpm", (3, 321, 481)) == ("ddpm-photo-gray", 3)  # no colour prior shipped: per channel
+    assert shipped_for("ddpm", None) == ("ddpm-mnist", 1)
+    (tmp_path / "ddpm-photo-rgb").mkdir()
+    assert shipped_for("ddpm", (3, 321, 481)) == ("ddpm-photo-rgb", 1)
+    (tmp_path / "ddpm-photo-gray").rmdir()
+    (tmp_path / "ddpm-photo-rgb").rmdir()
+    # Without photo priors a photo gets the MNIST prior, whose size check then explains what fits.
+    assert shipped_for("ddpm", (1, 321, 481)) == ("ddpm-mnist", 1)

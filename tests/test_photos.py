@@ -1,0 +1,190 @@
+"""Photographs: the valid (camera) blur boundary, kernels from files and the Levin set, real photo sizes."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restore import io
+from restore.cli import main
+from restore.data import levin_kernel, natural_folder
+from restore.errors import RestoreError
+from restore.operators import Blur, GaussianNoise, ValidBlur
+from restore.solvers import CLASSICAL
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _photo(name: str = "bsds400", index: int = 0) -> torch.Tensor:
+    """(1, C, H, W) in [0, 1]: a training photograph (481x321 or 321x481 for bsds400)."""
+    folder = natural_folder(name)
+    return io.read_image(sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png"))[index])[0]
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["restore", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_valid_blur_is_the_valid_convolution():
+    k = torch.rand(5, 7, dtype=torch.float64)
+    op = ValidBlur(k)
+    x = torch.randn(2, 3, 20, 17, dtype=torch.float64)
+    # conv2d correlates: flip the kernel to convolve; 'valid' output (20 - 4, 17 - 6).
+    ref = torch.nn.functional.conv2d(x, (op.kernel.double().flip(0, 1))[None, None].repeat(3, 1, 1, 1), groups=3)
+    assert torch.allclose(op.A(x), ref, atol=1e-12)
+    assert op.input_shape(ref.shape) == x.shape and op.field_of_view(x).shape == (2, 3, 16, 11)
+
+
+def test_levin_kernels_are_normalised_and_sized():
+    sizes = [tuple(levin_kernel(i).shape) for i in range(1, 9)]
+    assert all(13 <= h <= 27 and 13 <= w <= 27 for h, w in sizes) and len(set(sizes)) > 1
+    assert abs(float(levin_kernel(3).sum()) - 1) < 1e-6
+    with pytest.raises(RestoreError, match="1 to 8"):
+        levin_kernel(9)
+
+
+def _band_and_interior(x_hat, truth, band=16):
+    """PSNR (dB) of the ``band``-pixel border band and of the interior."""
+    m = torch.zeros_like(truth, dtype=torch.bool)
+    m[..., :band, :] = m[..., -band:, :] = m[..., :, :band] = m[..., :, -band:] = True
+    err = (x_hat - truth).square()
+    return float(-10 * torch.log10(err[m].mean())), float(-10 * torch.log10(err[~m].mean()))
+
+
+@pytest.mark.parametrize("solver", ["wiener", "richardson-lucy"])
+def test_valid_boundary_restores_the_border_band_of_a_real_photo(solver):
+    # A 481x321 RGB photo blurred as a camera does (valid, no wrap-around) by Levin kernel 3 (15x15).
+    x = _photo()
+    valid = ValidBlur(levin_kernel(3), GaussianNoise(0.01))
+    y = valid(x.double(), generator=torch.Generator().manual_seed(0)).float()
+    truth = valid.field_of_view(x)
+    band, interior = _band_and_interior(valid.field_of_view(CLASSICAL[solver](y, valid, None)).clamp(0, 1), truth)
+    circular = Blur(levin_kernel(3), GaussianNoise(0.01))
+    band_circular, _ = _band_and_interior(CLASSICAL[solver](y, circular, None).clamp(0, 1), truth)
+    # Measured: the band is 1.0 (wiener) and 0.1 dB (richardson-lucy) below the interior with the
+    # valid model; assuming a circular blur puts it 3.5 and 10.5 dB lower still.
+    assert interior - band < 1.5, (band, interior)
+    assert band > band_circular + 2.0, (band, band_circular)
+
+
+def test_cli_deblurs_a_real_photo_without_wrap_around(cli, tmp_path):
+    x = _photo()
+    valid = ValidBlur(levin_kernel(3), GaussianNoise(0.01))
+    y = valid(x.double(), generator=torch.Generator().manual_seed(0)).float().clamp(0, 1)
+    io.write_png(tmp_path / "blurred.png", y)
+    io.write_png(tmp_path / "clean.png", valid.field_of_view(x))
+    code, out, err = cli("deblur", tmp_path / "blurred.png", "--kernel", "levin:3", "--noise", "0.01",
+                         "--solver", "wiener", "-o", tmp_path / "out.png", "--reference", tmp_path / "clean.png", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["operator"]["boundary"] == "valid" and result["psnr"] > 27
+    restored = io.read_image(tmp_path / "out.png")[0]
+    assert restored.shape == y.shape  # the frame, not the grown domain
+    circular = cli("deblur", tmp_path / "blurred.png", "--kernel", "levin:3", "--noise", "0.01", "--solver", "wiener",
+                   "--boundary", "circular", "-o", tmp_path / "c.png", "--reference", tmp_path / "clean.png", "--json")
+    assert json.loads(circular[1])["psnr"] < result["psnr"] - 0.5  # measured 28.12 against 29.01 dB
+
+
+def test_kernel_files_npy_and_16_bit_png_keep_their_precision(cli, tmp_path):
+    k = levin_kernel(2).double()
+    np.save(tmp_path / "k.npy", k.numpy())
+    Image.fromarray(np.round(k.numpy() / k.max().item() * 65535).astype(np.uint16)).save(tmp_path / "k16.png")
+    for name in ("k.npy", "k16.png"):
+        loaded = io.read_kernel(tmp_path / name)
+        assert loaded.shape == k.shape
+        assert torch.allclose(loaded / loaded.sum(), k / k.sum(), atol=1e-5), name
+    # The shipped 16-bit PNG equals the .npy kernel to 16-bit precision.
+    shipped = io.read_kernel(natural_folder("set12").parents[1] / "kernels" / "levin5.png")
+    assert torch.allclose(shipped / shipped.sum(), levin_kernel(5).double(), atol=2e-5)
+    clean = torch.rand(1, 1, 40, 40, generator=torch.Generator().manual_seed(0))
+    io.write_png(tmp_path / "clean.png", clean)
+    code, _, err = cli("degrade", tmp_path / "clean.png", "--task", "deblur", "--kernel", tmp_path / "k16.png",
+                       "-o", tmp_path / "y.png")
+    assert code == 0, err
+    spec = json.loads((tmp_path / "y.json").read_text())
+    assert spec["operator"]["made_by"]["kind"] == "file"
+
+
+@pytest.mark.parametrize("kernel, message", [("levin:0", "1 to 8"), ("levin:x", "levin:N"), ("levin", "levin:N")])
+def test_bad_levin_kernels_get_one_line(cli, tmp_path, kernel, message):
+    io.write_png(tmp_path / "a.png", torch.rand(1, 1, 40, 40))
+    code, _, err = cli("deblur", tmp_path / "a.png", "--kernel", kernel, "-o", tmp_path / "o.png")
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_degrade_with_a_valid_boundary_round_trips_through_its_spec(cli, tmp_path):
+    clean = _photo("set12", 0)[..., :96, :80]  # cameraman, cropped
+    io.write_png(tmp_path / "clean.png", clean)
+    code, _, err = cli("degrade", tmp_path / "clean.png", "--task", "deblur", "--kernel", "levin:1", "--boundary",
+                       "valid", "--noise", "0.01", "-o", tmp_path / "y.png")
+    assert code == 0, err
+    y, _ = io.read_image(tmp_path / "y.png")
+    r = levin_kernel(1).shape[0] // 2, levin_kernel(1).shape[1] // 2
+    assert y.shape[-2:] == (96 - 2 * r[0], 80 - 2 * r[1])
+    code, out, err = cli("deblur", tmp_path / "y.json", "-o", tmp_path / "out.png", "--reference",
+                         tmp_path / "clean.png", "--json")
+    assert code == 0, err
+    assert io.read_image(tmp_path / "out.png")[0].shape[-2:] == y.shape[-2:]
+    assert json.loads(out)["psnr"] > 20
+
+
+def _folder_of_noisy_photos(root, n=3):
+    """n noisy 60x50 crops of BSD68 photos in root/in, their clean versions in root/ref, and a broken file."""
+    (root / "in").mkdir()
+    (root / "ref").mkdir()
+    for i in range(n):
+        x = _photo("bsd68", i)[..., :60, :50]
+        io.write_png(root / "ref" / f"p{i}.png", x)
+        noise = 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(i))
+        io.write_png(root / "in" / f"p{i}.png", (x + noise).clamp(0, 1))
+    (root / "in" / "broken.png").write_bytes(b"not an image")
+
+
+def test_a_folder_restores_in_one_command_skipping_a_bad_file(cli, tmp_path):
+    _folder_of_noisy_photos(tmp_path)
+    inputs = {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    code, out, err = cli("denoise", tmp_path / "in", "-o", tmp_path / "out", "--noise", "0.1", "--solver", "bm3d",
+                         "--reference", tmp_path / "ref")
+    assert code == 2 and "restored 3 of 4 images" in out
+    assert err.count("skipped") == 1 and "broken.png" in err and err.strip().endswith("(see " + str(tmp_path / "out" / "results.jsonl") + ")")
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["file"] for r in records) == ["broken.png", "p0.png", "p1.png", "p2.png"]
+    assert all(r["psnr"] > 24 for r in records if "error" not in r)  # noisy input: 20 dB
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png", "p2.png", "results.jsonl"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == inputs
+    # A rerun skips what is done; --force redoes it.
+    code, out, _ = cli("denoise", tmp_path / "in", "-o", tmp_path / "out", "--noise", "0.1", "--solver", "bm3d")
+    assert "restored 0 of 4 images, 3 already done" in out
+    (tmp_path / "in" / "broken.png").unlink()
+    code, out, _ = cli("denoise", tmp_path / "in", "-o", tmp_path / "out", "--noise", "0.1", "--solver", "wiener",
+                       "--force", "--json")
+    assert code == 0 and json.loads(out)["restored"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-o", "{tmp}/out.png"], "-o must be a folder"),
+    (["-o", "{tmp}/in/sub"], "inside the input folder"),
+    (["-o", "{tmp}/no/such/out"], "does not exist"),
+    (["-o", "{tmp}/out", "--reference", "{tmp}/ref/p0.png"], "--reference must be a folder"),
+])
+def test_bad_folder_requests_are_one_line_errors(cli, tmp_path, args, message):
+    _folder_of_noisy_photos(tmp_path, n=1)
+    code, _, err = cli("denoise", tmp_path / "in", "--noise", "0.1", *[a.format(tmp=tmp_path) for a in args])
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
