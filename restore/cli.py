@@ -174,9 +174,14 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
     return op
 
 
+#: Facts about the last reference read, for the result JSON (the modcrop applied to it).
+_NOTES: dict = {}
+
+
 def _read_reference(reference: Optional[str], shape, op=None):
     """The clean reference image (1, C, H, W), or None; it must have the restored image's shape: that of x,
     or for a valid blur that of the frame (a reference shaped like x is cropped to the frame)."""
+    _NOTES.clear()
     if reference is None:
         return None
     import torch
@@ -184,6 +189,11 @@ def _read_reference(reference: Optional[str], shape, op=None):
     from . import io
 
     truth, _ = io.read_image(reference)
+    k = getattr(op, "factor", 1)
+    H, W = truth.shape[-2:]
+    if k > 1 and tuple(shape[-2:]) == (H - H % k, W - W % k) and (H % k or W % k):
+        truth = truth[..., : H - H % k, : W - W % k]  # super-resolution's modcrop, as `restore degrade` crops
+        _NOTES["reference_crop"] = {"modcrop": k, "from": [H, W], "to": list(truth.shape[-2:])}
     frame = tuple(op.field_of_view(torch.empty(1, *shape)).shape[1:]) if op is not None else tuple(shape)
     if tuple(truth.shape[1:]) == tuple(shape):
         return op.field_of_view(truth) if op is not None else truth
@@ -243,14 +253,24 @@ def degrade(
     for p in paths.values():
         io.output_path_check(p)
     x, _ = io.read_image(image)
+    crop = None
+    k = factor if factor is not None else 4
+    if task == "superres" and k >= 1 and (x.shape[-2] % k or x.shape[-1] % k) and x.shape[-2] >= k and x.shape[-1] >= k:
+        # The literature's protocol ("modcrop"): crop the image to a multiple of the factor, top-left kept.
+        H, W = x.shape[-2:]
+        x = x[..., : H - H % k, : W - W % k]
+        crop = {"modcrop": k, "from": [H, W], "to": list(x.shape[-2:])}
     if task == "denoise" and noise is None and poisson is None:
         noise = 0.1
     op = _operator(task, x.shape[1:], box=box, random=random, mask=mask, kernel=kernel, factor=factor, filter=filter,
                    noise=_noise(noise, poisson), seed=seed, measurements=measurements, for_degrade=True,
                    boundary="circular" if task == "deblur" and boundary is None else boundary)
     y = op(x, generator=torch.Generator().manual_seed(seed))
-    measurement.save(output, y, op, task=task, image_shape=x.shape[1:], seed=seed, source=image, float_format=float_format)
-    typer.echo(f"wrote {paths['png']} (preview), {paths['json']} (spec) and {paths['data']} (float measurement)")
+    measurement.save(output, y, op, task=task, image_shape=x.shape[1:], seed=seed, source=image, float_format=float_format,
+                     crop=crop)
+    cropped = f"; the image was cropped from {crop['from'][1]}x{crop['from'][0]} to {crop['to'][1]}x{crop['to'][0]}, " \
+              f"a multiple of the factor" if crop else ""
+    typer.echo(f"wrote {paths['png']} (preview), {paths['json']} (spec) and {paths['data']} (float measurement){cropped}")
 
 
 def _fit_to(y, alpha, target, task: str, factor: Optional[int]):
@@ -429,6 +449,7 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
+        result.update(_NOTES)
     _report(result, json_out, f"wrote {out} ({prior} / {name}, {seconds:.2f} s)")
 
 
@@ -661,6 +682,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat, truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat, truth)[0])
+        result.update(_NOTES)
         if samples > 1:
             result["psnr_one_sample"] = float(metrics.psnr(x[:1].clamp(0, 1), truth)[0])
     io.write_json(paths["json"], result)

@@ -20,7 +20,7 @@ from .errors import RestoreError
 
 FORMAT = "restore.measurement"
 VERSION = 1
-_FIELDS = {"format", "version", "task", "image_shape", "operator", "arrays", "preview", "seed", "source"}
+_FIELDS = {"format", "version", "task", "image_shape", "operator", "arrays", "preview", "seed", "source", "crop"}
 _REQUIRED = {"format", "version", "task", "image_shape", "operator", "arrays"}
 
 
@@ -43,8 +43,9 @@ def paths_for(png_path: str | Path, float_format: str = "safetensors") -> dict[s
 
 
 def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=None, source=None,
-         float_format: str = "safetensors") -> dict[str, Path]:
-    """Write the measurement y of one image (batch 1) with its spec and preview; returns the paths."""
+         float_format: str = "safetensors", crop: dict | None = None) -> dict[str, Path]:
+    """Write the measurement y of one image (batch 1) with its spec and preview; returns the paths.
+    ``crop`` records how the source image was cropped before the measurement (super-resolution's modcrop)."""
     paths = paths_for(png_path, float_format)
     tensors = {"y": y.detach().cpu().float()}
     tensors.update({k: v.detach().cpu().float() for k, v in operator.arrays().items()})
@@ -67,6 +68,7 @@ def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=No
         "preview": paths["png"].name,
         "seed": seed,
         "source": str(source) if source is not None else None,
+        **({"crop": crop} if crop is not None else {}),
     }
     image, alpha = preview(y, operator)
     # Each file is written atomically; if a later one fails, remove the earlier ones, so that a

@@ -428,7 +428,8 @@ def test_info_names_family_size_and_data(cli, ddpm_dir):
     assert fields["family"].strip() == "ddpm" and fields["image_size"].strip() == "8x8"
     assert fields["channels"].strip() == "1" and "pigdm" in fields["solvers"] and "repaint" in fields["solvers"]
     data = json.loads(_ok(cli("info", "--prior", ddpm_dir, "--json")).out)
-    assert data["timesteps"] == 20 and set(data["solvers"]) == {"ddrm", "ddnm", "pigdm", "dps", "diffpir", "repaint", "annealed-langevin"}
+    assert data["timesteps"] == 20 and set(data["solvers"]) == {"ddrm", "ddnm", "pigdm", "dps", "diffpir", "repaint", "tweedie",
+                                                                 "annealed-langevin"}
 
 
 def _pickle_file(tmp_path):
@@ -602,7 +603,7 @@ BAD_INPUTS = {
     "negative-sigma": lambda: ["deblur", "x.png", "--noise", "-0.1", "-o", "out.png"],
     "negative-sigma-degrade": lambda: ["degrade", "x.png", "--task", "deblur", "--noise", "-0.1", "-o", "z.png"],
     "nan-sigma": lambda: ["denoise", "x.png", "--noise", "nan", "-o", "out.png"],
-    "factor-not-dividing": lambda: ["degrade", "x.png", "--task", "superres", "--factor", "5", "-o", "z.png"],
+    "factor-larger-than-image": lambda: ["degrade", "x.png", "--task", "superres", "--factor", "40", "-o", "z.png"],
     "factor-zero": lambda: ["superres", "x.png", "--factor", "0", "-o", "out.png"],
     "spec-unknown-field": lambda: ["inpaint", _spec_variant("s.json", colour="blue"), "-o", "out.png"],
     "spec-missing-field": lambda: ["inpaint", _spec_variant("s.json", operator=None), "-o", "out.png"],

@@ -188,3 +188,22 @@ def test_bad_folder_requests_are_one_line_errors(cli, tmp_path, args, message):
     _folder_of_noisy_photos(tmp_path, n=1)
     code, _, err = cli("denoise", tmp_path / "in", "--noise", "0.1", *[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_superres_crops_to_a_multiple_of_the_factor_and_says_so(cli, tmp_path):
+    x = _photo()  # 481x321 (or 321x481): neither side a multiple of 4
+    io.write_png(tmp_path / "clean.png", x)
+    code, out, err = cli("degrade", tmp_path / "clean.png", "--task", "superres", "--factor", "4", "--filter",
+                         "bicubic", "-o", tmp_path / "y.png")
+    assert code == 0, err
+    H, W = x.shape[-2:]
+    assert f"cropped from {W}x{H} to {W - W % 4}x{H - H % 4}" in out
+    spec = json.loads((tmp_path / "y.json").read_text())
+    assert spec["crop"] == {"modcrop": 4, "from": [H, W], "to": [H - H % 4, W - W % 4]}
+    assert spec["image_shape"] == [3, H - H % 4, W - W % 4]
+    # The uncropped clean image is a valid reference: it is cropped the same way, and the result says so.
+    code, out, err = cli("superres", tmp_path / "y.json", "--solver", "bicubic", "-o", tmp_path / "o.png",
+                         "--reference", tmp_path / "clean.png", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["reference_crop"]["to"] == [H - H % 4, W - W % 4] and result["psnr"] > 24

@@ -121,6 +121,8 @@ class DDPMPrior(DiffusionPrior):
             "timesteps": self.num_timesteps, "parameters": sum(p.numel() for p in self.unet.parameters()),
             "training_data": run.get("data"), "training_steps": run.get("steps_done", run.get("steps")),
             "file_list_hash": run.get("file_list_hash"),
+            **({"any_size": f"yes: trained on {run['patch']}x{run['patch']} patches, restores whole images"}
+               if self.any_size else {}),
             "offers": ["x0_hat (Tweedie)", "score", "sample (ancestral, ddim)", "bits_per_dim"],
         }
 
