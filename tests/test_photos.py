@@ -207,3 +207,39 @@ def test_superres_crops_to_a_multiple_of_the_factor_and_says_so(cli, tmp_path):
     assert code == 0, err
     result = json.loads(out)
     assert result["reference_crop"]["to"] == [H - H % 4, W - W % 4] and result["psnr"] > 24
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height pixels, with almost no data (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+                     + chunk(b"IEND", b""))
+
+
+def test_awkward_photo_files_are_handled_or_refused_in_one_line(cli, tmp_path):
+    photo = Image.fromarray((io.read_image(sorted(natural_folder("cbsd68").iterdir())[0])[0][0].permute(1, 2, 0)
+                             .numpy() * 255).round().astype(np.uint8))
+    photo.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    photo.save(tmp_path / "rotated.jpg", exif=exif)
+    Image.fromarray(np.asarray(photo.convert("L")).astype(np.uint16) * 257).save(tmp_path / "gray16.png")
+    Image.new("L", (1, 1), 128).save(tmp_path / "one.png")
+    _png_header_only(tmp_path / "huge.png", 30000, 30000)
+    W, H = photo.size
+    for name, size, mode in (("cmyk.jpg", (W, H), "RGB"), ("rotated.jpg", (H, W), "RGB"), ("gray16.png", (W, H), "L"),
+                             ("one.png", (1, 1), "L")):
+        code, _, err = cli("denoise", tmp_path / name, "--noise", "0.05", "--solver", "wiener", "-o", tmp_path / "o.png")
+        assert code == 0, (name, err)
+        with Image.open(tmp_path / "o.png") as out:
+            assert out.size == size and out.mode == mode, name  # EXIF orientation applied, CMYK as RGB
+    for args in (["deblur", tmp_path / "one.png", "--kernel", "levin:3"], ["denoise", tmp_path / "huge.png"]):
+        code, _, err = cli(*args, "-o", tmp_path / "bad.png")
+        assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert not (tmp_path / "bad.png").exists()

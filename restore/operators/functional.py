@@ -67,9 +67,12 @@ def kernel_otf(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor:
     causes no shift. Returns the complex (height, width) array K with A x = ifft2(K * fft2(x)).
     """
     kh, kw = kernel.shape[-2:]
+    # Tap (i, j) lands at ((i - kh // 2) mod height, (j - kw // 2) mod width); taps that meet on a grid
+    # smaller than the kernel add up, as circular convolution on that grid does.
+    rows = ((torch.arange(kh, device=kernel.device) - kh // 2) % height)[:, None].expand(kh, kw)
+    cols = ((torch.arange(kw, device=kernel.device) - kw // 2) % width)[None, :].expand(kh, kw)
     padded = torch.zeros(height, width, dtype=kernel.dtype, device=kernel.device)
-    padded[:kh, :kw] = kernel
-    padded = torch.roll(padded, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+    padded.index_put_((rows, cols), kernel, accumulate=True)
     return torch.fft.fft2(padded)
 
 
