@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine should do in one call: the test suite on CUDA, then the photo priors
+# trained for the time left, weights and logs written to $OUT.
+#
+# Here, first:   bash benchmarks/gpu_prepare.sh        (wheels the device lacks -> .whl/, training photos -> .gpudata/)
+# Then, device:  run(command="bash benchmarks/gpu.sh", carry=[".whl", ".gpudata"], timeout_s=600)
+#
+# BUDGET_S (default 540) bounds the whole call; DEVICE=cpu makes a dry run here (tiny budgets).
+# $OUT receives: tests.log, ddpm-photo-gray.tar, ddpm-photo-rgb.tar (each: the exported diffusers folder in
+# float16, run.json and log.jsonl), train-gray.log, train-rgb.log. Unpack a tar, then ship it with
+# restore/weights/<name>/ and a model card, or continue it here with --init.
+set -u
+start=$(date +%s)
+BUDGET_S=${BUDGET_S:-540}
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+left() { echo $(( BUDGET_S - ($(date +%s) - start) )); }
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+export RESTORE_DATA=${RESTORE_DATA:-$PWD/.gpudata}
+nvidia-smi -L > "$OUT/tests.log" 2>&1 || true
+
+# 1. The test suite, on the GPU where tests pick the device (capped so that training keeps most of the time).
+if [ -z "${SKIP_TESTS:-}" ]; then
+    timeout $(( $(left) / 4 )) python3 -m pytest -q -x -p no:cacheprovider >> "$OUT/tests.log" 2>&1
+    echo "pytest exit: $?" >> "$OUT/tests.log"
+fi
+
+# 2. The gray and the colour photo priors, half the time left each (less a minute each for export and packing).
+train() {  # name data minutes
+    local name=$1 data=$2 minutes=$3
+    local init=()
+    [ -d "restore/weights/$name" ] && init=(--init "restore/weights/$name")
+    python3 -m restore.cli train ddpm --data "$data" --patch 64 --out "/tmp/$name" --steps 1000000 \
+        --batch-size 256 --width 32 --lr 4e-4 --precision bf16 --device "$DEVICE" --max-minutes "$minutes" \
+        --checkpoint-every 2000 --sample-every 100000 "${init[@]}" > "$OUT/train-${name#ddpm-photo-}.log" 2>&1
+    python3 - "$name" <<'PY'
+import sys, torch
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+run = Path("/tmp") / sys.argv[1]
+for f in (run / "unet").glob("*.safetensors"):  # float16 weights: half the size, as shipped
+    save_file({k: v.half() for k, v in load_file(str(f)).items()}, str(f))
+PY
+    tar -C /tmp -cf "$OUT/$name.tar" "$name/unet" "$name/scheduler" "$name/model_index.json" "$name/run.json" \
+        "$name/log.jsonl" "$name/train_digests.txt"
+}
+colour="$RESTORE_DATA/natural/train/bsds400"
+if ls "$colour"/* >/dev/null 2>&1; then share=2; else share=1; fi  # no colour photos carried: all for gray
+half=$(( ($(left) / share - 60) / 60 ))
+[ "$half" -ge 1 ] && train ddpm-photo-gray "$RESTORE_DATA/natural/train/gray400" "$half"
+rest=$(( ($(left) - 60) / 60 ))
+[ "$share" -eq 2 ] && [ "$rest" -ge 1 ] && train ddpm-photo-rgb "$colour" "$rest"
+ls -la "$OUT"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Before benchmarks/gpu.sh runs on a lent GPU machine: put what that machine lacks into ignored folders
+# that `run` carries. .whl/: wheels of diffusers and bm3d/bm4d for its Python 3.12 (it has torch, numpy,
+# safetensors, huggingface_hub, scikit-image, typer and tqdm); .gpudata/: the training photos and the
+# Levin kernels (the tests read MNIST, which is not carried: those tests skip there).
+set -eu
+cd "$(dirname "$0")/.."
+grep -qx '/.gpudata/' .git/info/exclude 2>/dev/null || echo /.gpudata/ >> .git/info/exclude
+rm -rf .whl .gpudata
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl diffusers==0.42.1 bm3d==4.0.3 bm4d==4.2.5
+DATA=${RESTORE_DATA:-../shared/data}
+mkdir -p .gpudata/natural/train/gray400 .gpudata/natural/train/bsds400
+cp -r "$DATA/natural/kernels" .gpudata/natural/
+# What travels is capped at 64 MiB: the tracked files, then these. Gray photos first, then as many colour
+# ones as fit under 63 MiB in all (the tracked files take about 52 MB today).
+python3 - "$DATA/natural/train" <<'PY'
+import shutil, subprocess, sys
+from pathlib import Path
+tracked = sum(Path(f).stat().st_size for f in subprocess.run(["git", "ls-files"], capture_output=True, text=True,
+              check=True).stdout.splitlines() if Path(f).is_file())
+carried = sum(f.stat().st_size for d in (".whl", ".gpudata") for f in Path(d).rglob("*") if f.is_file())
+room = 63 * 2**20 - tracked - carried
+copied = {}
+for kind in ("gray400", "bsds400"):
+    for f in sorted(Path(sys.argv[1], kind).iterdir()):
+        if f.stat().st_size > room:
+            break
+        shutil.copy(f, Path(".gpudata/natural/train", kind, f.name))
+        room -= f.stat().st_size
+        copied[kind] = copied.get(kind, 0) + 1
+print(f"tracked files {tracked / 2**20:.1f} MiB; carried photos: {copied}; room left {room / 2**20:.1f} MiB")
+PY
+du -sh .whl .gpudata
