@@ -27,14 +27,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="*", help="setting names or prefixes (default: all)")
     parser.add_argument("--solvers", nargs="*", help="classical solvers (default: every compatible one)")
+    parser.add_argument("--learned", nargs="*", default=[], metavar="PRIOR:SOLVER[:STEPS]",
+                        help="learned methods, e.g. ddpm:tweedie ddpm:ddnm:20 (only these, unless --solvers too)")
     parser.add_argument("--max-minutes", type=float, help="stop after this long; run again to continue")
     parser.add_argument("--force", action="store_true", help="recompute cached cells")
     parser.add_argument("--table", action="store_true", help="only write the table from the stored cells")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if not args.table:
+        learned = []
+        for text in args.learned:
+            prior, solver, *steps = text.split(":")
+            learned.append((prior, solver, int(steps[0]) if steps else None))
         photo_bench.run(out=args.out, setting_names=args.settings, solvers=args.solvers,
-                        max_minutes=args.max_minutes, force=args.force)
+                        max_minutes=args.max_minutes, force=args.force, learned=learned)
     cells = photo_bench.Cells(args.out / "cells.jsonl")
     table = photo_bench.markdown(photo_bench.summary(cells))
     text = (f"# Natural-image benchmark: classical baselines\n\nProduced by `python benchmarks/natural.py` on "

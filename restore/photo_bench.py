@@ -166,13 +166,41 @@ class Cells:
             f.write(json.dumps(record) + "\n")
 
 
+def _learned_methods(prior: str, solver: str, steps: int | None, shape) -> tuple[str, Callable, dict] | None:
+    """(row name, solve(y, op), settings) of a learned prior with a solver on images of ``shape`` (C, H, W),
+    or None where the prior cannot serve them. The settings name the prior's training steps, so a retrained
+    prior's cells are computed again."""
+    from .bench import solver_settings
+    from .priors import load_prior
+    from .solvers import PRIOR_SOLVERS
+
+    model = load_prior(prior, image_shape=shape)
+    if getattr(model, "any_size", False) and model.image_shape[0] == 1 and shape[0] == 3:
+        model = model.channelwise(3)
+    if model.image_shape[0] != shape[0] or not (getattr(model, "any_size", False) or model.image_shape == shape):
+        return None
+    fn = PRIOR_SOLVERS[solver]
+    settings = {**solver_settings(fn, steps), "prior_steps": model.info().get("training_steps")}
+    kwargs = {"steps": steps} if steps is not None else {}
+
+    def solve(y, op):
+        with torch.no_grad() if solver in ("tweedie", "ddrm", "ddnm") else torch.enable_grad():
+            return fn(y, op, model, generator=torch.Generator().manual_seed(0), **kwargs).detach()
+
+    name = f"{prior} + {solver}" + (f" {steps}" if steps is not None else "")
+    return name, solve, settings
+
+
 def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str] | None = None,
-        max_minutes: float | None = None, force: bool = False, log=print) -> Cells:
-    """Compute every missing (setting, classical solver, measurement) cell, until ``max_minutes`` is spent."""
+        max_minutes: float | None = None, force: bool = False, log=print,
+        learned: list[tuple[str, str, int | None]] = ()) -> Cells:
+    """Compute every missing (setting, solver, measurement) cell, until ``max_minutes`` is spent: the classical
+    ``solvers`` (default all; none when only ``learned`` methods are asked for), and each (prior, solver,
+    steps) of ``learned``."""
     from tqdm.auto import tqdm
 
     from .bench import solver_settings
-    from .solvers import CLASSICAL, missing_capabilities
+    from .solvers import CLASSICAL, PRIOR_SOLVERS, missing_capabilities
 
     chosen = [s for s in settings() if setting_names is None or any(s.name.startswith(n) for n in setting_names)]
     if not chosen:
@@ -185,11 +213,16 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
     for setting in chosen:
         images, names = test_images(setting.data, setting.modcrop)
         op0, _ = measurement(setting, images[0], 0)
-        for name in solvers or list(CLASSICAL):
-            fn = CLASSICAL[name]
-            if missing_capabilities(fn, op0):
-                continue
-            config = solver_settings(fn)
+        methods = []
+        for name in (solvers if solvers is not None else [] if learned else list(CLASSICAL)):
+            if not missing_capabilities(CLASSICAL[name], op0):
+                methods.append((name, lambda y, op, fn=CLASSICAL[name]: fn(y, op, None), solver_settings(CLASSICAL[name])))
+        for prior, solver, steps in learned:
+            if not missing_capabilities(PRIOR_SOLVERS[solver], op0):
+                found = _learned_methods(prior, solver, steps, tuple(images[0].shape[1:]))
+                if found is not None:
+                    methods.append(found)
+        for name, solve, config in methods:
             items = [(i, j) for i in range(len(images)) for j in range(setting.items_per_image)]
             todo = [(i, j) for i, j in items
                     if force or cells.get(setting.name, name, i * setting.items_per_image + j, config) is None]
@@ -203,7 +236,7 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
                 x = images[i]
                 op, y = measurement(setting, x, item)
                 t0 = time.perf_counter()
-                x_hat = op.field_of_view(fn(y, op, None))
+                x_hat = op.field_of_view(solve(y, op))
                 seconds = time.perf_counter() - t0
                 p, s = score(x_hat, x, setting.shave)
                 cells.add({"setting": setting.name, "method": name, "item": item, "image": names[i], "psnr": p,
