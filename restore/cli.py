@@ -1042,6 +1042,42 @@ def info(prior: PriorSpec = "ddpm", json: Json = False):
         typer.echo(f"{key + ':':17s}{value}")
 
 
+def _bench_photos(data: str, tasks, priors: str, solvers: Optional[str], steps: str, out: str, force: bool) -> None:
+    """restore bench on a photo test set: the natural-image benchmark's settings for that set (``tasks``:
+    names or prefixes of settings, e.g. denoise or deblur/set12/sigma2.55)."""
+    from . import photo_bench
+    from .solvers import DIFFUSION
+
+    names = [s.name for s in photo_bench.settings() if s.data == data
+             and (tasks is None or any(s.name.startswith(t) for t in tasks))]
+    if not names:
+        raise RestoreError(f"no {data} setting matches --tasks {','.join(tasks)}; settings: "
+                           + ", ".join(s.name for s in photo_bench.settings() if s.data == data))
+    step_list = [int(v) for v in steps.split(",") if v.strip().isdigit()]
+    learned = []
+    for prior in (p for p in priors.split(",") if p and p not in ("gaussian", "vae", "gan")):
+        for solver in (solvers.split(",") if solvers else ["tweedie"]):
+            if solver not in DIFFUSION:
+                raise RestoreError(f"on photos, --solvers takes diffusion solvers ({', '.join(DIFFUSION)}), got {solver!r}")
+            for st in ([None] if solver == "tweedie" else step_list):
+                learned.append((prior, solver, st))
+    folder = Path(out)
+    if not folder.resolve().parent.is_dir():
+        raise RestoreError(f"cannot create '{folder}': '{folder.parent}' does not exist")
+    cells = photo_bench.run(out=folder, setting_names=names, solvers=list(_classical_names()), force=force,
+                            learned=learned, log=lambda text: typer.echo(text, err=True))
+    table = photo_bench.markdown([r for r in photo_bench.summary(cells) if r["setting"] in names])
+    (folder / "results.md").write_text(table + "\n")
+    typer.echo(table)
+    typer.echo(f"wrote {folder}/results.md and {folder}/cells.jsonl")
+
+
+def _classical_names():
+    from .solvers import CLASSICAL
+
+    return CLASSICAL
+
+
 @app.command()
 def bench(
     data: Annotated[str, typer.Option(help="mnist, fashion-mnist or a folder of images (its first -n, sorted).")] = "mnist",
@@ -1057,9 +1093,17 @@ def bench(
     force: Annotated[bool, typer.Option("--force", help="Recompute cached cells.")] = False,
     data_root: Annotated[Optional[str], typer.Option(help="Where MNIST/Fashion-MNIST are (default $RESTORE_DATA).")] = None,
 ):
-    """Compare every compatible prior and solver, and the classical baselines, on the same images."""
+    """Compare every compatible prior and solver, and the classical baselines, on the same images.
+
+    With --data bsd68, set12 or cbsd68 it runs the natural-image benchmark's settings on that test set
+    (restore/photo_bench.py, the protocol of benchmarks/natural.py): the classical solvers, and
+    each --priors value with each of --solvers at each --steps."""
     from .bench import run_bench
 
+    if data in ("bsd68", "set12", "cbsd68"):
+        default_tasks = "inpaint-box,inpaint-random,deblur,superres,denoise"
+        _bench_photos(data, None if tasks == default_tasks else tasks.split(","), priors, solvers, steps, out, force)
+        return
     if quick:
         n, steps, samples = 8, "10", 2
     try:

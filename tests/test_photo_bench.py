@@ -1,0 +1,46 @@
+"""The natural-image benchmark: measurements, the 8-bit protocol, cached per-measurement cells, the table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from restore import photo_bench
+from restore.errors import RestoreError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_every_setting_has_its_images_and_a_seeded_measurement():
+    settings = {s.name: s for s in photo_bench.settings()}
+    assert {"denoise/bsd68/sigma25", "deblur/set12/sigma2.55", "superres/cbsd68/x4", "inpaint/cbsd68/random80"} <= set(settings)
+    s = settings["superres/set12/x4"]
+    images, names = photo_bench.test_images(s.data, s.modcrop)
+    assert len(images) == 12 and all(x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0 for x in images)
+    op, y = photo_bench.measurement(s, images[0], 0)
+    assert torch.equal(y, (y * 255).round() / 255)  # the low-resolution image is 8-bit, as the protocol's
+    _, again = photo_bench.measurement(s, images[0], 0)
+    assert torch.equal(y, again)
+    deblur = settings["deblur/set12/sigma7.65"]
+    kernels = {tuple(deblur.operator((1, 64, 64), item).kernel.shape) for item in range(8)}
+    assert len(kernels) > 1  # items 0-7 of an image are the 8 Levin kernels
+    with pytest.raises(RestoreError, match="training set"):
+        photo_bench.test_images("train400")
+
+
+def test_cells_are_cached_per_measurement_and_summarised(tmp_path, monkeypatch):
+    cells = photo_bench.run(out=tmp_path, setting_names=["denoise/set12/sigma25"], solvers=["pinv", "wiener"],
+                            log=lambda text: None)
+    rows = {r["method"]: r for r in photo_bench.summary(cells)}
+    assert rows["pinv"]["n"] == rows["pinv"]["of"] == 12
+    assert 20.0 < rows["pinv"]["psnr"] < 20.5  # the noisy image itself: 20.17 dB at sigma 25
+    assert rows["wiener"]["psnr"] > rows["pinv"]["psnr"]
+    lines = (tmp_path / "cells.jsonl").read_text().splitlines()
+    assert len(lines) == 24 and {"setting", "method", "item", "image", "psnr", "ssim", "seconds"} <= set(json.loads(lines[0]))
+    # A rerun computes nothing (scoring a new cell would raise).
+    monkeypatch.setattr(photo_bench, "score", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    photo_bench.run(out=tmp_path, setting_names=["denoise/set12/sigma25"], solvers=["wiener"], log=lambda text: None)
+    table = photo_bench.markdown(photo_bench.summary(photo_bench.Cells(tmp_path / "cells.jsonl")))
+    assert "| denoise/set12/sigma25 | wiener | **" in table and "BM3D 29.97" in table
