@@ -23,7 +23,7 @@ from restore import metrics
 from restore.data import patch_training_data, read_images, resolve_data
 from restore.operators import Denoising, GaussianNoise
 from restore.runtime import machine
-from restore.solvers import DIFFUSION
+from restore.solvers import CLASSICAL, DIFFUSION
 
 OUT = Path(__file__).parent / "results" / "ddpm_photo" / "curve.jsonl"
 
@@ -47,9 +47,12 @@ def main():
     parser.add_argument("--run", type=Path, help="a training run folder (its latest checkpoint)")
     parser.add_argument("--prior", help="a finished prior (a --prior value) instead of a run")
     parser.add_argument("--label", default="", help="a note stored with the line")
+    parser.add_argument("--classical", help="measure this classical solver (e.g. bm3d) on the run's images instead")
     args = parser.parse_args()
     if args.run is not None:
         prior, where, config = from_checkpoint(args.run)
+        if args.classical:
+            prior, where = None, {"step": None, "minutes": None, "method": args.classical}
     else:
         from restore.priors import load_prior
 
@@ -68,7 +71,7 @@ def main():
         for i, x in enumerate(val):
             y = op(x.double(), generator=torch.Generator().manual_seed(1000 * sigma + i)).float()
             with torch.no_grad():
-                x_hat = DIFFUSION["tweedie"](y, op, prior)
+                x_hat = CLASSICAL[args.classical](y, op, None) if prior is None else DIFFUSION["tweedie"](y, op, prior)
             scores.append(float(metrics.psnr((x_hat * 255).round() / 255, x)[0]))
         row[f"psnr_sigma{sigma}"] = round(float(np.mean(scores)), 3)
     row["seconds"] = round(time.perf_counter() - t0, 1)
