@@ -204,9 +204,10 @@ def train(
             raise RestoreError(f"'{out}' exists and is not a folder")
         if (ckpt_dir / "checkpoint.json").exists() and not resume:
             raise RestoreError(f"'{out}' already holds a checkpoint: pass --resume to continue it, or choose another --out")
-        if not out.parent.is_dir():
-            raise RestoreError(f"cannot create the run folder '{out}': '{out.parent}' does not exist")
-        (out / "samples").mkdir(parents=True, exist_ok=True)
+        try:  # the parents of --out too: `--out runs/NAME` works in a fresh clone
+            (out / "samples").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RestoreError(f"cannot create the run folder '{out}': {exc.strerror or exc}") from None
     if (loss_fn is None) == (phases is None):
         raise ValueError("give either loss_fn or phases")
     phases = phases or [Phase("loss", loss_fn)]

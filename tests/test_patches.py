@@ -106,3 +106,17 @@ def test_train_ddpm_on_patches_writes_a_pipeline_folder(tmp_path):
     assert pipe.unet.config.sample_size == 16
     digests = (tmp_path / "run" / "train_digests.txt").read_text().split()
     assert len(digests) == 2  # one per training image (the third is the validation image)
+
+
+def test_training_creates_the_parent_folders_of_out(tmp_path):
+    from restore.priors.ddpm import train_ddpm
+
+    data = _photos(tmp_path / "photos", sizes=[(24, 24)] * 3)
+    out = tmp_path / "runs" / "deeper" / "run"
+    train_ddpm(data=str(data), out=out, patch=16, width=8, steps=1, batch_size=2, timesteps=10, sample_every=100,
+               checkpoint_every=1, val_every=1, precision="fp32")
+    assert (out / "unet").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RestoreError, match="cannot create the run folder"):
+        train_ddpm(data=str(data), out=tmp_path / "file" / "run", patch=16, width=8, steps=1, batch_size=2,
+                   timesteps=10, precision="fp32")

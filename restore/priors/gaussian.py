@@ -219,8 +219,10 @@ def train_gaussian(*, data: str, out, size: int | None = None, channels: int | N
     out = Path(out)
     if (out / "run.json").exists():
         raise RestoreError(f"'{out}' already holds a model: choose another --out")
-    if not out.parent.is_dir():
-        raise RestoreError(f"cannot create the model folder '{out}': '{out.parent}' does not exist")
+    try:  # the parents of --out too: `--out runs/NAME` works in a fresh clone
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RestoreError(f"cannot create the model folder '{out}': {exc.strerror or exc}") from None
     t0 = time.perf_counter()
     ds = datasets.training_data(data, size=size, channels=channels, seed=seed, root=data_root)
     prior = fit_gaussian(ds["train"], rank=rank)
