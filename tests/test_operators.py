@@ -112,6 +112,20 @@ def test_measurement_shape(shape, op):
 
 
 @pytest.mark.parametrize("shape, op", OPERATORS)
+def test_nonnegative_operators_have_no_negative_entry(shape, op):
+    # Richardson-Lucy needs it: with a negative entry (bicubic's lobes, a Gaussian matrix) it returned NaN.
+    dense = dense_matrix(op, (1, *shape[1:])) if math.prod(shape[1:]) <= 768 else None
+    if getattr(op, "nonnegative", False):
+        probe = torch.zeros((1, *shape[1:]), dtype=torch.float64)
+        probe[..., shape[-2] // 2, shape[-1] // 2] = 1.0  # one column of A
+        assert op.A(probe).min() > -1e-9
+        if dense is not None:
+            assert dense.min() > -1e-9
+    elif dense is not None:
+        assert dense.min() < -1e-9, "has no negative entry: declare nonnegative = True"
+
+
+@pytest.mark.parametrize("shape, op", OPERATORS)
 def test_input_shape_inverts_measurement_shape(shape, op):
     # What a prior of images of any size needs: the size of x from the measurement alone.
     assert tuple(op.input_shape(op.measurement_shape(shape))) == tuple(shape)

@@ -74,7 +74,11 @@ class Operator(torch.nn.Module):
 
 
 class LinearOperator(Operator):
-    """A linear A with its adjoint; the pseudo-inverse defaults to conjugate gradients."""
+    """A linear A with its adjoint; the pseudo-inverse defaults to conjugate gradients.
+
+    An operator whose matrix has no negative entry (masks, blurs, box downsampling) says so with
+    ``nonnegative = True``; Richardson-Lucy asks for it. The others leave it unset.
+    """
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -144,6 +148,8 @@ class SVDOperator(LinearOperator):
 class IdentityBasisOperator(SVDOperator):
     """An SVD operator that is diagonal in pixel space: U = V = I, so A x = s * x."""
 
+    nonnegative = True  # s is a 0/1 mask or all ones
+
     def V(self, z):
         return z
 
@@ -196,6 +202,8 @@ class Composition(LinearOperator):
             raise RestoreError("only the last operator of a composition may add noise")
         super().__init__(noise=outer.noise)
         self.outer, self.inner = outer, inner
+        if getattr(outer, "nonnegative", False) and getattr(inner, "nonnegative", False):
+            self.nonnegative = True  # a product of non-negative matrices
 
     def A(self, x):
         return self.outer.A(self.inner.A(x))

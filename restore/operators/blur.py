@@ -23,6 +23,7 @@ class Blur(SVDOperator):
     """
 
     name = "deblur"
+    nonnegative = True  # the kernel is checked to be non-negative
 
     def __init__(self, kernel: torch.Tensor, noise: Noise | None = None, *, description: dict | None = None):
         super().__init__(noise)
@@ -114,6 +115,7 @@ class ValidBlur(LinearOperator):
     """
 
     name = "deblur"
+    nonnegative = True  # the kernel is checked to be non-negative
 
     def __init__(self, kernel: torch.Tensor, noise: Noise | None = None, *, description: dict | None = None):
         super().__init__(noise)

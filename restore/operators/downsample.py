@@ -29,6 +29,8 @@ class Downsample(SVDOperator):
         if kind not in ("box", "bicubic"):
             raise RestoreError(f"unknown downsampling filter {kind!r} (known: box, bicubic)")
         self.factor, self.kind = int(factor), kind
+        if kind == "box":
+            self.nonnegative = True  # averages; Keys' bicubic kernel has negative lobes
 
     def check_input(self, x_shape):
         H, W = x_shape[-2:]

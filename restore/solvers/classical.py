@@ -95,7 +95,7 @@ def wiener(y, operator, prior=None, *, steps=None, generator=None, callback: Cal
     return crop(torch.fft.ifft2(X).real.clamp(0, 1))
 
 
-@requires("A_adjoint")
+@requires("A_adjoint", "nonnegative")
 def richardson_lucy(y, operator, prior=None, *, steps: int = 50, generator=None, callback: Callback = None):
     """Richardson (1972) - Lucy (1974): multiplicative EM for Poisson likelihoods, x <- x A^T(y / Ax) / A^T 1.
 
