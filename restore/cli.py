@@ -900,7 +900,9 @@ def train(
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
-        state = "finished" if summary["finished"] else "stopped by the time budget (continue with --resume)"
+        state = ("finished" if summary["finished"] else
+                 f"stopped by {summary['interrupted_by']} (continue with --resume)" if summary.get("interrupted_by")
+                 else "stopped by the time budget (continue with --resume)")
         typer.echo(f"{out}: step {summary['step']}, {state}, {summary['minutes']:.1f} min")
 
 

@@ -260,6 +260,7 @@ def train(
     skipped = 0  # steps with a non-finite gradient, in this segment
     step = start
     stopped_by_budget = False
+    interrupted = _Interrupt()  # Ctrl-C or SIGTERM: finish the step, checkpoint, export, say how to resume
 
     def checkpoint(step: int) -> None:
         if not d.is_main:
@@ -277,67 +278,71 @@ def train(
             meta["more_param_groups"] = groups[1:]
         save_checkpoint(ckpt_dir, tensors, meta)
 
-    while step < steps:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step * d.world_size + d.rank)
-        model.train()
-        # 1. One optimiser step per phase and repeat (DDP averages the gradients across ranks).
-        logged: dict[str, float] = {}
-        for phase, opt in zip(phases, opts):
-            for _ in range(phase.repeats):
-                x = _batch(train_images, per_rank, g, flip).to(d.device)
-                with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss, values = _scalars(phase.loss_fn(net, x, g, step))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for group in opt.param_groups:
-                    group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-                if grad_clip is not None:
-                    params = [p for group in opt.param_groups for p in group["params"]]
-                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                    if not torch.isfinite(norm):
-                        skipped += 1
-                        continue
-                opt.step()
-            logged.update(values if len(phases) == 1 else {f"{phase.name}_{k}": v for k, v in values.items()})
-        # 2. EMA of the weights, identical on every rank because the weights are.
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - ema_decay)
-            for b_ema, b in zip(ema.buffers(), model.buffers()):
-                b_ema.copy_(b)
-        step += 1
-        seen += per_rank * d.world_size
-        minutes = minutes_before + (time.monotonic() - t_start) / 60  # training time over all segments
-        record = {"step": step, **logged, "minutes": minutes, **({"skipped": skipped} if skipped else {})}
-        if val_images is not None and len(phases) == 1 and (step % val_every == 0 or step == steps):
-            val = validation_loss(ema, phases[0].loss_fn, val_images, per_rank, seed, d.device)
-            record.update({f"val_{k}": v for k, v in val.items()} if isinstance(val, dict) else {"val_loss": val})
-            warning = warn_fn(record) if warn_fn is not None else None
-            if warning and d.is_main:
-                record["warning"] = warning
-                tqdm.write(f"warning: step {step}: {warning}")
-        if d.is_main:
-            rate = seen / max(time.monotonic() - t_window, 1e-9)
-            first = next(iter(logged))
-            bar.set_postfix({first: f"{logged[first]:.4f}", "img_s": f"{rate:.0f}"})
-            bar.update(1)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if sample_fn is not None and step % sample_every == 0:
-                io.write_grid(out / "samples" / f"step-{step}.png", sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
-        over_budget = max_minutes is not None and time.monotonic() - t_start > 60 * max_minutes
-        if d.world_size > 1:  # every rank must stop at the same step
-            flag = torch.tensor([float(over_budget)], device=d.device)
-            torch.distributed.all_reduce(flag)
-            over_budget = bool(flag.item() > 0)
-        if step % checkpoint_every == 0 or step == steps or over_budget:
-            checkpoint(step)
-        if over_budget:
-            stopped_by_budget = True
-            break
+    try:
+        while step < steps:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + step * d.world_size + d.rank)
+            model.train()
+            # 1. One optimiser step per phase and repeat (DDP averages the gradients across ranks).
+            logged: dict[str, float] = {}
+            for phase, opt in zip(phases, opts):
+                for _ in range(phase.repeats):
+                    x = _batch(train_images, per_rank, g, flip).to(d.device)
+                    with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
+                        loss, values = _scalars(phase.loss_fn(net, x, g, step))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for group in opt.param_groups:
+                        group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+                    if grad_clip is not None:
+                        params = [p for group in opt.param_groups for p in group["params"]]
+                        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                        if not torch.isfinite(norm):
+                            skipped += 1
+                            continue
+                    opt.step()
+                logged.update(values if len(phases) == 1 else {f"{phase.name}_{k}": v for k, v in values.items()})
+            # 2. EMA of the weights, identical on every rank because the weights are.
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), model.parameters()):
+                    p_ema.lerp_(p, 1 - ema_decay)
+                for b_ema, b in zip(ema.buffers(), model.buffers()):
+                    b_ema.copy_(b)
+            step += 1
+            seen += per_rank * d.world_size
+            minutes = minutes_before + (time.monotonic() - t_start) / 60  # training time over all segments
+            record = {"step": step, **logged, "minutes": minutes, **({"skipped": skipped} if skipped else {})}
+            if val_images is not None and len(phases) == 1 and (step % val_every == 0 or step == steps):
+                val = validation_loss(ema, phases[0].loss_fn, val_images, per_rank, seed, d.device)
+                record.update({f"val_{k}": v for k, v in val.items()} if isinstance(val, dict) else {"val_loss": val})
+                warning = warn_fn(record) if warn_fn is not None else None
+                if warning and d.is_main:
+                    record["warning"] = warning
+                    tqdm.write(f"warning: step {step}: {warning}")
+            if d.is_main:
+                rate = seen / max(time.monotonic() - t_window, 1e-9)
+                first = next(iter(logged))
+                bar.set_postfix({first: f"{logged[first]:.4f}", "img_s": f"{rate:.0f}"})
+                bar.update(1)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if sample_fn is not None and step % sample_every == 0:
+                    io.write_grid(out / "samples" / f"step-{step}.png", sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
+            over_budget = (max_minutes is not None and time.monotonic() - t_start > 60 * max_minutes) or interrupted.signal
+            if d.world_size > 1:  # every rank must stop at the same step
+                flag = torch.tensor([float(over_budget)], device=d.device)
+                torch.distributed.all_reduce(flag)
+                over_budget = bool(flag.item() > 0)
+            if step % checkpoint_every == 0 or step == steps or over_budget:
+                checkpoint(step)
+            if over_budget:
+                stopped_by_budget = True
+                break
+    finally:
+        interrupted.restore()
     bar.close()
     segment = (time.monotonic() - t_start) / 60
-    summary = {"step": step, "finished": step >= steps, "stopped_by_budget": stopped_by_budget,
+    summary = {"step": step, "finished": step >= steps, "stopped_by_budget": stopped_by_budget and not interrupted.signal,
+               **({"interrupted_by": interrupted.signal} if interrupted.signal else {}),
                "minutes": segment, "minutes_total": minutes_before + segment, "ranks_identical": ranks_identical(model, d)}
     if d.is_main:
         if export_fn is not None:
@@ -348,6 +353,43 @@ def train(
         with open(log_path, "a") as f:
             f.write(json.dumps({"summary": summary}) + "\n")
     return summary
+
+
+class _Interrupt:
+    """While training, Ctrl-C (SIGINT) and SIGTERM set ``signal`` instead of killing the process: the loop
+    finishes its step, checkpoints and exports, and the run can be continued with --resume. A second
+    signal of the same kind kills as usual."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.signal: str | None = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be installed from the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.signal is not None:  # the second time: stop now
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signal = signal.Signals(signum).name
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"{self.signal}: stopping after this step; the checkpoint and the exported model will be written "
+                   "(continue with --resume; the same signal again stops at once)")
+
+    def restore(self):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def _truncate_log(path: Path, step: int) -> float | None:

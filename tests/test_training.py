@@ -166,3 +166,36 @@ def test_warmup_ramps_the_rate_and_a_non_finite_gradient_skips_its_step(tmp_path
     tensors, _ = training.load_checkpoint(tmp_path / "one" / "checkpoint")
     for k, v in before.items():
         assert torch.allclose((tensors[f"model.{k}"] - v).abs(), torch.full_like(v, 2.5e-3), rtol=1e-3)
+
+
+def test_sigterm_during_training_checkpoints_exports_and_resumes(tmp_path):
+    """A SIGTERM (or Ctrl-C) stops a run after its step with a checkpoint and the exported model; --resume goes on."""
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    from PIL import Image
+    import numpy as np
+
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 24), dtype=np.uint8)).save(data / f"{i}.png")
+    cmd = [sys.executable, "-m", "restore.cli", "train", "ddpm", "--data", str(data), "--patch", "16", "--width", "8",
+           "--timesteps", "10", "--batch-size", "2", "--steps", "100000", "--checkpoint-every", "100000",
+           "--out", str(tmp_path / "run")]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.terminate()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM (continue with --resume)" in out and "Traceback" not in err
+    step = __import__("json").loads((tmp_path / "run" / "checkpoint" / "checkpoint.json").read_text())["step"]
+    assert step >= 3 and (tmp_path / "run" / "unet").is_dir()
+    resumed = subprocess.run(cmd[:-6] + ["--steps", str(step + 2), "--checkpoint-every", "100000", "--out",
+                                         str(tmp_path / "run"), "--resume"], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0 and f"step {step + 2}, finished" in resumed.stdout, resumed.stderr
