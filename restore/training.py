@@ -327,7 +327,7 @@ def train(
                     f.write(json.dumps(record) + "\n")
                 if sample_fn is not None and step % sample_every == 0:
                     io.write_grid(out / "samples" / f"step-{step}.png", sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
-            over_budget = (max_minutes is not None and time.monotonic() - t_start > 60 * max_minutes) or interrupted.signal
+            over_budget = (max_minutes is not None and time.monotonic() - t_start > 60 * max_minutes) or bool(interrupted.signal)
             if d.world_size > 1:  # every rank must stop at the same step
                 flag = torch.tensor([float(over_budget)], device=d.device)
                 torch.distributed.all_reduce(flag)
