@@ -77,3 +77,22 @@ def test_the_shipped_prior_is_chosen_by_the_input(tmp_path, monkeypatch):
     (tmp_path / "ddpm-photo-rgb").rmdir()
     # Without photo priors a photo gets the MNIST prior, whose size check then explains what fits.
     assert shipped_for("ddpm", (1, 321, 481)) == ("ddpm-mnist", 1)
+
+
+def test_a_photo_prior_defaults_to_fast_solvers_in_the_cli(patch_prior, tmp_path, capsys, monkeypatch):
+    import json
+    import sys
+
+    from restore import io
+    from restore.cli import main
+
+    io.write_png(tmp_path / "g.png", torch.rand(1, 1, 37, 45, generator=torch.Generator().manual_seed(0)))
+    for task, args, solver in (("denoise", ["--noise", "0.1"], "tweedie"), ("inpaint", ["--random", "0.5"], "ddnm")):
+        monkeypatch.setattr(sys, "argv", ["restore", task, str(tmp_path / "g.png"), *args, "--prior", str(patch_prior),
+                                          "-o", str(tmp_path / f"{task}.png"), "--json"])
+        try:
+            main()
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+        result = json.loads(capsys.readouterr().out)
+        assert result["solver"] == solver and result["image_shape"] == [1, 37, 45]
