@@ -421,8 +421,9 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
         _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed,
                             op_options, **learned)
         return
-    if learned.get("samples", 1) != 1 or learned.get("params") or learned.get("resize"):
-        raise RestoreError("--samples, --param and --resize are for learned priors (--prior ddpm, gaussian or a model)")
+    if learned.get("samples", 1) != 1 or learned.get("params") or learned.get("resize") \
+            or learned.get("precision", "fp32") != "fp32":
+        raise RestoreError("--samples, --param, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
     _default_boundary(task, input, spec, op_options)
     y, op, shape, source, notes = _load_measurement(task, input, spec, op_options)
     name = solver or DEFAULT_SOLVER[task]
@@ -594,7 +595,8 @@ def _parse_params(params: list[str], fn) -> dict:
 
 
 def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
-                        *, samples: int = 1, estimate: str = "mean", params=(), resize: bool = False):
+                        *, samples: int = 1, estimate: str = "mean", params=(), resize: bool = False,
+                        precision: str = "fp32"):
     """Restore with a learned prior and a diffusion solver: estimate, sample grid, std map and a JSON record."""
     import torch
 
@@ -608,6 +610,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         raise RestoreError(f"--samples must be a positive integer, got {samples}")
     if estimate not in ("mean", "sample"):
         raise RestoreError(f"--estimate must be mean or sample, got {estimate!r}")
+    if precision not in ("fp32", "bf16"):
+        raise RestoreError(f"--precision must be fp32 or bf16, got {precision!r}")
     stem = out.with_suffix("")
     paths = {"samples": Path(f"{stem}.samples.png"), "std": Path(f"{stem}.std.png"), "json": Path(f"{stem}.json")}
     inputs = {Path(v).resolve() for v in (input, spec) if v is not None}
@@ -617,6 +621,10 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
             raise RestoreError(f"'{p}' would overwrite an input: choose another -o")
     dev = _device(device)
     model = _load_prior_once(prior, dev, _peek_shape(task, input, spec, op_options))
+    if precision == "bf16":
+        if not hasattr(model, "with_autocast"):
+            raise RestoreError(f"--precision bf16 is for DDPM priors; the {model.family} prior runs in float32")
+        model = model.with_autocast(torch.bfloat16)
     usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
     # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
     defaults = DEFAULT_PHOTO_SOLVER if getattr(model, "any_size", False) else DEFAULT_PRIOR_SOLVER
@@ -678,7 +686,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": estimate,
               "operator": op.spec(), "seconds": round(seconds, 3), "nfe": counted.calls, "image_shape": list(shape),
-              "seed": seed, "device": str(dev), "resize": resize}
+              "seed": seed, "device": str(dev), "resize": resize, "precision": precision}
     if getattr(model, "channel_groups", 1) > 1:
         result["channelwise"] = True  # a gray prior applied to each colour channel
     if samples > 1:
@@ -740,6 +748,8 @@ Samples = Annotated[int, typer.Option(help="Posterior samples to draw (learned p
 Estimate = Annotated[str, typer.Option(help="What -o holds: mean (of the samples) or sample (the first one).")]
 Param = Annotated[Optional[list[str]], typer.Option("--param", help="Solver hyperparameter KEY=VALUE (repeatable), e.g. fidelity=2.")]
 Resize = Annotated[bool, typer.Option("--resize", help="Fit a plain image's size and channels to the prior's.")]
+Precision = Annotated[str, typer.Option(help="Learned priors: fp32, or bf16 to run the network under bfloat16 autocast "
+                                             "(about 2x faster on CPUs with AVX-512 BF16, slower on others).")]
 Solver = Annotated[Optional[str], typer.Option(help="Solver; default per task (see README).")]
 Steps = Annotated[Optional[int], typer.Option(help="Iterations of an iterative solver, or diffusion steps.")]
 Reference = Annotated[Optional[str], typer.Option(help="Clean image: print PSNR and SSIM against it.")]
@@ -753,11 +763,13 @@ def inpaint(input: Input, output: Output = "restored.png", box: Box = None, rand
             noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
             solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
             device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False):
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
+        precision: Precision = "fp32"):
     """Fill in missing pixels. Without --box/--random/--mask, transparent pixels are the missing ones."""
     _run("inpaint", input, output, spec, prior, solver, steps, reference, json, device, seed,
          dict(box=box, random=random, mask=mask, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force))
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
+              precision=precision))
 
 
 @app.command()
@@ -765,11 +777,13 @@ def deblur(input: Input, output: Output = "restored.png", kernel: Kernel = None,
            noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
            solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
            device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False):
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
+        precision: Precision = "fp32"):
     """Remove blur by a known kernel (default gaussian:2), with no wrap-around at the borders of a photo."""
     _run("deblur", input, output, spec, prior, solver, steps, reference, json, device, seed,
          dict(kernel=kernel, boundary=boundary, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force))
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
+              precision=precision))
 
 
 @app.command()
@@ -777,32 +791,36 @@ def superres(input: Input, output: Output = "restored.png", factor: Factor = Non
              noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
              solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
              device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False):
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
+        precision: Precision = "fp32"):
     """Upsample a low-resolution image by --factor (default 4)."""
     _run("superres", input, output, spec, prior, solver, steps, reference, json, device, seed,
          dict(factor=factor, filter=filter, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force))
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
+              precision=precision))
 
 
 @app.command()
 def denoise(input: Input, output: Output = "restored.png", noise: Noise = None, poisson: Poisson = None,
             spec: Spec = None, prior: Prior = "classical", solver: Solver = None, steps: Steps = None,
             reference: Reference = None, json: Json = False, device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False):
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
+        precision: Precision = "fp32"):
     """Remove noise; without --noise, sigma_y is estimated from the image."""
     _run("denoise", input, output, spec, prior, solver, steps, reference, json, device, seed,
          dict(noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force))
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
+              precision=precision))
 
 
 @app.command()
 def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: Prior = "classical",
        solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
        device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False):
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, precision: Precision = "fp32"):
     """Recover an image from compressed-sensing measurements (the .json written by `restore degrade --task cs`)."""
     _run("cs", input, output, spec, prior, solver, steps, reference, json, device, seed, dict(seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize))
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, precision=precision))
 
 
 @app.command()

@@ -839,7 +839,12 @@ def test_the_record_never_overwrites_the_input_spec(cli, tmp_path, digit_specs):
 
 def test_learned_options_need_a_learned_prior(cli, tmp_path, digit_specs):
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--samples", "2", "-o", tmp_path / "o.png"))
-    assert "--samples, --param and --resize are for learned priors" in line
+    assert "--samples, --param, --resize and --precision are for learned priors" in line
+    line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--precision", "bf16", "-o", tmp_path / "o.png"))
+    assert "--precision are for learned priors" in line
+    line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "vae", "--precision", "bf16",
+                                  "-o", tmp_path / "o.png"))
+    assert "--precision bf16 is for DDPM priors" in line
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "gaussian", "--resize",
                                   "-o", tmp_path / "o.png"))
     assert "--resize works on plain images" in line

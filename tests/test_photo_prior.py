@@ -96,3 +96,12 @@ def test_a_photo_prior_defaults_to_fast_solvers_in_the_cli(patch_prior, tmp_path
             assert exc.code in (0, None)
         result = json.loads(capsys.readouterr().out)
         assert result["solver"] == solver and result["image_shape"] == [1, 37, 45]
+
+
+def test_bf16_autocast_gives_what_fp32_gives(patch_prior):
+    prior = load_prior(str(patch_prior))
+    x_t = torch.randn(1, 1, 40, 48, generator=torch.Generator().manual_seed(0))
+    full = prior.eps_and_x0(x_t, 5)[1]
+    half = prior.with_autocast(torch.bfloat16).eps_and_x0(x_t, 5)[1]
+    assert half.dtype == full.dtype and prior.autocast_dtype is None
+    assert (half - full).abs().max() < 0.05 * full.abs().max()  # bfloat16 keeps 8 bits of mantissa

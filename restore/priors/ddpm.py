@@ -45,6 +45,7 @@ class DDPMPrior(DiffusionPrior):
         self.register_buffer("alpha_bar", torch.cumprod(1.0 - betas, dim=0))  # (T,)
         # A gray network used on colour images treats each channel as a gray image (see channelwise).
         self.channel_groups = 1
+        self.autocast_dtype: torch.dtype | None = None  # see with_autocast
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "DDPMPrior":
@@ -102,6 +103,15 @@ class DDPMPrior(DiffusionPrior):
         photographs (``restore train ddpm --patch``), which runs on the whole image."""
         return bool((self.run_info or {}).get("patch"))
 
+    def with_autocast(self, dtype: torch.dtype) -> "DDPMPrior":
+        """This network run under autocast to ``dtype`` (torch.bfloat16: about 2x faster on CPUs with
+        AVX-512 BF16), its outputs returned in the input's dtype. A shallow copy; this prior is unchanged."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.autocast_dtype = dtype
+        return twin
+
     def channelwise(self, groups: int) -> "DDPMPrior":
         """This network for images of ``groups`` times its channels, each channel (group) on its own: a gray
         photo prior on colour photos, as a prior that treats R, G and B as independent gray images. A
@@ -139,8 +149,10 @@ class DDPMPrior(DiffusionPrior):
             mode = "reflect" if ph < H and pw < W else "replicate"
             x_t = torch.nn.functional.pad(x_t, (0, pw, 0, ph), mode=mode)
         t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
-        out = self.unet(x_t, t).sample[..., :H, :W]
-        return out.reshape(B, C, H, W)
+        with torch.autocast(x_t.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            out = self.unet(x_t, t).sample[..., :H, :W]
+        return out.to(x_t.dtype).reshape(B, C, H, W)
 
     def eps_and_x0(self, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(eps_hat, x0_hat) in model space [-1, 1], from any prediction type."""
