@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from restore import metrics
-from restore.data import patch_training_data, read_images, resolve_data
+from restore.data import VAL_FRACTION, image_files, read_images, resolve_data, split_indices
 from restore.operators import Denoising, GaussianNoise
 from restore.runtime import machine
 from restore.solvers import CLASSICAL, DIFFUSION
@@ -59,10 +59,12 @@ def main():
         prior = load_prior(args.prior)
         config = prior.run_info
         where = {"step": config.get("steps_done"), "minutes": config.get("minutes_total")}
-    ds = patch_training_data(config["data"], patch=config["patch"], channels=config["channels"], seed=config["seed"])
+    # The run's held-out images: the split training made (patch_training_data's default fraction).
     folder = Path(resolve_data(config["data"]))
-    images, files = read_images(folder, channels=config["channels"])
-    val = [images[files.index(f)].float()[None] / 255 for f in ds["files_val"]]
+    files = [rel for rel, _ in image_files(folder)]
+    _, val_index = split_indices(len(files), VAL_FRACTION, config["seed"])
+    images, _ = read_images(folder, channels=config["channels"], files=[files[i] for i in val_index])
+    val = [image.float()[None] / 255 for image in images]
     row = {**where, "label": args.label, "images": len(val), "machine": machine()}
     t0 = time.perf_counter()
     for sigma in (15, 25, 50):

@@ -159,6 +159,9 @@ def mnist_images(
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"}
 _COLOUR_MODES = {"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
 
+# Share of a folder's images held out for validation, by default.
+VAL_FRACTION = 0.05
+
 # More files than this get a progress bar while they are read.
 _PROGRESS_MIN_FILES = 1000
 
@@ -215,6 +218,41 @@ def _eight_bit(im, path: Path):
     return im if mode in ("L", "RGB") else im.convert("RGB")
 
 
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of a sorted list of n files: a seeded shuffle, round(val_fraction * n) of them
+    (at least 1 when val_fraction > 0) for validation; each part in sorted order."""
+    n_val = min(max(round(val_fraction * n), 1), n - 1) if val_fraction > 0 else 0
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _kind(im, path: Path, rel: str, channels: int | None, kinds: dict[str, str], root: Path) -> str:
+    """"gray" or "colour" for a decoded image; records the first file of each kind in ``kinds`` and refuses a
+    folder that mixes them when ``channels`` does not say what to convert to."""
+    if im.mode in _GRAY_MODES:
+        kind = "gray"
+    elif im.mode in _COLOUR_MODES:
+        kind = "colour"
+    else:
+        raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'")
+    kinds.setdefault(kind, rel)
+    if channels is None and len(kinds) == 2:
+        raise RestoreError(
+            f"folder '{root}' mixes gray ('{kinds['gray']}') and colour ('{kinds['colour']}') "
+            "images; pass channels=1 or channels=3 (--channels) to convert all"
+        )
+    return kind
+
+
+def _to_channels(picture, c: int):
+    """An 8-bit PIL image ("L" or "RGB") converted to c channels (ITU-R BT.601 luma for gray)."""
+    if c == 1 and picture.mode == "RGB":
+        return picture.convert("L")
+    if c == 3 and picture.mode == "L":
+        return picture.convert("RGB")
+    return picture
+
+
 def _square(im, size: int):
     """Resize the shorter side to ``size`` and crop the centre: a ``size`` x ``size`` PIL image."""
     from PIL import Image
@@ -236,7 +274,7 @@ def load_folder(
     *,
     size: int | None,
     channels: int | None = None,
-    val_fraction: float = 0.05,
+    val_fraction: float = VAL_FRACTION,
     seed: int = 0,
 ) -> dict:
     """Every image under ``root``, recursively, as uint8 (N, C, size, size) tensors split into train and val.
@@ -267,9 +305,8 @@ def load_folder(
         )
 
     # 1. The split: a seeded shuffle of the sorted list; each part is kept in sorted order.
-    n_val = min(max(round(val_fraction * n), 1), n - 1) if val_fraction > 0 else 0
-    order = np.random.default_rng(seed).permutation(n)
-    val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
+    train_index, val_index = split_indices(n, val_fraction, seed)
+    n_val = len(val_index)
     # slot[i] = (is_val, row): where file i of the sorted list goes, so nothing is copied afterwards.
     slot = {int(i): (False, row) for row, i in enumerate(train_index)}
     slot.update({int(i): (True, row) for row, i in enumerate(val_index)})
@@ -282,25 +319,9 @@ def load_folder(
         for i, (rel, _) in enumerate(bar):
             path = root / rel
             im = _open_image(path)
-            if im.mode in _GRAY_MODES:
-                kind = "gray"
-            elif im.mode in _COLOUR_MODES:
-                kind = "colour"
-            else:
-                raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'")
-            kinds.setdefault(kind, rel)
-            if channels is None and len(kinds) == 2:
-                raise RestoreError(
-                    f"folder '{root}' mixes gray ('{kinds['gray']}') and colour ('{kinds['colour']}') "
-                    "images; pass channels=1 or channels=3 (--channels) to convert all"
-                )
-
-            picture = _square(_eight_bit(im, path), size)
+            kind = _kind(im, path, rel, channels, kinds, root)
             c = channels or (1 if kind == "gray" else 3)
-            if c == 1 and picture.mode == "RGB":
-                picture = picture.convert("L")  # ITU-R BT.601 luma
-            elif c == 3 and picture.mode == "L":
-                picture = picture.convert("RGB")
+            picture = _to_channels(_square(_eight_bit(im, path), size), c)
             if not parts:
                 parts[False] = np.empty((n - n_val, c, size, size), np.uint8)
                 parts[True] = np.empty((n_val, c, size, size), np.uint8)
@@ -334,7 +355,7 @@ def training_data(
     *,
     size: int | None = None,
     channels: int | None = None,
-    val_fraction: float = 0.05,
+    val_fraction: float = VAL_FRACTION,
     seed: int = 0,
     root: str | os.PathLike | None = None,
 ) -> dict:
@@ -485,15 +506,18 @@ def resolve_data(data: str, root: str | os.PathLike | None = None) -> str:
     return data
 
 
-def read_images(folder: str | os.PathLike, *, channels: int | None = None) -> tuple[list[torch.Tensor], list[str]]:
-    """Every image under ``folder`` (recursively, sorted by path) at its own size, as uint8 (C, H, W) tensors,
-    and their relative paths. ``channels`` 1 or 3 converts; None keeps the stored kind (all must agree)."""
+def read_images(folder: str | os.PathLike, *, channels: int | None = None,
+                files: list[str] | None = None) -> tuple[list[torch.Tensor], list[str]]:
+    """Every image under ``folder`` (recursively, sorted by path; or the relative paths ``files`` of
+    :func:`image_files`) at its own size, as uint8 (C, H, W) tensors, and their relative paths.
+    ``channels`` 1 or 3 converts; None keeps the stored kind (all must agree)."""
     from tqdm.auto import tqdm
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise RestoreError(f"cannot read images from folder '{folder}': no such folder")
-    files = [rel for rel, _ in image_files(folder)]
+    if files is None:
+        files = [rel for rel, _ in image_files(folder)]
     if not files:
         raise RestoreError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder '{folder}' or its subfolders")
     images, kinds = [], {}
@@ -501,17 +525,8 @@ def read_images(folder: str | os.PathLike, *, channels: int | None = None) -> tu
     for rel in tqdm(files, desc="reading images", unit="image", disable=show):
         path = folder / rel
         im = _open_image(path)
-        if im.mode not in _GRAY_MODES | _COLOUR_MODES:
-            raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'")
-        kind = "gray" if im.mode in _GRAY_MODES else "colour"
-        kinds.setdefault(kind, rel)
-        if channels is None and len(kinds) == 2:
-            raise RestoreError(f"folder '{folder}' mixes gray ('{kinds['gray']}') and colour ('{kinds['colour']}') "
-                               "images; pass channels=1 or channels=3 (--channels) to convert all")
-        picture = _eight_bit(im, path)
-        c = channels or (1 if kind == "gray" else 3)
-        picture = picture.convert("L" if c == 1 else "RGB") if picture.mode != ("L" if c == 1 else "RGB") else picture
-        pixels = np.asarray(picture)
+        kind = _kind(im, path, rel, channels, kinds, folder)
+        pixels = np.asarray(_to_channels(_eight_bit(im, path), channels or (1 if kind == "gray" else 3)))
         # (H, W) or (H, W, 3) -> (C, H, W)
         images.append(torch.from_numpy(np.array(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))))
     return images, files
@@ -579,7 +594,7 @@ class PatchSet:
         return x
 
 
-def patch_training_data(data: str, *, patch: int, channels: int | None = None, val_fraction: float = 0.05,
+def patch_training_data(data: str, *, patch: int, channels: int | None = None, val_fraction: float = VAL_FRACTION,
                         val_patches: int = 512, augment: bool = True, seed: int = 0,
                         root: str | os.PathLike | None = None) -> dict:
     """Training data of random patches from a folder of photographs (or a named set: train400, bsds400).
@@ -594,20 +609,18 @@ def patch_training_data(data: str, *, patch: int, channels: int | None = None, v
     folder = Path(resolve_data(data, root)).expanduser()
     if not folder.exists():
         raise RestoreError(f"unknown dataset {data!r}: use mnist, fashion-mnist, {', '.join(NATURAL_SETS)} or a folder")
-    images, files = read_images(folder, channels=channels)
+    listing = image_files(folder)  # (relative path, bytes), for the reading and for the file-list hash
+    images, files = read_images(folder, channels=channels, files=[rel for rel, _ in listing])
     n = len(images)
     if n < 2 and val_fraction > 0:
         raise RestoreError(f"folder '{folder}' has only 1 image; a train/validation split needs at least 2")
-    n_val = min(max(round(val_fraction * n), 1), n - 1) if val_fraction > 0 else 0
-    order = np.random.default_rng(seed).permutation(n)
-    val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
+    train_index, val_index = split_indices(n, val_fraction, seed)
     train = PatchSet([images[i] for i in train_index], patch, augment)
     val = None
-    if n_val:
+    if len(val_index):
         val = PatchSet([images[i] for i in val_index], patch).crops(val_patches, torch.Generator().manual_seed(seed))
-    sizes = [(f, int(Path(folder, f).stat().st_size)) for f in files]
     return {
         "train": train, "val": val, "name": data if data in NATURAL_SETS else str(folder.resolve()),
         "files_train": [files[i] for i in train_index], "files_val": [files[i] for i in val_index],
-        "file_list_hash": file_list_hash(sizes), "patch": patch,
+        "file_list_hash": file_list_hash(listing), "patch": patch,
     }
