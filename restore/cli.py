@@ -194,12 +194,13 @@ def _read_reference(reference: Optional[str], shape, op=None):
     import torch
 
     from . import io
+    from .operators import functional as Fn
 
     truth, _ = io.read_image(reference)
     k = getattr(op, "factor", 1)
     H, W = truth.shape[-2:]
     if k > 1 and tuple(shape[-2:]) == (H - H % k, W - W % k) and (H % k or W % k):
-        truth = truth[..., : H - H % k, : W - W % k]  # super-resolution's modcrop, as `restore degrade` crops
+        truth = Fn.modcrop(truth, k)  # super-resolution's modcrop, as `restore degrade` crops
         _NOTES["reference_crop"] = {"modcrop": k, "from": [H, W], "to": list(truth.shape[-2:])}
     frame = tuple(op.field_of_view(torch.empty(1, *shape)).shape[1:]) if op is not None else tuple(shape)
     if tuple(truth.shape[1:]) == tuple(shape):
@@ -252,6 +253,7 @@ def degrade(
     import torch
 
     from . import io, measurement
+    from .operators import functional as Fn
 
     if task not in TASKS:
         raise RestoreError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
@@ -265,7 +267,7 @@ def degrade(
     if task == "superres" and k >= 1 and (x.shape[-2] % k or x.shape[-1] % k) and x.shape[-2] >= k and x.shape[-1] >= k:
         # The literature's protocol ("modcrop"): crop the image to a multiple of the factor, top-left kept.
         H, W = x.shape[-2:]
-        x = x[..., : H - H % k, : W - W % k]
+        x = Fn.modcrop(x, k)
         crop = {"modcrop": k, "from": [H, W], "to": list(x.shape[-2:])}
     if task == "denoise" and noise is None and poisson is None:
         noise = 0.1

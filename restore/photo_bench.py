@@ -33,6 +33,7 @@ import torch
 
 from . import io, metrics
 from . import operators as O
+from .operators import functional as Fn
 from .data import levin_kernel, natural_folder
 from .errors import RestoreError
 
@@ -119,9 +120,7 @@ def test_images(data: str, modcrop: int = 1, root=None) -> tuple[list[torch.Tens
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in io.IMAGE_EXTENSIONS)
     images = []
     for path in files:
-        x, _ = io.read_image(path)
-        H, W = x.shape[-2:]
-        images.append(x[..., : H - H % modcrop, : W - W % modcrop])
+        images.append(Fn.modcrop(io.read_image(path)[0], modcrop))
     return images, [p.name for p in files]
 
 

@@ -119,10 +119,14 @@ class ValidBlur(LinearOperator):
 
     def __init__(self, kernel: torch.Tensor, noise: Noise | None = None, *, description: dict | None = None):
         super().__init__(noise)
-        circular = Blur(kernel, description=description)  # checks and normalises the kernel
-        self.register_buffer("kernel", circular.kernel)
-        self.description = circular.description
+        # The circular blur on the grown domain, which A crops; it checks and normalises the kernel.
+        self.circular = Blur(kernel, description=description)
+        self.description = self.circular.description
         self.radius = (self.kernel.shape[0] // 2, self.kernel.shape[1] // 2)
+
+    @property
+    def kernel(self) -> torch.Tensor:
+        return self.circular.kernel
 
     @classmethod
     def of(cls, blur: Blur) -> "ValidBlur":
@@ -140,27 +144,24 @@ class ValidBlur(LinearOperator):
     def otf(self, x: torch.Tensor) -> torch.Tensor:
         """Transfer function (H, W) of the circular convolution on x's (grown) domain."""
         self.check_input(x.shape)
-        return Fn.kernel_otf(self.kernel.to(torch.float64), *x.shape[-2:]).to(
-            torch.complex128 if x.dtype == torch.float64 else torch.complex64).to(x.device)
+        return self.circular.otf(x)
 
     def field_of_view(self, x: torch.Tensor) -> torch.Tensor:
         """The part of x (B, C, H + 2 rh, W + 2 rw) that the measurement's frame covers, (B, C, H, W)."""
         rh, rw = self.radius
         return x[..., rh : x.shape[-2] - rh, rw : x.shape[-1] - rw]
 
-    def grow(self, y: torch.Tensor, mode: str = "constant") -> torch.Tensor:
-        """y (B, C, H, W) padded by the radius on every side: zeros ("constant") or mirrored ("reflect")."""
+    def grow(self, y: torch.Tensor) -> torch.Tensor:
+        """y (B, C, H, W) padded with zeros by the radius on every side: the adjoint of the crop."""
         rh, rw = self.radius
-        if mode == "reflect":
-            return Fn.reflect_pad(y, rh, rw)
         return torch.nn.functional.pad(y, (rw, rw, rh, rh))
 
     def A(self, x):
-        return self.field_of_view(torch.fft.ifft2(self.otf(x) * torch.fft.fft2(x)).real.to(x.dtype))
+        self.check_input(x.shape)
+        return self.field_of_view(self.circular.A(x))
 
     def A_adjoint(self, y):
-        z = self.grow(y)  # zero outside the frame, (B, C, H + 2 rh, W + 2 rw)
-        return torch.fft.ifft2(self.otf(z).conj() * torch.fft.fft2(z)).real.to(y.dtype)
+        return self.circular.A_adjoint(self.grow(y))  # zero outside the frame, then the circular adjoint
 
     def measurement_shape(self, x_shape):
         rh, rw = self.radius

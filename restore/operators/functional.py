@@ -84,6 +84,13 @@ def reflect_pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     return x.index_select(-2, rows).index_select(-1, cols)
 
 
+def modcrop(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """x (..., H, W) cropped to the largest multiple of ``factor`` in each side, top-left kept: the
+    super-resolution literature's "modcrop" (MATLAB's img(1:H - mod(H, k), 1:W - mod(W, k)))."""
+    H, W = x.shape[-2:]
+    return x[..., : H - H % factor, : W - W % factor]
+
+
 def _cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
     """Keys' cubic convolution kernel (a = -0.5, as MATLAB's and PyTorch's bicubic)."""
     t = np.abs(t)
