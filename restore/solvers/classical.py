@@ -132,8 +132,9 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
     other linear operator 10 x ``steps`` iterations of the primal-dual method of Chambolle & Pock
     (2011), which needs about that many more.
     """
-    noiseless = effective_sigma(y, operator) < 10 * SIGMA_FLOOR
-    sigma_y = max(effective_sigma(y, operator), 10 * SIGMA_FLOOR)
+    sigma = effective_sigma(y, operator)
+    noiseless = sigma < 10 * SIGMA_FLOOR
+    sigma_y = max(sigma, 10 * SIGMA_FLOOR)
     if weight is None:
         weight = 2.0 if y.shape[-2] * y.shape[-1] <= 64 * 64 else 6.0
     lam = weight * sigma_y**2
@@ -228,8 +229,8 @@ def _masked_convolution(y: torch.Tensor, operator, margin: int = 8):
     observed[..., rows, cols] = 1.0 if mask is None else mask.to(y.dtype).expand(y.shape[1:])
     y_pad = y.new_zeros(observed.shape)
     y_pad[..., rows, cols] = y * observed[..., rows, cols]
-    if blur:
-        K = torch.fft.rfft2(torch.fft.irfft2(Fn.kernel_otf(kernel.double().cpu(), h, w)[:, : w // 2 + 1], s=(h, w)))
+    if blur:  # the kernel is real: rfft2's half-spectrum is the first w // 2 + 1 columns of its fft2
+        K = Fn.kernel_otf(kernel.double().cpu(), h, w)[:, : w // 2 + 1]
     else:
         K = torch.ones((h, w // 2 + 1), dtype=torch.complex128)
 
