@@ -262,3 +262,12 @@ def test_lasso_recovers_a_sparse_image_from_few_measurements(basis):
     # (measured MSE 3e-8 pixel, 1e-5 wavelet), while the minimum-norm solution (6e-3, 7e-2) and
     # the lasso in the other basis (6e-3, 9e-2) are not. A 100x margin.
     assert err(lasso) < err(pinv) / 100 and err(lasso) < err(other) / 100, (err(lasso), err(pinv), err(other))
+
+
+def test_tv_weight_follows_the_size_of_x_not_of_y():
+    # A 256x256 photo downsampled 4x gives a 64x64 y: it is a photograph (weight 6), not a digit (weight 2).
+    op = O.Downsample(4, "box", noise=O.GaussianNoise(0.05))
+    y = op(torch.rand(1, 1, 256, 256, generator=torch.Generator().manual_seed(0)))
+    default = CLASSICAL["tv"](y, op, None, steps=3)
+    assert torch.allclose(default, CLASSICAL["tv"](y, op, None, steps=3, weight=6.0))
+    assert not torch.allclose(default, CLASSICAL["tv"](y, op, None, steps=3, weight=2.0))

@@ -135,8 +135,9 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
     sigma = effective_sigma(y, operator)
     noiseless = sigma < 10 * SIGMA_FLOOR
     sigma_y = max(sigma, 10 * SIGMA_FLOOR)
-    if weight is None:
-        weight = 2.0 if y.shape[-2] * y.shape[-1] <= 64 * 64 else 6.0
+    if weight is None:  # by the size of the image x, not of y (smaller for super-resolution, a vector for CS)
+        H, W = operator.input_shape(tuple(y.shape))[-2:]
+        weight = 2.0 if H * W <= 64 * 64 else 6.0
     lam = weight * sigma_y**2
     structure = _masked_convolution(y, operator)
     if structure is not None:
