@@ -371,10 +371,10 @@ _PRIORS: dict = {}
 
 
 def _load_prior_once(prior: str, dev, shape):
-    """load_prior, remembered per (prior, device, shipped choice for the image shape)."""
+    """load_prior, remembered per (prior, device, shipped choice for the image shape, channels)."""
     from .priors import SHIPPED, load_prior, shipped_for
 
-    key = (prior, str(dev), shipped_for(prior, shape) if prior in SHIPPED else None)
+    key = (prior, str(dev), shipped_for(prior, shape) if prior in SHIPPED else None, shape and shape[0])
     if key not in _PRIORS:
         _PRIORS[key] = load_prior(prior, device=dev, image_shape=shape)
     return _PRIORS[key]
@@ -629,7 +629,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         model = model.with_autocast(torch.bfloat16)
     usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
     # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
-    defaults = DEFAULT_PHOTO_SOLVER if getattr(model, "any_size", False) else DEFAULT_PRIOR_SOLVER
+    any_size = getattr(model, "any_size", False)
+    defaults = DEFAULT_PHOTO_SOLVER if any_size else DEFAULT_PRIOR_SOLVER
     default_name, default_steps, default_params = defaults[task]
     name = solver or (default_name if default_name in usable else next(iter(usable), "none"))
     if name not in PRIOR_SOLVERS:
@@ -640,18 +641,14 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     # The default solver comes with its per-task hyperparameters; a --param of the same name wins.
     chosen = solver is None and name == default_name
     hyper = _parse_params([*(f"{k}={v}" for k, v in default_params.items() if chosen), *params], fn)
-    any_size = getattr(model, "any_size", False)
     if resize and any_size:
         raise RestoreError(f"--resize is for priors of fixed-size images; {prior!r} restores images of any size")
     _default_boundary(task, input, spec, op_options, any_size=any_size)
     y, op, shape, source, notes = _load_measurement(task, input, spec, op_options,
                                                     target=model.image_shape if resize else None)
     check_compatible(name, fn, op, usable)
-    if any_size and shape[0] == 3 and model.image_shape[0] == 1 and hasattr(model, "channelwise"):
-        model = model.channelwise(3)  # a gray photo prior on a colour photo: each channel as a gray image
+    if getattr(model, "channel_groups", 1) > 1:  # fitted by load_prior: a gray photo prior on a colour photo
         notes.append(f"the prior {prior!r} models gray images: restoring R, G and B each as a gray image")
-    if any_size and shape[0] != model.image_shape[0]:
-        raise RestoreError(f"the image has {shape[0]} channel(s) but the prior {prior!r} models {model.image_shape[0]}")
     if not any_size and tuple(shape) != tuple(model.image_shape):
         have, want = "x".join(map(str, shape)), "x".join(map(str, model.image_shape))
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""

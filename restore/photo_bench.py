@@ -173,9 +173,7 @@ def _learned_methods(prior: str, solver: str, steps: int | None, shape) -> tuple
     from .priors import load_prior
     from .solvers import PRIOR_SOLVERS
 
-    model = load_prior(prior, image_shape=shape)
-    if getattr(model, "any_size", False) and model.image_shape[0] == 1 and shape[0] == 3:
-        model = model.channelwise(3)
+    model = load_prior(prior, image_shape=shape)  # a gray photo prior comes fitted to colour images
     if model.image_shape[0] != shape[0] or not (getattr(model, "any_size", False) or model.image_shape == shape):
         return None
     fn = PRIOR_SOLVERS[solver]

@@ -60,6 +60,9 @@ def test_a_gray_prior_runs_on_colour_channel_by_channel(patch_prior):
     per_channel = torch.cat([prior.eps_and_x0(x_t[:, c : c + 1], 7)[1] for c in range(3)], 1)
     colour = prior.channelwise(3)
     assert colour.image_shape == (3, 16, 16) and prior.image_shape == (1, 16, 16)
+    # load_prior fits any prior to the images' channels, a model folder as well as a family name.
+    assert load_prior(str(patch_prior), image_shape=(3, 24, 40)).image_shape == (3, 16, 16)
+    assert load_prior(str(patch_prior), image_shape=(1, 24, 40)).image_shape == (1, 16, 16)
     assert torch.allclose(colour.eps_and_x0(x_t, 7)[1], per_channel, atol=1e-5)
 
 

@@ -95,10 +95,18 @@ def folder_family(path: Path) -> str | None:
     return None
 
 
+def fit_channels(prior, channels: int):
+    """The prior for images of ``channels`` channels: a gray prior of photographs (any size) on colour
+    images runs on R, G and B as three gray images (:meth:`DDPMPrior.channelwise`); any other prior as it is."""
+    if channels == 3 and getattr(prior, "any_size", False) and prior.image_shape[0] == 1:
+        return prior.channelwise(3)
+    return prior
+
+
 def load_prior(spec: str, *, device=None, image_shape=None):
     """The prior named by ``spec`` (family name, shipped name such as ddpm-photo-gray, model folder or hub
     id), in eval mode; a family name picks the shipped prior for images of ``image_shape`` (C, H, W),
-    see :func:`shipped_for`."""
+    see :func:`shipped_for`, and every prior is fitted to their channels (:func:`fit_channels`)."""
     if spec == "classical":
         raise RestoreError("'classical' is not a model: it means restoring without a learned prior")
     if spec in PLANNED:
@@ -108,13 +116,11 @@ def load_prior(spec: str, *, device=None, image_shape=None):
                            f"--out runs/{spec}) and pass its folder as --prior")
     shipped_names = {name for variants in VARIANTS.values() for name, _, _ in variants}
     if spec in SHIPPED:
-        name, groups = shipped_for(spec, image_shape)
+        name, _ = shipped_for(spec, image_shape)  # its channel groups are applied below, as for any prior
         path = WEIGHTS / name
         if not path.is_dir():
             raise RestoreError(f"the shipped {spec} prior is missing from this installation ('{path}'): reinstall restore")
         prior = _load_folder(path)
-        if groups > 1:
-            prior = prior.channelwise(groups)
     elif spec in shipped_names:
         if not (WEIGHTS / spec).is_dir():
             raise RestoreError(f"the {spec} prior does not ship with this installation yet; `restore priors` lists "
@@ -130,6 +136,8 @@ def load_prior(spec: str, *, device=None, image_shape=None):
         raise RestoreError(f"unknown prior {spec!r}: not a family ({', '.join(FAMILIES)}), an existing model folder, "
                            "or a hub id (owner/name)")
     prior.source = spec
+    if image_shape is not None:
+        prior = fit_channels(prior, image_shape[0])
     return prior.eval().to(device) if device is not None else prior.eval()
 
 
