@@ -392,9 +392,11 @@ def _peek_shape(task: str, input: str, spec, op_options: dict):
             return tuple(shape) if isinstance(shape, list) and len(shape) == 3 else None
         from PIL import Image
 
+        from .data import _GRAY_MODES
+
         with Image.open(path) as im:
             w, h = im.size
-            channels = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+            channels = 1 if im.mode in _GRAY_MODES else 3
     except (OSError, ValueError, AttributeError):
         return None
     k = (op_options.get("factor") or 4) if task == "superres" else 1
@@ -1074,7 +1076,7 @@ def _bench_photos(data: str, tasks, priors: str, solvers: Optional[str], steps: 
     """restore bench on a photo test set: the natural-image benchmark's settings for that set (``tasks``:
     names or prefixes of settings, e.g. denoise or deblur/set12/sigma2.55)."""
     from . import photo_bench
-    from .solvers import DIFFUSION
+    from .solvers import CLASSICAL, DIFFUSION
 
     names = [s.name for s in photo_bench.settings() if s.data == data
              and (tasks is None or any(s.name.startswith(t) for t in tasks))]
@@ -1092,18 +1094,12 @@ def _bench_photos(data: str, tasks, priors: str, solvers: Optional[str], steps: 
     folder = Path(out)
     if not folder.resolve().parent.is_dir():
         raise RestoreError(f"cannot create '{folder}': '{folder.parent}' does not exist")
-    cells = photo_bench.run(out=folder, setting_names=names, solvers=list(_classical_names()), force=force,
+    cells = photo_bench.run(out=folder, setting_names=names, solvers=list(CLASSICAL), force=force,
                             learned=learned, log=lambda text: typer.echo(text, err=True))
     table = photo_bench.markdown([r for r in photo_bench.summary(cells) if r["setting"] in names])
     (folder / "results.md").write_text(table + "\n")
     typer.echo(table)
     typer.echo(f"wrote {folder}/results.md and {folder}/cells.jsonl")
-
-
-def _classical_names():
-    from .solvers import CLASSICAL
-
-    return CLASSICAL
 
 
 @app.command()
