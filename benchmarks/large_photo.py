@@ -11,7 +11,6 @@ kernel 3 (valid boundary, sigma 0.01), 4x super-resolution (bicubic) and 80% ran
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import subprocess
 import sys

@@ -605,7 +605,6 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     import torch
 
     from . import io, metrics
-    from .priors import load_prior
     from .solvers import PRIOR_SOLVERS, check_compatible, solvers_for
     from .solvers.diffusion import CountingPrior
     from .solvers.repaint import jump_schedule

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from restore.data import (NATURAL_SETS, PatchSet, default_data_root, dihedral, natural_folder,
+from restore.data import (NATURAL_SETS, PatchSet, dihedral, natural_folder,
                           patch_training_data, read_images)
 from restore.errors import RestoreError
 

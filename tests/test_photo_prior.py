@@ -11,7 +11,6 @@ from PIL import Image
 import restore.priors as priors
 from restore.operators import Blur, Denoising, GaussianNoise, Inpainting, ValidBlur
 from restore.priors import load_prior, shipped_for
-from restore.priors.ddpm import DDPMPrior
 from restore.solvers import DIFFUSION
 
 pytestmark = pytest.mark.usefixtures("one_thread")

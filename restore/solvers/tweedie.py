@@ -20,7 +20,7 @@ import torch
 
 from ..errors import RestoreError
 from .base import Callback, effective_sigma, requires
-from .diffusion import TWEEDIE, check_prior, to_image, to_model
+from .diffusion import TWEEDIE, check_fidelity, check_prior, to_image, to_model
 
 
 @requires("kernel", noise=("gaussian",), prior=TWEEDIE)
@@ -32,8 +32,7 @@ def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callbac
     """
     if operator.kernel.numel() != 1:
         raise RestoreError("the tweedie solver denoises (the identity operator); for blur use dps, ddnm or diffpir")
-    if not (math.isfinite(fidelity) and fidelity > 0):
-        raise RestoreError(f"fidelity must be a positive number, got {fidelity}")
+    check_fidelity(fidelity)
     check_prior(y, operator, prior)
     sigma = 2 * effective_sigma(y, operator) / math.sqrt(fidelity)  # in model space
     a_bar = prior.alpha_bar.to(torch.float64)
