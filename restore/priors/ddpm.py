@@ -22,7 +22,10 @@ import torch
 
 from ..errors import RestoreError
 from .base import DiffusionPrior
+from . import tiles
 from .sampling import reverse_diffusion
+
+TILE, TILE_OVERLAP = 512, 64  # see DDPMPrior.tile
 
 
 class DDPMPrior(DiffusionPrior):
@@ -46,6 +49,10 @@ class DDPMPrior(DiffusionPrior):
         # A gray network used on colour images treats each channel as a gray image (see channelwise).
         self.channel_groups = 1
         self.autocast_dtype: torch.dtype | None = None  # see with_autocast
+        # A prior of any size runs on images larger than this in overlapping windows (restore.priors.tiles),
+        # so memory stays bounded; None: always on the whole image.
+        self.tile: int | None = TILE
+        self.tile_overlap: int = TILE_OVERLAP
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "DDPMPrior":
@@ -141,18 +148,27 @@ class DDPMPrior(DiffusionPrior):
         B, C, H, W = x_t.shape
         if self.channel_groups > 1:  # (B, g c, H, W) -> (B g, c, H, W): each group a separate image
             x_t = x_t.reshape(B * self.channel_groups, C // self.channel_groups, H, W)
-        # The UNet halves the size once per block but the last: mirror the bottom and right edges up
-        # to a multiple of that, and crop the output back.
+        t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
+        if self.any_size and self.tile is not None:
+            out = tiles.tiled(lambda piece: self._network(piece, t), x_t, self.tile, self.tile_overlap)
+        else:
+            out = self._network(x_t, t)
+        return out.reshape(B, C, H, W)
+
+    def _network(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The UNet on x_t of any size: it halves the size once per block but the last, so the bottom
+        and right edges are mirrored up to a multiple of that and the output is cropped back."""
+        H, W = x_t.shape[-2:]
         m = 2 ** (len(getattr(self.unet.config, "block_out_channels", (0,))) - 1)
         ph, pw = -H % m, -W % m
+        padded = x_t
         if ph or pw:
             mode = "reflect" if ph < H and pw < W else "replicate"
-            x_t = torch.nn.functional.pad(x_t, (0, pw, 0, ph), mode=mode)
-        t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
+            padded = torch.nn.functional.pad(x_t, (0, pw, 0, ph), mode=mode)
         with torch.autocast(x_t.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            out = self.unet(x_t, t).sample[..., :H, :W]
-        return out.to(x_t.dtype).reshape(B, C, H, W)
+            out = self.unet(padded, t).sample[..., :H, :W]
+        return out.to(x_t.dtype)
 
     def eps_and_x0(self, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(eps_hat, x0_hat) in model space [-1, 1], from any prediction type."""
@@ -318,14 +334,36 @@ def _init_unet(spec: str, image_shape, betas: torch.Tensor):
     prior = load_prior(spec)
     if prior.family != "ddpm":
         raise RestoreError(f"--init {spec!r} is a {prior.family} prior, not a ddpm")
-    if tuple(prior.image_shape) != tuple(image_shape):
+    widen = prior.any_size and prior.image_shape[0] == 1 and image_shape[0] == 3
+    if prior.any_size and (prior.image_shape[0] == image_shape[0] or widen):
+        pass  # a photo prior trained on patches: any patch size will do
+    elif tuple(prior.image_shape) != tuple(image_shape):
         raise RestoreError(f"--init {spec!r} models {'x'.join(map(str, prior.image_shape))} images, "
                            f"but the data is {'x'.join(map(str, image_shape))}")
     if prior.betas.shape != betas.shape or not torch.allclose(prior.betas, betas.float()):
         raise RestoreError(f"--init {spec!r} has another noise schedule: pass its --schedule and its number of timesteps")
     if prior.prediction_type != "epsilon":
         raise RestoreError(f"--init {spec!r} predicts {prior.prediction_type}; training here predicts epsilon")
-    return prior.unet.train().requires_grad_(True)
+    unet = _gray_to_colour(prior.unet) if widen else prior.unet
+    return unet.train().requires_grad_(True)
+
+
+def _gray_to_colour(gray):
+    """A colour UNet that starts as the gray one run on the channel mean: its first convolution reads each
+    channel with a third of the gray weights, its last writes the gray prediction to all three channels.
+
+    A warm start (transfer learning) for a colour photo prior: what the gray network has learned about
+    edges and textures carries over, and training then learns the colour statistics.
+    """
+    from diffusers import UNet2DModel
+
+    colour = UNet2DModel.from_config({**gray.config, "in_channels": 3, "out_channels": 3})
+    state = dict(gray.state_dict())
+    state["conv_in.weight"] = state["conv_in.weight"].repeat(1, 3, 1, 1) / 3
+    state["conv_out.weight"] = state["conv_out.weight"].repeat(3, 1, 1, 1)
+    state["conv_out.bias"] = state["conv_out.bias"].repeat(3)
+    colour.load_state_dict({k: v.float() for k, v in state.items()})
+    return colour
 
 
 def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None = None, width: int = 32,
