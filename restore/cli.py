@@ -8,6 +8,7 @@ and no output file is left behind (outputs are checked first and written atomica
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -84,8 +85,9 @@ def _noise(sigma: Optional[float], gain: Optional[float]):
     return PoissonNoise(gain) if gain is not None else GaussianNoise(sigma or 0.0)
 
 
-def _kernel(text: str, seed: int):
-    """Build a Blur from the --kernel option text."""
+def _kernel(text: str, seed: int, frame=None):
+    """Build a Blur from the --kernel option text; a built kernel larger than ``frame`` (H, W) is refused
+    before it is allocated."""
     from . import io
     from .operators import Blur
 
@@ -101,6 +103,7 @@ def _kernel(text: str, seed: int):
             raise RestoreError(usage) from None
         if not math.isfinite(sigma) or (size is not None and size < 1):
             raise RestoreError(f"--kernel {text!r}: SIGMA must be a finite number and SIZE a positive integer")
+        _check_kernel_size(text, size if size is not None else 2 * math.ceil(3 * abs(sigma)) + 1, frame)
         return Blur.gaussian(sigma, size)
     if name == "motion":
         try:
@@ -110,6 +113,7 @@ def _kernel(text: str, seed: int):
             intensity = float(args[1]) if len(args) > 1 else 0.5
         except ValueError:
             raise RestoreError(usage) from None
+        _check_kernel_size(text, size, frame)
         return Blur.motion(size, intensity, seed)
     if name == "levin":
         from .data import levin_kernel
@@ -121,6 +125,13 @@ def _kernel(text: str, seed: int):
         raise RestoreError(usage)
     path = Path(text)
     return Blur(io.read_kernel(path), description={"kind": "file", "path": str(path)})
+
+
+def _check_kernel_size(text: str, size: int, frame) -> None:
+    if frame is not None and size > max(frame):
+        H, W = frame
+        raise RestoreError(f"--kernel {text!r} makes a {size}x{size} kernel, larger than the {W}x{H} image: "
+                           "give a smaller SIZE (or SIGMA)")
 
 
 def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha=None, kernel=None, factor=None,
@@ -150,7 +161,14 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
         elif random is not None:
             op = O.Inpainting.random(image_shape, random, seed)
         elif mask is not None:
-            op = O.Inpainting(io.read_image(mask, mode="L")[0][0] > 0.5)
+            pixels, mask_alpha = io.read_image(mask, mode="L")
+            if tuple(pixels.shape[-2:]) != tuple(image_shape[-2:]):
+                h, w = pixels.shape[-2:]
+                raise RestoreError(f"the mask '{mask}' is {w}x{h} but the image is {image_shape[-1]}x{image_shape[-2]}")
+            observed = pixels[0] > 0.5  # white = observed, black = missing
+            if mask_alpha is not None:
+                observed &= mask_alpha[0] > 0.5  # and transparent = missing, as in the image itself
+            op = O.Inpainting(observed)
         elif alpha is not None:
             op = O.Inpainting(alpha[0] > 0.5)  # transparent = missing
         elif for_degrade:
@@ -160,8 +178,14 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
                 "this image has no alpha channel and no mask was given: erase the missing region to "
                 "transparency in an image editor, or pass --mask m.png, --box X,Y,W,H or --random FRACTION"
             )
+        if alpha is not None and chosen:
+            # One rule: a transparent pixel of the image is missing, whatever option adds more holes.
+            op = O.Inpainting(op.mask.bool() & (alpha[0] > 0.5))
+        if not for_degrade and bool(op.mask.all()):
+            raise RestoreError("nothing to inpaint: no pixel is missing (a mask is white where observed and black "
+                               "or transparent where missing; an image's transparent pixels are missing)")
     elif task == "deblur":
-        op = _kernel("gaussian:2" if kernel is None else kernel, seed)
+        op = _kernel("gaussian:2" if kernel is None else kernel, seed, frame=tuple(image_shape[-2:]))
         op.check_input((1, *image_shape[-3:]))  # a kernel larger than the frame is refused either way
         if boundary == "valid":
             op = O.ValidBlur.of(op)
@@ -231,6 +255,26 @@ def _output_check(path: str) -> Path:
     return out
 
 
+def _refuse_overwrite(outputs, inputs) -> None:
+    """No command writes over a file it reads: each output is compared with each input file (an image,
+    spec, mask, kernel or reference), as resolved paths and, where both exist, as the same file on disk
+    (hard and symbolic links too)."""
+    import os
+
+    existing = [Path(i) for i in inputs if i is not None and Path(i).is_file()]
+    for o in map(Path, outputs):
+        for i in existing:
+            same = os.path.samefile(o, i) if o.exists() else o.resolve() == i.resolve()
+            if same:
+                raise RestoreError(f"'{o}' would overwrite the input '{i}': choose another -o")
+
+
+def _input_files(input, spec=None, reference=None, op_options=None) -> list:
+    """The files a restoring command reads (an option naming a kernel such as levin:3 is no file)."""
+    options = op_options or {}
+    return [input, spec, reference, options.get("mask"), options.get("kernel")]
+
+
 @app.command()
 def degrade(
     image: Annotated[str, typer.Argument(help="Clean image (PNG, JPEG, 8- or 16-bit, gray or colour).")],
@@ -261,7 +305,8 @@ def degrade(
     paths = measurement.paths_for(output, float_format)
     for p in paths.values():
         io.output_path_check(p)
-    x, _ = io.read_image(image)
+    _refuse_overwrite(paths.values(), [image, mask, kernel])
+    x, alpha = io.read_image(image)
     crop = None
     k = factor if factor is not None else 4
     if task == "superres" and k >= 1 and (x.shape[-2] % k or x.shape[-1] % k) and x.shape[-2] >= k and x.shape[-1] >= k:
@@ -272,6 +317,7 @@ def degrade(
     if task == "denoise" and noise is None and poisson is None:
         noise = 0.1
     op = _operator(task, x.shape[1:], box=box, random=random, mask=mask, kernel=kernel, factor=factor, filter=filter,
+                   alpha=alpha if task == "inpaint" else None,  # transparent pixels are missing, as everywhere
                    noise=_noise(noise, poisson), seed=seed, measurements=measurements, for_degrade=True,
                    boundary="circular" if task == "deblur" and boundary is None else boundary)
     y = op(x, generator=torch.Generator().manual_seed(seed))
@@ -298,8 +344,9 @@ def _fit_to(y, alpha, target, task: str, factor: Optional[int]):
     elif y.shape[1] == 1 and C == 3:
         y = y.repeat(1, 3, 1, 1)
     y = torch.nn.functional.interpolate(y, size=(H, W), mode="bilinear", antialias=True, align_corners=False)
-    if alpha is not None:
-        alpha = torch.nn.functional.interpolate(alpha[None].float(), size=(H, W), mode="nearest")[0]
+    if alpha is not None:  # (1, 1, h, w) as io.read_image returns it
+        alpha = torch.nn.functional.interpolate(alpha.float().reshape(1, 1, *alpha.shape[-2:]), size=(H, W),
+                                                mode="nearest").reshape(*alpha.shape[:-2], H, W)
     return y.clamp(0, 1), alpha
 
 
@@ -327,6 +374,11 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
             raise RestoreError(f"'{spec_path}' has an unknown task {meta['task']!r} (known: {', '.join(TASKS)})")
         if meta["task"] != task:
             raise RestoreError(f"'{spec_path}' describes a {meta['task']} measurement: run `restore {meta['task']}`")
+        preview = meta.get("preview")
+        if spec is not None and isinstance(preview, str) and (spec_path.parent / preview).resolve() != path.resolve():
+            # `restore TASK y.png --spec y.json` reads y.json; another image would be silently ignored.
+            raise RestoreError(f"'{path}' is not the preview of '{spec_path}' (that is '{spec_path.parent / preview}'): "
+                               f"the spec holds the measurement, so pass it alone: restore {task} {spec_path}")
         _check_observed(op)
         return y, op, tuple(meta["image_shape"]), f"{spec_path} ({Path(spec_path).parent / meta['arrays']['y']})", []
     if path.suffix.lower() in (".npy", ".safetensors"):
@@ -342,6 +394,11 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
     if task == "superres":
         k = 4 if op_options["factor"] is None else op_options["factor"]
         shape = (C, h * k, w * k)
+        from .runtime import check_allocation
+
+        # A solver holds a few dozen float copies of the restored image.
+        check_allocation(C * h * k * w * k * 4 * 32, f"the {w * k}x{h * k} restored image (x{k})",
+                         "use a smaller --factor, or a smaller input")
     else:
         shape = (C, h, w)
     noise_opts = (op_options.pop("noise"), op_options.pop("poisson"))
@@ -425,6 +482,7 @@ def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[
         _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed,
                             op_options, **learned)
         return
+    _refuse_overwrite([out], _input_files(input, spec, reference, op_options))
     if learned.get("samples", 1) != 1 or learned.get("params") or learned.get("resize") \
             or learned.get("precision", "fp32") != "fp32":
         raise RestoreError("--samples, --param, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
@@ -595,6 +653,9 @@ def _parse_params(params: list[str], fn) -> dict:
             raise RestoreError(f"--param {text!r}: {key} takes a {kind.__name__}") from None
         if isinstance(out[key], float) and not math.isfinite(out[key]):
             raise RestoreError(f"--param {text!r}: {key} must be finite")
+    from .solvers.base import check_hyperparameters
+
+    check_hyperparameters(fn, out)
     return {**defaults, **out}
 
 
@@ -617,11 +678,9 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         raise RestoreError(f"--precision must be fp32 or bf16, got {precision!r}")
     stem = out.with_suffix("")
     paths = {"samples": Path(f"{stem}.samples.png"), "std": Path(f"{stem}.std.png"), "json": Path(f"{stem}.json")}
-    inputs = {Path(v).resolve() for v in (input, spec) if v is not None}
     for p in (out, *paths.values()):
         io.output_path_check(p)
-        if p.resolve() in inputs:
-            raise RestoreError(f"'{p}' would overwrite an input: choose another -o")
+    _refuse_overwrite([out, *paths.values()], _input_files(input, spec, reference, op_options))
     dev = _device(device)
     model = _load_prior_once(prior, dev, _peek_shape(task, input, spec, op_options))
     if precision == "bf16":
@@ -672,17 +731,30 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     # Progress: RePaint's steps with its jumps, the rows of a sequential (PixelCNN) solver, else the steps.
     total = (len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1 if name == "repaint"
              else steps if steps is not None else model.image_shape[1] if name == "conditional" else 1)
-    bar = tqdm(total=total, desc=f"{name} ({samples} sample{'s' * (samples > 1)})", unit="step", disable=None, leave=False)
+    from .runtime import check_allocation
+
+    values = math.prod(shape)
+    check_allocation(samples * values * 4 * 3, f"{samples} samples of a {'x'.join(map(str, shape))} image",
+                     "pass fewer --samples")
+    # Samples are drawn in batches of at most 2**18 values (334 digits, one photo), which bounds the
+    # network's activations; one generator runs through the batches, so the draw is reproducible.
+    per_batch = max(1, min(samples, (1 << 18) // values))
+    batches = math.ceil(samples / per_batch)
+    bar = tqdm(total=total * batches, desc=f"{name} ({samples} sample{'s' * (samples > 1)})", unit="step",
+               disable=None, leave=False)
     counted = CountingPrior(model)
     op, y = op.to(dev), y.to(dev)
+    generator = torch.Generator(device=dev).manual_seed(seed)
     t0 = time.perf_counter()
-    x = fn(y.repeat(samples, *[1] * (y.dim() - 1)), op, counted, steps=steps, generator=torch.Generator(device=dev).manual_seed(seed),
-           callback=lambda i, _x: bar.update(1), **hyper).detach()
-    x = op.field_of_view(x).cpu()  # (samples, C, H, W): the frame only, for a valid blur
+    parts = []
+    for start in range(0, samples, per_batch):
+        n = min(per_batch, samples - start)
+        parts.append(fn(y.repeat(n, *[1] * (y.dim() - 1)), op, counted, steps=steps, generator=generator,
+                        callback=lambda i, _x: bar.update(1), **hyper).detach())
+    x = op.field_of_view(torch.cat(parts)).cpu()  # (samples, C, H, W): the frame only, for a valid blur
     seconds = time.perf_counter() - t0
     bar.close()
     x_hat = (x.mean(0, keepdim=True) if estimate == "mean" else x[:1]).clamp(0, 1)
-    io.write_png(out, x_hat)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": estimate,
               "operator": op.spec(), "seconds": round(seconds, 3), "nfe": counted.calls, "image_shape": list(shape),
@@ -691,8 +763,6 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         result["channelwise"] = True  # a gray prior applied to each colour channel
     if samples > 1:
         std = x.std(0, keepdim=True)
-        io.write_grid(paths["samples"], x.clamp(0, 1))
-        io.write_png(paths["std"], (4 * std.mean(1, keepdim=True)).clamp(0, 1))  # white = std 0.25 or more
         result.update(sample_grid=str(paths["samples"]), std_map=str(paths["std"]), std_map_scale=4.0,
                       mean_std=float(std.mean()))
     if truth is not None:
@@ -701,7 +771,12 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         result.update(_NOTES)
         if samples > 1:
             result["psnr_one_sample"] = float(metrics.psnr(x[:1].clamp(0, 1), truth)[0])
-    io.write_json(paths["json"], result)
+    with io.together():  # the estimate, grid, std map and record land together or not at all
+        io.write_png(out, x_hat)
+        if samples > 1:
+            io.write_grid(paths["samples"], x.clamp(0, 1))
+            io.write_png(paths["std"], (4 * std.mean(1, keepdim=True)).clamp(0, 1))  # white = std 0.25 or more
+        io.write_json(paths["json"], result)
     plural = "s" * (samples > 1)
     stepped = f"{steps} steps, " if steps is not None else ""
     _report(result, json_out, f"wrote {out} ({prior} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
@@ -841,6 +916,7 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 500,
     sample_every: Annotated[int, typer.Option(help="Steps between sample grids.")] = 1000,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the training run or model in --out (a non-empty --out is refused without it).")] = False,
     device: Device = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16 (autocast).")] = "auto",
     flip: Annotated[bool, typer.Option("--flip", help="Mirror training images left-right at random (not for digits).")] = False,
@@ -873,6 +949,16 @@ def train(
         raise RestoreError(f"--patch is a ddpm option (patch-trained diffusion priors); {family} trains on whole images")
     if patch is not None and patch < 8:
         raise RestoreError(f"--patch must be at least 8, got {patch}")
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        raise RestoreError(f"--max-minutes must be a positive number of minutes, got {max_minutes}")
+    if resume and overwrite:
+        raise RestoreError("--resume continues the run in --out and --overwrite replaces it: give one")
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:  # the other processes of a torchrun job see rank 0's folder
+        from .training import claim_run_folder
+
+        claim_run_folder(out, resume=resume, overwrite=overwrite)
     if family == "gaussian":
         from .priors.gaussian import train_gaussian
 
@@ -924,8 +1010,6 @@ def train(
 
         summary = train_ddpm(**common, **net, schedule=schedule, timesteps=timesteps, val_every=checkpoint_every,
                              init=init, patch=patch)
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         state = ("finished" if summary["finished"] else
                  f"stopped by {summary['interrupted_by']} (continue with --resume)" if summary.get("interrupted_by")
@@ -1221,6 +1305,17 @@ def main() -> None:
         app()
     except RestoreError as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except MemoryError:
+        typer.echo("error: out of memory: use a smaller image, fewer --samples or a smaller --batch-size", err=True)
+        sys.exit(2)
+    except RuntimeError as exc:  # torch's allocators report a failed allocation as a RuntimeError
+        text = str(exc)
+        if "can't allocate memory" not in text and "out of memory" not in text.lower():
+            raise
+        wanted = re.search(r"allocate ([0-9.]+ ?[KMGT]?i?B|[0-9]+ bytes)", text)
+        typer.echo(f"error: out of memory{f' (an allocation of {wanted.group(1)} failed)' if wanted else ''}: "
+                   "use a smaller image, fewer --samples or a smaller --batch-size", err=True)
         sys.exit(2)
 
 

@@ -304,6 +304,7 @@ def load_folder(
             "(or pass val_fraction=0)"
         )
 
+    _check_dataset_memory(n, 3 if channels is None else channels, size)
     # 1. The split: a seeded shuffle of the sorted list; each part is kept in sorted order.
     train_index, val_index = split_indices(n, val_fraction, seed)
     n_val = len(val_index)
@@ -339,8 +340,18 @@ def load_folder(
     }
 
 
+def _check_dataset_memory(n: int, channels: int, size: int) -> None:
+    """Refuse a --size whose resized dataset (uint8) and one training batch's float copies do not fit."""
+    from .runtime import check_allocation
+
+    check_allocation(n * channels * size * size + 256 * channels * size * size * 4 * 8,
+                     f"{n} training images at {size}x{size}", "pass a smaller --size (or train on crops with --patch)")
+
+
 def _resize_uint8(images: torch.Tensor, size: int, batch: int = 4096) -> torch.Tensor:
     """Bilinear, antialiased resize of uint8 (N, C, H, W) images to (N, C, size, size), in batches."""
+    _check_dataset_memory(len(images), images.shape[1], size)
+    batch = max(1, min(batch, (1 << 28) // (images.shape[1] * size * size)))  # float copies of at most 1 GiB
     out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
     # Batches bound the float32 copy: 60000 images at 256x256 would need 16 GB at once.
     for start in range(0, len(images), batch):

@@ -76,10 +76,42 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield tmp
-        os.replace(tmp, path)
-    except BaseException:
+        if _GROUP is not None:
+            _GROUP.append((tmp, path))  # renamed when together() ends
+        else:
+            os.replace(tmp, path)
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        # A full disk or a lost folder while writing: one line, not a traceback (safetensors raises its own).
+        if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
+            raise RestoreError(f"cannot write '{path}': {_one_line(exc)}") from None
         raise
+
+
+#: Renames that together() holds back: (temporary file, final path).
+_GROUP: list | None = None
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """The files written inside (by atomic_write) land together or not at all: each is written to its
+    temporary name, and only when every one has been written are they all renamed into place; if any
+    fails, every temporary file is removed and no output appears."""
+    global _GROUP
+    if _GROUP is not None:  # nested: the outer group decides
+        yield
+        return
+    _GROUP = []
+    try:
+        yield
+        for tmp, path in _GROUP:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in _GROUP:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _GROUP = None
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -71,20 +71,13 @@ def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=No
         **({"crop": crop} if crop is not None else {}),
     }
     image, alpha = preview(y, operator)
-    # Each file is written atomically; if a later one fails, remove the earlier ones, so that a
-    # failed command leaves no partial measurement behind.
-    written = []
-    try:
+    # The arrays, preview and spec land together or not at all: a failed command leaves no partial
+    # measurement behind.
+    with io.together():
         for target, group in targets.items():
             io.save_arrays(target, group)
-            written.append(target)
         io.write_png(paths["png"], image, alpha=alpha)
-        written.append(paths["png"])
         io.write_json(paths["json"], spec)
-    except BaseException:
-        for target in written:
-            target.unlink(missing_ok=True)
-        raise
     return paths
 
 
@@ -99,6 +92,8 @@ def load(json_path) -> tuple[torch.Tensor, operators.Operator, dict]:
         spec = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RestoreError(f"measurement spec '{path}' is not valid JSON ({exc.__class__.__name__})") from None
+    except RecursionError:
+        raise RestoreError(f"measurement spec '{path}' is nested too deeply to be a measurement spec") from None
     if not isinstance(spec, dict):
         raise RestoreError(f"measurement spec '{path}' must hold a JSON object")
     unknown = sorted(set(spec) - _FIELDS)
@@ -121,13 +116,25 @@ def load(json_path) -> tuple[torch.Tensor, operators.Operator, dict]:
     if not isinstance(spec["task"], str):
         raise RestoreError(f"measurement spec '{path}': 'task' must be a task name")
     arrays: dict[str, torch.Tensor] = {}
+    folder = path.parent.resolve()
     for name, file in files.items():
+        # Array files lie beside the spec: a name that leads elsewhere (../x.npy, /etc/x) is refused.
+        if Path(file).is_absolute() or folder not in (folder / file).resolve().parents:
+            raise RestoreError(f"measurement spec '{path}': the array file {file!r} must lie in the spec's own "
+                               "folder (a plain file name)")
         data = io.load_arrays(path.parent / file)
         if "array" in data and len(data) == 1:  # a .npy file holds one unnamed array
             data = {name: data["array"]}
         if name not in data:
             raise RestoreError(f"array file '{path.parent / file}' does not hold the array {name!r}")
-        arrays[name] = data[name]
+        array = data[name]
+        if array.is_complex() or (name == "y" and not array.is_floating_point()):
+            kind = str(array.dtype).replace("torch.", "")
+            raise RestoreError(f"the array {name!r} in '{path.parent / file}' holds {kind} values: arrays are real, "
+                               "and a measurement is floating point (float16, float32 or float64)")
+        if not torch.isfinite(array).all():
+            raise RestoreError(f"the array {name!r} in '{path.parent / file}' holds NaN or infinite values")
+        arrays[name] = array
     try:
         op = operators.from_spec(spec["operator"], arrays)
     except RestoreError:

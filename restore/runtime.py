@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from pathlib import Path
 
 # mallopt parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
@@ -45,3 +46,29 @@ def machine() -> str:
     except OSError:
         pass
     return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still use: Linux's MemAvailable, else the physical memory."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not refuse
+
+
+def check_allocation(nbytes: float, what: str, fix: str) -> None:
+    """Refuse, before allocating, work that needs more memory than is available: the kernel would kill the
+    process (no error message at all) or the allocator would fail with a traceback. ``what`` names the
+    size, ``fix`` the option to change."""
+    from .errors import RestoreError
+
+    have = available_memory()
+    if nbytes > have:
+        raise RestoreError(f"{what} needs about {nbytes / 2**30:.1f} GiB of memory and {have / 2**30:.1f} GiB is "
+                           f"available: {fix}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -93,6 +94,46 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], meta: dict) 
             old.unlink()
 
 
+#: What a training run writes into its folder: --overwrite removes these, and nothing else.
+RUN_FILES = ("run.json", "log.jsonl", "train_digests.txt", "model_index.json", "checkpoint", "samples", "unet",
+             "scheduler", "config.json", "scheduler_config.json", "model.safetensors", "vae.safetensors",
+             "generator.safetensors", "flow.safetensors", "pixelcnn.safetensors", "gaussian.safetensors")
+
+
+def claim_run_folder(out, *, resume: bool, overwrite: bool) -> None:
+    """Check that a training run may write into the folder ``out`` before anything is written.
+
+    A missing or empty folder is free. ``resume`` needs a checkpoint there (train() checks its family). Any
+    other non-empty folder (a model, a run killed before its first checkpoint, someone's files) is refused,
+    so that no run overwrites a model or mixes its log with an old one, unless ``overwrite``: then the
+    files a run writes (RUN_FILES) are removed first; other files are left alone and still refuse.
+    """
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RestoreError(f"'{out}' exists and is not a folder: choose another --out")
+    if not out.is_dir() or resume:
+        return
+    held = sorted(p.name for p in out.iterdir())
+    if not held:
+        return
+    if not overwrite:
+        what = ("a training checkpoint (pass --resume to continue it)" if "checkpoint" in held
+                else "a model" if any(name.endswith(".safetensors") or name in ("unet", "model_index.json")
+                                      for name in held) else "files")
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise RestoreError(f"'{out}' is not empty: it holds {what} ({shown}); choose another --out, or pass "
+                           "--overwrite to replace the run's files")
+    others = [name for name in held if name not in RUN_FILES]
+    if others:
+        raise RestoreError(f"--overwrite replaces a training run's files only, and '{out}' also holds "
+                           f"{', '.join(others[:4])}: choose another --out")
+    for name in held:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
     """The latest checkpoint in ``folder`` as (tensors, meta), or None if there is none."""
     from safetensors.torch import load_file
@@ -104,9 +145,22 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
         meta = json.loads(index.read_text())
     except json.JSONDecodeError:
         raise RestoreError(f"checkpoint index '{index}' is not valid JSON") from None
-    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
         raise RestoreError(f"'{index}' is not a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION} file")
-    return load_file(str(folder / meta["tensors"])), meta
+    step, name = meta.get("step"), meta.get("tensors")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise RestoreError(f"'{index}' is damaged: its step must be a non-negative integer, got {step!r}")
+    if not isinstance(name, str) or Path(name).name != name:
+        raise RestoreError(f"'{index}' is damaged: 'tensors' must name a file in '{folder}', got {name!r}")
+    try:
+        tensors = load_file(str(folder / name))
+    except FileNotFoundError:
+        raise RestoreError(f"the checkpoint file '{folder / name}' named by '{index}' is missing: the run cannot "
+                           "be resumed (start a new one, or --init from its exported model)") from None
+    except Exception as exc:  # SafetensorError: a truncated or damaged file
+        raise RestoreError(f"the checkpoint file '{folder / name}' is damaged ({io._one_line(exc)}): the run "
+                           "cannot be resumed (start a new one, or --init from its exported model)") from None
+    return tensors, meta
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict[str, torch.Tensor], list]:
@@ -196,6 +250,8 @@ def train(
     d = dist_info or setup_distributed(device)
     if precision not in ("auto", "fp32", "bf16"):
         raise RestoreError(f"unknown precision {precision!r} (known: auto, fp32, bf16)")
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        raise RestoreError(f"--max-minutes must be a positive number of minutes, got {max_minutes}")
     amp = precision == "bf16" or (precision == "auto" and d.device.type == "cuda")
     out = Path(out)
     ckpt_dir = out / "checkpoint"
@@ -229,9 +285,13 @@ def train(
         except RuntimeError:
             raise RestoreError(f"--resume: the checkpoint in '{ckpt_dir}' was made for a different model "
                                "(resume with the options of the original run, see its run.json)") from None
-        groups = [meta["param_groups"], *meta.get("more_param_groups", [])]
-        for j, opt in enumerate(opts):
-            _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, groups[j], _prefix(phases, j))
+        try:
+            groups = [meta["param_groups"], *meta.get("more_param_groups", [])]
+            for j, opt in enumerate(opts):
+                _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, groups[j], _prefix(phases, j))
+        except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+            raise RestoreError(f"--resume: the optimiser state in '{ckpt_dir}' is damaged or made for another "
+                               f"model ({io._one_line(exc)})") from None
         start = meta["step"]
         logged = _truncate_log(out / "log.jsonl", start) if d.is_main else None
         # Checkpoints from before the "minutes" field: the log's last kept record has the time.
@@ -399,8 +459,13 @@ def _truncate_log(path: Path, step: int) -> float | None:
         return None
     kept, minutes = [], None
     for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("step", record.get("summary", {}).get("step", 0)) <= step:
+        try:
+            record = json.loads(line)
+            at = record.get("step", record.get("summary", {}).get("step", 0))
+            keep = at <= step
+        except (json.JSONDecodeError, AttributeError, TypeError):  # a line cut by a kill, or edited
+            continue
+        if keep:
             kept.append(line)
             minutes = record.get("minutes", minutes)
     with io.atomic_write(path) as tmp:

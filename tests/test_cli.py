@@ -834,7 +834,7 @@ def test_the_record_never_overwrites_the_input_spec(cli, tmp_path, digit_specs):
     shutil.copy(digit_specs["inpaint"], spec)
     text = spec.read_text()
     line = _assert_user_error(cli("inpaint", spec, "--prior", "gaussian", "-o", tmp_path / "y.png"))
-    assert "would overwrite an input" in line and spec.read_text() == text
+    assert "would overwrite the input" in line and spec.read_text() == text
 
 
 def test_learned_options_need_a_learned_prior(cli, tmp_path, digit_specs):
@@ -874,7 +874,7 @@ def test_train_gaussian_on_a_folder_then_use_it(cli, tmp_path):
     assert info["family"] == "gaussian" and info["rank"] == 4 and info["image_size"] == [8, 8]
     assert len(info["file_list_hash"]) == 64
     line = _assert_user_error(cli("train", "gaussian", "--data", folder, "--size", "8", "--out", out))
-    assert "already holds a model" in line
+    assert "not empty: it holds a model" in line
     _ok(cli("sample", "--prior", out, "-n", "4", "-o", tmp_path / "s.png"))
 
 
@@ -1055,3 +1055,235 @@ def test_bench_command_quick_classical_only(cli, tmp_path, mnist_available):
     assert "| denoise | tv |" in result.out and (tmp_path / "b" / "report.html").is_file()
     line = _assert_user_error(cli("bench", "--steps", "ten", "--out", tmp_path / "c"))
     assert "--steps must be comma-separated integers" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# No command writes over a file it reads or a model it was not asked to replace (issue 25, 1-4)
+
+
+@pytest.mark.parametrize("case", ["degrade-image", "degrade-mask", "classical-input", "classical-reference",
+                                  "prior-mask", "prior-reference", "prior-companion", "hard-link"])
+def test_no_command_overwrites_its_inputs(cli, tmp_path, images, case):
+    photo = tmp_path / "in.png"
+    shutil.copy(images / "small.png", photo)
+    mask = tmp_path / "mask.png"
+    write_png(mask, (torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.5).float())
+    ref = tmp_path / "ref.png"
+    shutil.copy(photo, ref)
+    link = tmp_path / "link.png"
+    os.link(photo, link)
+    args = {
+        "degrade-image": ("degrade", photo, "--task", "denoise", "-o", photo),
+        "degrade-mask": ("degrade", photo, "--mask", mask, "-o", mask),
+        "classical-input": ("denoise", photo, "--noise", "0.1", "-o", photo),
+        "classical-reference": ("denoise", photo, "--noise", "0.1", "--reference", ref, "-o", ref),
+        "prior-mask": ("inpaint", photo, "--mask", mask, "--prior", "gaussian", "-o", mask),
+        "prior-reference": ("denoise", photo, "--noise", "0.1", "--prior", "gaussian", "--reference", ref, "-o", ref),
+        # the record out.json beside out.png would replace the input in.json
+        "prior-companion": ("denoise", photo, "--noise", "0.1", "--prior", "gaussian", "-o", tmp_path / "mask.json"),
+        "hard-link": ("denoise", photo, "--noise", "0.1", "-o", link),
+    }[case]
+    if case == "prior-companion":
+        (tmp_path / "mask.json").write_text("{}")
+        args = ("denoise", tmp_path / "mask.json", "--prior", "gaussian", "-o", tmp_path / "mask.png")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    line = _assert_user_error(cli(*args))
+    assert "would overwrite the input" in line
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_training_refuses_a_folder_that_holds_a_model_unless_overwrite(cli, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(Path(restore.__file__).parent / "weights" / "gaussian-mnist", model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    line = _assert_user_error(cli("train", "gaussian", "--data", "mnist", "--out", model))
+    assert "not empty" in line and "--overwrite" in line
+    line = _assert_user_error(cli("train", "vae", "--data", "mnist", "--out", model, "--steps", "1"))
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    # Someone's own files are never removed, even with --overwrite.
+    (model / "notes.txt").write_text("mine")
+    line = _assert_user_error(cli("train", "gaussian", "--data", "mnist", "--out", model, "--overwrite"))
+    assert "notes.txt" in line and (model / "notes.txt").read_text() == "mine"
+
+
+def test_a_fresh_run_never_appends_to_the_log_of_a_run_killed_before_its_checkpoint(cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    (run / "log.jsonl").write_text('{"step": 7, "loss": 1.0}\n')
+    line = _assert_user_error(cli("train", "gaussian", "--data", "mnist", "--out", run))
+    assert "not empty" in line
+    _ok(cli("train", "gaussian", "--data", "mnist", "--out", run, "--overwrite", "--rank", "4"))
+    assert not (run / "log.jsonl").exists() and json.loads((run / "run.json").read_text())["rank"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input: one line and exit code 2, never a traceback or a silently wrong result (issue 25)
+
+
+def _edited_spec(spec: Path, folder: Path, name: str, y=None, arrays=None) -> Path:
+    """A copy of ``spec`` in ``folder`` under ``name`` with its y replaced, or its array names changed."""
+    from safetensors.torch import load_file, save_file
+
+    meta = json.loads(spec.read_text())
+    data = load_file(str(spec.parent / meta["arrays"]["y"]))
+    if y is not None:
+        data["y"] = y(data["y"])
+    save_file(data, str(folder / f"{name}.safetensors"))
+    meta["arrays"] = arrays or {k: f"{name}.safetensors" for k in meta["arrays"]}
+    out = folder / f"{name}.json"
+    out.write_text(json.dumps(meta))
+    return out
+
+
+def test_measurement_specs_that_lie(cli, tmp_path, digit_specs):
+    spec = digit_specs["inpaint"]
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    assert "nested too deeply" in _assert_user_error(cli("inpaint", deep, "-o", tmp_path / "o.png"))
+    cases = {
+        "infinite": (lambda y: y.index_fill(-1, torch.tensor([0]), float("inf")), "NaN or infinite"),
+        "nan": (lambda y: y * float("nan"), "NaN or infinite"),
+        "int64": (lambda y: (y * 255).to(torch.int64), "int64 values"),
+        "complex": (lambda y: y.to(torch.complex64), "complex64 values"),
+    }
+    for name, (edit, expected) in cases.items():
+        edited = _edited_spec(spec, tmp_path, name, y=edit)
+        assert expected in _assert_user_error(cli("inpaint", edited, "-o", tmp_path / "o.png")), name
+    outside = tmp_path / "inner"
+    outside.mkdir()
+    escaping = _edited_spec(spec, outside, "esc", arrays={"y": "../esc.safetensors", "mask": "/etc/passwd"})
+    shutil.copy(outside / "esc.safetensors", tmp_path / "esc.safetensors")
+    assert "spec's own folder" in _assert_user_error(cli("inpaint", escaping, "-o", tmp_path / "o.png"))
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_an_image_beside_another_spec_is_refused(cli, tmp_path, digit_specs, images):
+    line = _assert_user_error(cli("inpaint", images / "small.png", "--spec", digit_specs["inpaint"], "-o", tmp_path / "o.png"))
+    assert "is not the preview of" in line
+    preview = digit_specs["inpaint"].with_suffix(".png")
+    if preview.exists():  # the preview itself goes with its spec
+        _ok(cli("inpaint", preview, "--spec", digit_specs["inpaint"], "-o", tmp_path / "o.png"))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("denoise", "--noise", "1e308"), "noise sigma must lie in"),
+    (("degrade", "--task", "denoise", "--poisson", "1e300"), "Poisson gain must lie in"),
+    (("degrade", "--task", "cs", "--measurements", "1000000000"), "pass fewer --measurements"),
+    (("deblur", "--kernel", "gaussian:1:100000"), "larger than the 28x28 image"),
+    (("deblur", "--kernel", "motion:1000000"), "larger than the 28x28 image"),
+    (("superres", "--factor", "100000"), "use a smaller --factor"),
+    (("inpaint", "--random", "0.5", "--prior", "ddpm", "--solver", "repaint", "--param", "jump_length=0"),
+     "jump_length must lie in [1, inf)"),
+    (("inpaint", "--random", "0.5", "--prior", "ddpm", "--solver", "diffpir", "--param", "zeta=-1"), "zeta must lie in"),
+    (("inpaint", "--random", "0.5", "--prior", "ddpm", "--solver", "ddrm", "--param", "eta=-1"), "eta must lie in"),
+    (("inpaint", "--random", "0.5", "--prior", "ddpm", "--solver", "pigdm", "--param", "eta=100"), "eta must lie in"),
+    (("inpaint", "--random", "0.5", "--prior", "ddpm", "--samples", "100000000000"), "pass fewer --samples"),
+], ids=["noise", "poisson", "cs", "gaussian-kernel", "motion-kernel", "factor", "jump", "zeta", "eta-ddrm",
+        "eta-pigdm", "samples"])
+def test_sizes_and_ranges_are_checked_before_any_work(cli, tmp_path, images, args, expected):
+    task, *rest = args
+    before = _listing(tmp_path)
+    line = _assert_user_error(cli(task, images / "small.png", *rest, "-o", tmp_path / "o.png"))
+    assert expected in line
+    assert _listing(tmp_path) == before
+
+
+def test_training_options_that_cannot_work(cli, tmp_path):
+    for args, expected in ((("--max-minutes", "-1"), "--max-minutes must be a positive"),
+                           (("--max-minutes", "nan"), "--max-minutes must be a positive"),
+                           (("--size", "100000"), "pass a smaller --size")):
+        line = _assert_user_error(cli("train", "ddpm", "--data", "mnist", "--out", tmp_path / "r", *args))
+        assert expected in line and not (tmp_path / "r" / "run.json").exists()
+
+
+def test_a_damaged_checkpoint_is_named_not_a_traceback(cli, tmp_path):
+    run = tmp_path / "run"
+    args = ("train", "ddpm", "--data", "mnist", "--out", run, "--width", "8", "--batch-size", "4", "--timesteps", "20")
+    _ok(cli(*args, "--steps", "2", "--checkpoint-every", "2"))
+    index = run / "checkpoint" / "checkpoint.json"
+    meta = json.loads(index.read_text())
+    tensors = run / "checkpoint" / meta["tensors"]
+    good = tensors.read_bytes()
+    tensors.write_bytes(good[:1000])  # truncated
+    assert "is damaged" in _assert_user_error(cli(*args, "--steps", "4", "--resume"))
+    tensors.unlink()
+    assert "is missing" in _assert_user_error(cli(*args, "--steps", "4", "--resume"))
+    tensors.write_bytes(good)
+    index.write_text(json.dumps({**meta, "step": "x"}))
+    assert "step must be a non-negative integer" in _assert_user_error(cli(*args, "--steps", "4", "--resume"))
+    index.write_text(json.dumps(meta))
+    _ok(cli(*args, "--steps", "4", "--resume"))
+
+
+def test_model_folders_whose_settings_and_weights_disagree(cli, tmp_path, ddpm_dir):
+    from safetensors.torch import load_file, save_file
+
+    edited = tmp_path / "config"
+    shutil.copytree(ddpm_dir, edited)
+    config = json.loads((edited / "unet" / "config.json").read_text())
+    (edited / "unet" / "config.json").write_text(json.dumps({**config, "block_out_channels": [16, 16]}))
+    assert "does not match its weights" in _assert_user_error(cli("sample", "--prior", edited, "-o", tmp_path / "s.png"))
+    missing = tmp_path / "missing"
+    shutil.copytree(ddpm_dir, missing)
+    (weights,) = (missing / "unet").glob("*.safetensors")
+    tensors = load_file(str(weights))
+    tensors.pop("conv_in.bias")
+    save_file(tensors, str(weights))
+    line = _assert_user_error(cli("sample", "--prior", missing, "-o", tmp_path / "s.png"))
+    assert "conv_in.bias" in line and "missing" in line
+    vae = tmp_path / "vae"
+    shutil.copytree(Path(restore.__file__).parent / "weights" / "vae-mnist", vae)
+    run = json.loads((vae / "run.json").read_text())
+    (vae / "run.json").write_text(json.dumps({**run, "latent_dim": -5}))
+    assert "cannot build the model" in _assert_user_error(cli("sample", "--prior", vae, "-o", tmp_path / "s.png"))
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_a_full_disk_leaves_no_output_and_one_line(cli, tmp_path, images, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(restore.io.json, "dumps", lambda *a, **k: "{}")  # the record is written last...
+    monkeypatch.setattr(Path, "write_text", full)  # ...and the disk fills up while it is
+    before = _listing(tmp_path)
+    line = _assert_user_error(cli("denoise", images / "small.png", "--noise", "0.1", "--prior", "gaussian",
+                                  "--samples", "2", "-o", tmp_path / "o.png"))
+    assert "No space left on device" in line
+    assert _listing(tmp_path) == before  # neither o.png nor the grid, std map or hidden temporary files
+    line = _assert_user_error(cli("degrade", images / "small.png", "--task", "denoise", "-o", tmp_path / "y.png"))
+    assert "No space left on device" in line and _listing(tmp_path) == before
+
+
+def test_masks_follow_one_rule_transparent_is_missing(cli, tmp_path, images):
+    clean = read_image(images / "small.png")[0]
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., :3] = (clean[0, 0].numpy() * 255).astype(np.uint8)[..., None]
+    rgba[..., 3] = 255
+    rgba[2:6, 2:6, 3] = 0  # a transparent hole in the image
+    Image.fromarray(rgba).save(tmp_path / "holes.png")
+    mask = np.full((28, 28, 4), 255, np.uint8)
+    mask[20:24, 20:24, 3] = 0  # a transparent hole in the mask: missing
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    _ok(cli("degrade", tmp_path / "holes.png", "--mask", tmp_path / "mask.png", "-o", tmp_path / "y.png"))
+    from restore import measurement
+
+    _, op, _ = measurement.load(tmp_path / "y.json")
+    missing = op.mask[0] == 0
+    assert missing[2:6, 2:6].all() and missing[20:24, 20:24].all() and int(missing.sum()) == 32
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(tmp_path / "white.png")
+    line = _assert_user_error(cli("inpaint", images / "small.png", "--mask", tmp_path / "white.png", "-o", tmp_path / "o.png"))
+    assert "nothing to inpaint" in line
+
+
+def test_resize_keeps_the_holes_of_a_transparent_image(cli, tmp_path):
+    rgba = np.zeros((60, 90, 4), np.uint8)
+    rgba[..., :3] = np.random.default_rng(0).integers(0, 256, (60, 90, 3))
+    rgba[..., 3] = 255
+    rgba[20:30, 30:50, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "holes.png")
+    result = json.loads(_ok(cli("inpaint", tmp_path / "holes.png", "--prior", "gaussian", "--resize", "--json",
+                                "-o", tmp_path / "o.png")).out)
+    assert result["image_shape"] == [1, 28, 28] and read_image(tmp_path / "o.png")[0].shape == (1, 1, 28, 28)

@@ -30,6 +30,11 @@ class CompressedSensing(SVDOperator):
             raise RestoreError(f"the number of measurements must be at least 1, got {m}")
         if n > MAX_SVD_SIZE:
             raise RestoreError(f"compressed sensing supports images of at most {MAX_SVD_SIZE} values (C*H*W), got {n}")
+        from ..runtime import check_allocation
+
+        # The matrix and its full SVD in float64 (U is m x m), before any of it is allocated.
+        check_allocation(8 * 3 * (m * n + m * m + n * n), f"compressed sensing with {m} measurements of {n} values",
+                         "pass fewer --measurements")
         self.m, self.seed, self.image_shape = int(m), int(seed), (C, H, W)
         g = torch.Generator().manual_seed(seed)
         phi = (torch.randn(m, n, generator=g, dtype=torch.float64) / m**0.5).float()

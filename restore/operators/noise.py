@@ -9,8 +9,8 @@ import torch
 from ..errors import RestoreError
 
 
-def _check_number(name: str, value: float, *, positive: bool = False) -> float:
-    """A finite, non-negative (or strictly positive) float, or a one-line error."""
+def _check_number(name: str, value: float, *, positive: bool = False, low: float = 0.0, high: float = math.inf) -> float:
+    """A finite, non-negative (or strictly positive) float within [low, high], or a one-line error."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -18,6 +18,8 @@ def _check_number(name: str, value: float, *, positive: bool = False) -> float:
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "a positive" if positive else "a non-negative"
         raise RestoreError(f"{name} must be {need} finite number, got {value}")
+    if not low <= value <= high:
+        raise RestoreError(f"{name} must lie in [{low:g}, {high:g}] (images are in [0, 1]), got {value:g}")
     return value
 
 
@@ -40,7 +42,8 @@ class GaussianNoise(Noise):
 
     def __init__(self, sigma: float = 0.0):
         super().__init__()
-        self.sigma = _check_number("noise sigma", sigma)
+        # Above 1000 times the image range the noise leaves nothing to restore (and 1e308 overflows).
+        self.sigma = _check_number("noise sigma", sigma, high=1e3)
 
     def forward(self, y, *, generator=None):
         if self.sigma == 0:
@@ -64,7 +67,9 @@ class PoissonNoise(Noise):
 
     def __init__(self, gain: float = 100.0):
         super().__init__()
-        self.gain = _check_number("Poisson gain", gain, positive=True)
+        # gain * intensity is a Poisson rate: float32 holds it up to 1e12 exactly enough; below 1e-6 a
+        # single photon is a value of a million.
+        self.gain = _check_number("Poisson gain", gain, positive=True, low=1e-6, high=1e12)
 
     def forward(self, y, *, generator=None):
         rate = (y.clamp_min(0) * self.gain).to(torch.float64 if y.dtype == torch.float64 else torch.float32)

@@ -151,7 +151,13 @@ def _load_path(path: Path):
 
 
 def _load_folder(path: Path):
-    prior = _construct(path)
+    try:
+        prior = _construct(path)
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:
+        # A hand-edited run.json (latent_dim: -5, a string width) or weights another network wrote.
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise RestoreError(f"cannot build the model in '{path}' from its run.json and weights ({reason}): "
+                           "the folder's settings and weights do not belong together") from None
     prior.folder = path  # where run.json and train_digests.txt are, for the training-overlap check
     return prior
 

@@ -77,14 +77,25 @@ class DDPMPrior(DiffusionPrior):
             raise RestoreError(f"'{unet_dir}' holds no .safetensors weights (pickled .bin checkpoints are refused)")
         # Only a half-precision file: load that variant (diffusers names it *.fp16.safetensors).
         variant = "fp16" if all(".fp16." in name for name in weights) else None
+        from diffusers.utils import logging as diffusers_logging
+
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # its "newly initialized" warning becomes our error below
         try:
             # low_cpu_mem_usage=False: the small models here need no `accelerate` (and no warning about it).
             unet = UNet2DModel.from_pretrained(path, subfolder=sub["unet"], use_safetensors=True, variant=variant,
                                                low_cpu_mem_usage=False)
             scheduler = DDPMScheduler.from_pretrained(path, subfolder=sub["scheduler"])
+        except RuntimeError as exc:  # weights of other shapes than the config's layers
+            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+            raise RestoreError(f"cannot load the DDPM in '{path}': its config.json does not match its weights "
+                               f"({' '.join(first.split())[:200]})") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             reason = " ".join(str(exc).split())[:300]
             raise RestoreError(f"cannot load the DDPM in '{path}': {reason}") from None
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
+        _check_weight_names(unet, [unet_dir / name for name in weights if variant is None or ".fp16." in name])
         prior = cls.from_diffusers(unet.float(), scheduler)
         run = path / "run.json"  # our training runs describe their data and options here
         prior.run_info = json.loads(run.read_text()) if run.is_file() else None
@@ -244,6 +255,24 @@ class DDPMPrior(DiffusionPrior):
                 total += term.flatten(1).sum(1)
             out.append(total / (dims * math.log(2)))
         return torch.cat(out).float().cpu()
+
+
+def _check_weight_names(unet, files) -> None:
+    """Refuse weights that leave some of the network's parameters out (diffusers would fill them with
+    random numbers and only warn) or hold tensors it has no place for."""
+    from safetensors import safe_open
+
+    stored: set[str] = set()
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            stored.update(f.keys())
+    expected = set(unet.state_dict())
+    missing, unexpected = sorted(expected - stored), sorted(stored - expected)
+    if missing or unexpected:
+        parts = [f"{len(missing)} of the network's tensors are missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} stored tensors fit no layer (e.g. {unexpected[0]})" if unexpected else ""]
+        raise RestoreError(f"the weights in '{files[0].parent}' do not fit its config.json: "
+                           + "; ".join(p for p in parts if p))
 
 
 def _normal_kl(mean1, logvar1, mean2, logvar2):

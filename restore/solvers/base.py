@@ -4,11 +4,15 @@ A solver is a plain function
 ``solver(y, operator, prior, *, steps, generator, callback, **hyperparameters) -> x_hat``
 with x_hat of shape (B, C, H, W) in [0, 1]. It states the operator capabilities it needs
 (methods or attributes such as ``A_adjoint``, ``otf``, ``mask``) with :func:`requires`, and
-:func:`check_compatible` turns a missing one into a one-line message naming what does work.
+:func:`check_compatible` turns a missing one into a one-line message naming what does work. It states
+the range of each numeric hyperparameter with :func:`hyperparameters`, which checks every call.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import re
 from typing import Callable, Optional
 
 import torch
@@ -77,3 +81,46 @@ def effective_sigma(y: torch.Tensor, operator) -> float:
     if operator.noise.kind == "poisson":
         return float((y.clamp_min(0).mean() / operator.noise.gain).sqrt())
     return float(operator.noise.sigma)
+
+
+_INTERVAL = re.compile(r"^([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])$")
+
+
+def _interval(text: str):
+    """'[0, 1]', '(0, inf)', ... as a membership test."""
+    found = _INTERVAL.match(text)
+    if not found:
+        raise ValueError(f"not an interval: {text!r}")
+    left, low, high, right = found.groups()
+    low, high = float(low), float(high)
+    return lambda v: (low <= v if left == "[" else low < v) and (v <= high if right == "]" else v < high)
+
+
+def hyperparameters(**ranges: str):
+    """Declare the range of a solver's numeric hyperparameters, e.g. ``@hyperparameters(eta="[0, 1]",
+    lam="(0, inf)")``, and check them on every call (a None keeps its meaning, "the solver chooses"):
+    a value outside, or not finite, is a RestoreError naming the solver, the value and the range.
+    ``solver.ranges`` holds the declarations (``restore`` prints them in its errors)."""
+    for text in ranges.values():
+        _interval(text)  # a malformed declaration fails at import
+
+    def mark(fn):
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            check_hyperparameters(checked, kwargs)
+            return fn(*args, **kwargs)
+
+        checked.ranges = dict(ranges)
+        return checked
+
+    return mark
+
+
+def check_hyperparameters(solver, values: dict) -> None:
+    """Refuse a value outside the range the solver declares (see :func:`hyperparameters`)."""
+    for name, text in getattr(solver, "ranges", {}).items():
+        value = values.get(name)
+        if value is None or isinstance(value, str):
+            continue
+        if not (math.isfinite(float(value)) and _interval(text)(value)):
+            raise RestoreError(f"{solver.__name__.replace('_', '-')}: {name} must lie in {text}, got {value}")

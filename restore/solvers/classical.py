@@ -14,13 +14,14 @@ import math
 import torch
 
 from ..operators import functional as Fn
-from .base import Callback, effective_sigma, requires
+from .base import Callback, effective_sigma, hyperparameters, requires
 
 #: Smallest noise level assumed when regularising, even for a noiseless measurement: float32
 #: round-off and 8-bit quantisation (1/255/sqrt(12) ~ 1e-3) make exact inversion meaningless.
 SIGMA_FLOOR = 1e-3
 
 
+@hyperparameters(rcond="(0, 1)")
 @requires("A_pinv")
 def pinv(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, rcond: float = 1e-3):
     """Plain pseudo-inverse A^+ y, singular values below rcond * max(s) cut (see the operator)."""
@@ -65,6 +66,7 @@ def circular_domain(y: torch.Tensor, operator):
     return padded, lambda x: x[..., mh : x.shape[-2] - mh, mw : x.shape[-1] - mw]
 
 
+@hyperparameters(balance="(0, inf)")
 @requires("otf")
 def wiener(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, balance: float | None = None):
     """Wiener deconvolution for a circular blur, with a 1/|L(f)|^2 image spectrum (L the Laplacian).
@@ -116,6 +118,7 @@ def richardson_lucy(y, operator, prior=None, *, steps: int = 50, generator=None,
     return x.clamp(0, 1)
 
 
+@hyperparameters(weight="(0, inf)")
 @requires("A_adjoint")
 def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: Callback = None,
        weight: float | None = None):
@@ -171,6 +174,7 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
     return x
 
 
+@hyperparameters(weight="(0, inf)")
 @requires("A_adjoint")
 def lasso(y, operator, prior=None, *, steps: int = 500, generator=None, callback: Callback = None,
           weight: float = 0.1, basis: str = "wavelet"):

@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, effective_sigma, requires
+from .base import Callback, effective_sigma, hyperparameters, requires
 from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
                         schedule, to_image)
 
@@ -32,6 +32,7 @@ def _spectral_measurement(y, operator, shape, sigma_y: float, rcond: float):
     return y_bar, keep, nu
 
 
+@hyperparameters(fidelity="(0, inf)", eta="[0, 1]", eta_b="[0, 1]", rcond="(0, 1)")
 @requires(*SVD_CAPABILITIES, noise=("gaussian",), prior=TWEEDIE)
 def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | None = None,
          callback: Callback = None, fidelity: float = 1.0, eta: float = 1.0, eta_b: float = 1.0,
@@ -79,6 +80,7 @@ def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | No
     return to_image(x)
 
 
+@hyperparameters(fidelity="(0, inf)", eta="[0, 1]", rcond="(0, 1)")
 @requires(*SVD_CAPABILITIES, noise=("gaussian",), prior=TWEEDIE)
 def ddnm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
          callback: Callback = None, fidelity: float = 1.0, eta: float = 1.0, rcond: float = 1e-3):

@@ -6,12 +6,13 @@ import math
 
 import torch
 
-from .base import Callback, effective_sigma, requires
+from .base import Callback, effective_sigma, hyperparameters, requires
 from .classical import SIGMA_FLOOR
 from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
                         schedule, to_image)
 
 
+@hyperparameters(fidelity="(0, inf)", lam="(0, inf)", zeta="[0, 1]")
 @requires("V", "V_adjoint", "U_adjoint", "singular_values", noise=("gaussian",), prior=TWEEDIE)
 def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator | None = None,
             callback: Callback = None, fidelity: float = 1.0, lam: float = 7.0, zeta: float = 1.0):

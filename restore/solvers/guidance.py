@@ -11,12 +11,13 @@ import math
 
 import torch
 
-from .base import Callback, effective_sigma, requires
+from .base import Callback, effective_sigma, hyperparameters, requires
 from ..priors.sampling import ddim_step
 from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
                         schedule, to_image)
 
 
+@hyperparameters(fidelity="(0, inf)", zeta="(0, inf)", eta="[0, 1]")
 @requires(noise=("gaussian", "poisson"), prior=TWEEDIE)
 def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | None = None,
         callback: Callback = None, fidelity: float = 1.0, zeta: float | None = None, eta: float = 1.0):
@@ -59,6 +60,7 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
     return to_image(x.detach())
 
 
+@hyperparameters(fidelity="(0, inf)", eta="[0, 1]", rcond="(0, 1)")
 @requires("V", "V_adjoint", "U_adjoint", "singular_values", noise=("gaussian",), prior=TWEEDIE)
 def pigdm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
           callback: Callback = None, fidelity: float = 1.0, eta: float = 1.0, rcond: float = 1e-3):

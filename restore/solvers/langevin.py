@@ -26,7 +26,7 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, check_measurement, effective_sigma, requires
+from .base import Callback, check_measurement, effective_sigma, hyperparameters, requires
 from .diffusion import TWEEDIE, check_fidelity
 from .latent import csgm
 
@@ -42,6 +42,8 @@ def _data_grad(y, operator, x, weight):
     return -grad
 
 
+@hyperparameters(step_size="(0, inf)", anneal="(0, 1]", fidelity="(0, inf)", sigma_start="(0, inf)",
+                 hold="[0, 1)")
 @requires(noise=("gaussian", "poisson"), prior=SCORE)
 def langevin(y, operator, prior, *, steps: int = 500, generator: torch.Generator | None = None,
              callback: Callback = None, space: str = "auto", step_size: float | None = None, anneal: float = 0.1,
@@ -152,6 +154,7 @@ def _latent_langevin(y, operator, prior, shape, steps, generator, callback, step
     return x.reshape(shape)
 
 
+@hyperparameters(inner="[1, inf)", epsilon="(0, inf)", fidelity="(0, inf)", sigma_min="(0, inf)")
 @requires(noise=("gaussian", "poisson"), prior=TWEEDIE)
 def annealed_langevin(y, operator, prior, *, steps: int = 100, generator: torch.Generator | None = None,
                       callback: Callback = None, inner: int = 3, epsilon: float = 5e-5, fidelity: float = 1.0,
@@ -198,6 +201,7 @@ def annealed_langevin(y, operator, prior, *, steps: int = 100, generator: torch.
     return ((x0 + 1) / 2).clamp(0, 1).detach()
 
 
+@hyperparameters(lr="(0, inf)", fidelity="(0, inf)", restarts="[1, inf)")
 @requires(noise=("gaussian", "poisson"), prior=("decode", "image_score", "log_prob"))
 def map_estimate(y, operator, prior, *, steps: int = 500, generator: torch.Generator | None = None,
                  callback: Callback = None, space: str = "latent", lr: float = 0.05, fidelity: float = 1.0,
@@ -226,6 +230,7 @@ def map_estimate(y, operator, prior, *, steps: int = 500, generator: torch.Gener
     return torch.sigmoid(u).detach()
 
 
+@hyperparameters(particles="[1, inf)")
 @requires("mask", noise=("gaussian",), prior=("sample_conditional",))
 def pixelcnn_inpaint(y, operator, prior, *, steps: int | None = None, generator: torch.Generator | None = None,
                      callback: Callback = None, particles: int = 8):

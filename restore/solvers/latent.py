@@ -20,12 +20,13 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, check_measurement, effective_sigma, requires
+from .base import Callback, check_measurement, effective_sigma, hyperparameters, requires
 
 #: What the latent solver needs from its prior: a generator from a latent.
 LATENT = ("decode", "latent_shape", "image_shape")
 
 
+@hyperparameters(restarts="[1, inf)", lr="(0, inf)", lam="[0, inf)", fidelity="(0, inf)")
 @requires(noise=("gaussian", "poisson"), prior=LATENT)
 def csgm(y, operator, prior, *, steps: int = 500, generator: torch.Generator | None = None,
          callback: Callback = None, restarts: int = 4, lr: float = 0.05, lam: float = 0.5, fidelity: float = 1.0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Callback, requires
+from .base import Callback, hyperparameters, requires
 from ..errors import RestoreError
 from ..priors.sampling import ancestral_step
 from .diffusion import TWEEDIE, alpha_bars, check_prior, clip, noise_like, schedule, to_image, to_model
@@ -31,6 +31,7 @@ def jump_schedule(steps: int, jump_length: int, resamplings: int) -> list[int]:
     return path
 
 
+@hyperparameters(fidelity="(0, inf)", jump_length="[1, inf)", resamplings="[1, inf)")
 @requires("mask", noise=("gaussian",), prior=TWEEDIE)
 def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
             callback: Callback = None, fidelity: float = 1.0, jump_length: int = 10, resamplings: int = 10):

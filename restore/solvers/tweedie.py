@@ -19,10 +19,11 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, effective_sigma, requires
+from .base import Callback, effective_sigma, hyperparameters, requires
 from .diffusion import TWEEDIE, check_fidelity, check_prior, to_image, to_model
 
 
+@hyperparameters(fidelity="(0, inf)")
 @requires("kernel", noise=("gaussian",), prior=TWEEDIE)
 def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callback = None, fidelity: float = 1.0):
     """The posterior mean E[x | y] of a denoising problem in one network evaluation (Tweedie's formula).
