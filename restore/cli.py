@@ -681,6 +681,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     for p in (out, *paths.values()):
         io.output_path_check(p)
     _refuse_overwrite([out, *paths.values()], _input_files(input, spec, reference, op_options))
+    if not Path(input).exists():  # before the prior loads (seconds): a mistyped name fails at once
+        io.read_image(input)  # the reader's own message (missing file, broken link, link loop)
     dev = _device(device)
     model = _load_prior_once(prior, dev, _peek_shape(task, input, spec, op_options))
     if precision == "bf16":
@@ -1302,21 +1304,42 @@ def main() -> None:
 
     keep_freed_memory()
     try:
-        app()
+        # standalone_mode=False: usage errors come here as exceptions instead of a framed message box.
+        code = app(prog_name="restore", standalone_mode=False)
     except RestoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except MemoryError:
-        typer.echo("error: out of memory: use a smaller image, fewer --samples or a smaller --batch-size", err=True)
-        sys.exit(2)
-    except RuntimeError as exc:  # torch's allocators report a failed allocation as a RuntimeError
-        text = str(exc)
-        if "can't allocate memory" not in text and "out of memory" not in text.lower():
+        _fail(str(exc))
+    except Exception as exc:
+        # click's exceptions (typer vendors click in some versions, so they are matched by name): a
+        # mistyped option, a missing argument, a value of the wrong type; Abort is Ctrl-C at a prompt.
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "NoArgsIsHelpError" in kinds:  # `restore` alone: the help has been shown
+            sys.exit(2)
+        if "ClickException" in kinds:
+            ctx = getattr(exc, "ctx", None)
+            _fail(f"{exc.format_message()} (see '{ctx.command_path if ctx else 'restore'} --help')",
+                  getattr(exc, "exit_code", 2))
+        if "Abort" in kinds:
+            _fail("interrupted", 130)
+        text = str(exc)  # torch's allocators report a failed allocation as a RuntimeError
+        if not (isinstance(exc, MemoryError) or isinstance(exc, RuntimeError) and (
+                "can't allocate memory" in text or "out of memory" in text.lower())):
             raise
         wanted = re.search(r"allocate ([0-9.]+ ?[KMGT]?i?B|[0-9]+ bytes)", text)
-        typer.echo(f"error: out of memory{f' (an allocation of {wanted.group(1)} failed)' if wanted else ''}: "
-                   "use a smaller image, fewer --samples or a smaller --batch-size", err=True)
-        sys.exit(2)
+        _fail(f"out of memory{f' (an allocation of {wanted.group(1)} failed)' if wanted else ''}: "
+              "use a smaller image, fewer --samples or a smaller --batch-size")
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """The one line of a failed command on stderr, exit code ``code``; with --json, also the error as a
+    JSON object on stdout, where a script reads the result."""
+    import json
+
+    typer.echo(f"error: {message}", err=True)
+    if "--json" in sys.argv[1:]:
+        typer.echo(json.dumps({"error": message, "code": code}))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

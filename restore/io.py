@@ -34,6 +34,16 @@ def _one_line(exc: BaseException) -> str:
 def _check_input_file(path: Path, what: str) -> None:
     """Raise a RestoreError unless ``path`` is an existing file."""
     if not path.exists():
+        if path.is_symlink():  # a link to nowhere, or a loop of links
+            try:
+                path.resolve(strict=True)
+                reason = "a symbolic link to a file that does not exist"
+            except RuntimeError:
+                reason = "a loop of symbolic links"
+            except OSError as exc:
+                reason = ("a loop of symbolic links" if getattr(exc, "errno", None) == 40
+                          else "a symbolic link to a file that does not exist")
+            raise RestoreError(f"cannot read {what} '{path}': it is {reason}")
         raise RestoreError(f"cannot read {what} '{path}': file does not exist")
     if path.is_dir():
         raise RestoreError(f"cannot read {what} '{path}': it is a folder, expected a file")
@@ -130,8 +140,15 @@ def _open_image(path: Path):
     """The decoded PIL image, upright according to its EXIF orientation."""
     from PIL import Image, ImageOps
 
+    import warnings
+
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow only warns between 89 and 179 megapixels; such an image would not fit in memory as
+            # floats on most machines, so it is refused like the larger ones.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im.load()
             # Camera JPEGs store rotation as a tag; apply it so pixels match what viewers show.
             return ImageOps.exif_transpose(im)
@@ -139,8 +156,9 @@ def _open_image(path: Path):
         raise RestoreError(f"cannot read image '{path}': not a recognised image file") from None
     except PermissionError:
         raise RestoreError(f"cannot read image '{path}': permission denied") from None
-    except Image.DecompressionBombError as exc:
-        raise RestoreError(f"cannot read image '{path}': {_one_line(exc)}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RestoreError(f"cannot read image '{path}': {_one_line(exc).rstrip('.')}; restore reads images of at most "
+                           f"{Image.MAX_IMAGE_PIXELS} pixels (crop or tile it first)") from None
     except _DECODE_ERRORS as exc:
         reason = f"corrupt or truncated file ({_one_line(exc)})"
         raise RestoreError(f"cannot read image '{path}': {reason}") from None
@@ -174,7 +192,9 @@ def _pixels(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     # 3. 8-bit data: split the alpha channel off the colour channels.
     if im.mode not in ("L", "LA", "RGB", "RGBA"):
-        raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'")
+        raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'"
+                           + (" (32-bit float or integer pixels have no fixed range: save it as an 8- or 16-bit "
+                              "PNG or TIFF, or give the values as a measurement spec)" if im.mode in ("F", "I") else ""))
     raw = np.asarray(im).astype(np.float32) / np.float32(255)
     if raw.ndim == 2:
         raw = raw[:, :, None]  # (H, W, 1)

@@ -694,14 +694,21 @@ def test_bad_input(cli, tmp_path, monkeypatch, bad_input_folder, case):
     ["deblur", "x.png", "--steps", "many", "-o", "out.png"],
 ], ids=["unknown-option", "missing-argument", "missing-output", "not-an-integer"])
 def test_usage_errors(cli, tmp_path, monkeypatch, bad_input_folder, args):
-    """Typer's own usage errors: exit code 2 with a short usage message, no traceback, no file."""
+    """Typer's own usage errors: one line naming the problem and the --help to read, exit code 2, no
+    file; with --json, the error as JSON on stdout too."""
     shutil.copytree(bad_input_folder, tmp_path, dirs_exist_ok=True)
     monkeypatch.chdir(tmp_path)
     before = _listing(tmp_path)
-    result = cli(*args)
-    assert result.code == 2
-    assert "Traceback" not in result.out + result.err
+    line = _assert_user_error(cli(*args))
+    assert f"(see 'restore {args[0]} --help')" in line
     assert _listing(tmp_path) == before
+    result = cli(*args, "--json")
+    assert json.loads(result.out) == {"error": result.err.strip()[len("error: "):], "code": 2}
+
+
+def test_json_errors_are_json_on_stdout(cli, tmp_path):
+    result = cli("denoise", tmp_path / "missing.png", "--json", "-o", tmp_path / "o.png")
+    assert result.code == 2 and json.loads(result.out)["error"].startswith("cannot read image")
 
 
 def test_failed_write_leaves_no_partial_measurement(cli, tmp_path, monkeypatch, images):
@@ -1287,3 +1294,34 @@ def test_resize_keeps_the_holes_of_a_transparent_image(cli, tmp_path):
     result = json.loads(_ok(cli("inpaint", tmp_path / "holes.png", "--prior", "gaussian", "--resize", "--json",
                                 "-o", tmp_path / "o.png")).out)
     assert result["image_shape"] == [1, 28, 28] and read_image(tmp_path / "o.png")[0].shape == (1, 1, 28, 28)
+
+
+def test_messages_say_how_to_fix_the_input(cli, tmp_path, images, monkeypatch):
+    Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")  # 144 megapixels in a few kilobytes
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path / "float.tiff")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "pixel.png")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "model.pt").write_bytes(b"\x80\x04")
+    small = images / "small.png"
+    cases = [
+        (("denoise", tmp_path / "bomb.png", "--noise", "0.1"), "at most 89478485 pixels"),
+        (("denoise", tmp_path / "float.tiff", "--noise", "0.1"), "save it as an 8- or 16-bit"),
+        (("denoise", tmp_path / "pixel.png"), "pass --noise SIGMA"),
+        (("deblur", tmp_path / "pixel.png"), "give a smaller SIZE"),
+        (("denoise", tmp_path / "loop1", "--noise", "0.1"), "a loop of symbolic links"),
+        (("denoise", small, "--noise", "0.1", "--prior", tmp_path / "pickled"), "pickled checkpoints (model.pt)"),
+        (("denoise", small, "--noise", "0.1", "--prior", ""), "give a family name"),
+    ]
+    for args, expected in cases:
+        line = _assert_user_error(cli(*args, "-o", tmp_path / "o.png"))
+        assert expected in line, (args, line)
+    import restore.priors
+
+    def never(*args, **kwargs):
+        raise AssertionError("the prior was loaded before the input was checked")
+
+    monkeypatch.setattr(restore.priors, "load_prior", never)  # a missing input fails before the prior loads
+    line = _assert_user_error(cli("denoise", tmp_path / "missing.png", "--prior", "ddpm", "-o", tmp_path / "o.png"))
+    assert "does not exist" in line

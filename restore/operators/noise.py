@@ -87,7 +87,7 @@ def estimate_sigma(y: torch.Tensor) -> float:
     diagonal Haar wavelet coefficients: sigma = median(|HH|) / 0.6745 (Donoho & Johnstone 1994)."""
     H, W = y.shape[-2:]
     if H < 2 or W < 2:
-        raise RestoreError(f"cannot estimate noise on a {W}x{H} image")
+        raise RestoreError(f"cannot estimate noise on a {W}x{H} image: pass --noise SIGMA")
     t = y[..., : H // 2 * 2, : W // 2 * 2].double()
     # Orthonormal 2-D Haar detail: the image content cancels, white noise keeps its variance.
     hh = (t[..., 0::2, 0::2] - t[..., 0::2, 1::2] - t[..., 1::2, 0::2] + t[..., 1::2, 1::2]) / 2

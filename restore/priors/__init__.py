@@ -109,6 +109,9 @@ def load_prior(spec: str, *, device=None, image_shape=None):
     see :func:`shipped_for`, and every prior is fitted to their channels (:func:`fit_channels`)."""
     if spec == "classical":
         raise RestoreError("'classical' is not a model: it means restoring without a learned prior")
+    if not isinstance(spec, str) or not spec.strip():
+        raise RestoreError(f"--prior {spec!r}: give a family name (ddpm, gaussian, ...), a model folder or a hub id "
+                           "(restore priors lists them)")
     if spec in PLANNED:
         raise RestoreError(f"the {spec} prior family is planned but not built yet; available: {', '.join(SHIPPED)}")
     if spec in FAMILIES and spec not in SHIPPED:
@@ -153,6 +156,8 @@ def _load_path(path: Path):
 def _load_folder(path: Path):
     try:
         prior = _construct(path)
+    except RestoreError:
+        raise
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:
         # A hand-edited run.json (latent_dim: -5, a string width) or weights another network wrote.
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
@@ -192,6 +197,10 @@ def _construct(path: Path):
 
         return PixelCNNPrior.from_pretrained(path)
     if family is None:
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES) if path.is_dir() else []
+        if pickles:
+            raise RestoreError(f"'{path}' holds pickled checkpoints ({', '.join(pickles[:3])}), which restore never "
+                               "loads (unpickling can run code): give a model folder with safetensors weights")
         raise RestoreError(f"'{path}' is not a model folder: it has neither a diffusers DDPM layout "
                            "(unet/config.json, scheduler/) nor a restore run.json")
     if family in PLANNED:
