@@ -391,16 +391,17 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
     if target is not None:
         y, alpha = _fit_to(y, alpha, target, task, op_options.get("factor"))
     C, h, w = y.shape[1:]
+    from .runtime import check_allocation
+
     if task == "superres":
         k = 4 if op_options["factor"] is None else op_options["factor"]
         shape = (C, h * k, w * k)
-        from .runtime import check_allocation
-
         # A solver holds a few dozen float copies of the restored image.
         check_allocation(C * h * k * w * k * 4 * 32, f"the {w * k}x{h * k} restored image (x{k})",
                          "use a smaller --factor, or a smaller input")
     else:
         shape = (C, h, w)
+        check_allocation(C * h * w * 4 * 32, f"restoring a {w}x{h} image", "crop or tile the image first")
     noise_opts = (op_options.pop("noise"), op_options.pop("poisson"))
     notes = []
     if task == "denoise" and noise_opts == (None, None):

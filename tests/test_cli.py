@@ -1325,3 +1325,23 @@ def test_messages_say_how_to_fix_the_input(cli, tmp_path, images, monkeypatch):
     monkeypatch.setattr(restore.priors, "load_prior", never)  # a missing input fails before the prior loads
     line = _assert_user_error(cli("denoise", tmp_path / "missing.png", "--prior", "ddpm", "-o", tmp_path / "o.png"))
     assert "does not exist" in line
+
+
+def test_weights_holding_nan_are_refused_at_load(cli, tmp_path, ddpm_dir):
+    from safetensors.torch import load_file, save_file
+
+    diverged = tmp_path / "diverged"
+    shutil.copytree(ddpm_dir, diverged)
+    (weights,) = (diverged / "unet").glob("*.safetensors")
+    tensors = load_file(str(weights))
+    tensors["conv_out.bias"] = tensors["conv_out.bias"] * float("nan")
+    save_file(tensors, str(weights))
+    line = _assert_user_error(cli("sample", "--prior", diverged, "-o", tmp_path / "s.png"))
+    assert "NaN or infinite" in line and "conv_out.bias" in line
+
+
+def test_total_variation_on_an_image_one_pixel_wide(cli, tmp_path):
+    for h, w in ((1, 20), (20, 1), (1, 1)):
+        write_png(tmp_path / "thin.png", torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(0)))
+        _ok(cli("denoise", tmp_path / "thin.png", "--noise", "0.1", "--solver", "tv", "-o", tmp_path / "o.png"))
+        assert read_image(tmp_path / "o.png")[0].shape == (1, 1, h, w)

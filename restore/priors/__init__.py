@@ -163,6 +163,12 @@ def _load_folder(path: Path):
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise RestoreError(f"cannot build the model in '{path}' from its run.json and weights ({reason}): "
                            "the folder's settings and weights do not belong together") from None
+    import torch
+
+    broken = [name for name, t in prior.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # a diverged training run: every restoration would come out NaN
+        raise RestoreError(f"the weights in '{path}' hold NaN or infinite values ({len(broken)} tensors, e.g. "
+                           f"{broken[0]}): the model cannot be used")
     prior.folder = path  # where run.json and train_digests.txt are, for the training-overlap check
     return prior
 
