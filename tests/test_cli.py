@@ -1345,3 +1345,12 @@ def test_total_variation_on_an_image_one_pixel_wide(cli, tmp_path):
         write_png(tmp_path / "thin.png", torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(0)))
         _ok(cli("denoise", tmp_path / "thin.png", "--noise", "0.1", "--solver", "tv", "-o", tmp_path / "o.png"))
         assert read_image(tmp_path / "o.png")[0].shape == (1, 1, h, w)
+
+
+def test_threads_option_and_its_record(cli, tmp_path, images, monkeypatch):
+    result = json.loads(_ok(cli("--threads", "1", "denoise", images / "small.png", "--noise", "0.1", "--json",
+                                "-o", tmp_path / "o.png")).out)
+    assert result["threads"] == 1 == torch.get_num_threads()
+    monkeypatch.setenv("RESTORE_THREADS", "0")
+    assert "--threads must be a positive integer" in _assert_user_error(
+        cli("denoise", images / "small.png", "--noise", "0.1", "-o", tmp_path / "o.png"))
