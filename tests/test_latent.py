@@ -75,7 +75,7 @@ def test_lam_pulls_noisy_estimates_toward_the_latent_origin():
 
 def test_only_priors_with_a_generator_can_use_it():
     prior, _, _ = _truth()
-    assert "csgm" in solvers_for(prior) and PRIOR_SOLVERS["csgm"] is csgm
+    assert "csgm" in solvers_for(prior) and PRIOR_SOLVERS["csgm"].__wrapped__ is csgm
     op = Inpainting(torch.ones(1, 1, 8, 8, dtype=torch.bool))
     with pytest.raises(RestoreError, match="lacks decode"):
         csgm(torch.zeros(1, 1, 8, 8), op, object(), steps=1)

@@ -1,6 +1,6 @@
 """Solvers: recover x from y = noise(A(x)); all share one call shape (see :mod:`restore.solvers.base`)."""
 
-from .base import check_compatible, missing_capabilities, requires
+from .base import check_compatible, keep_observed, missing_capabilities, requires
 from .bm3d import bm3d
 from .classical import SOLVERS
 from .ddrm import ddnm, ddrm
@@ -25,6 +25,10 @@ LATENT = {"csgm": csgm}
 #: scores at many noise levels, a PixelCNN's conditionals.
 DENSITY = {"map": map_estimate, "langevin": langevin, "annealed-langevin": annealed_langevin,
            "conditional": pixelcnn_inpaint}
+
+# Every prior solver returns y itself on noiselessly observed pixels (base.keep_observed).
+DIFFUSION, LATENT, DENSITY = ({name: keep_observed(fn) for name, fn in group.items()}
+                              for group in (DIFFUSION, LATENT, DENSITY))
 
 #: Solvers that use a learned prior, by name. Each has ``prior_needs``: the prior methods it calls.
 PRIOR_SOLVERS: dict = {**DIFFUSION, **LATENT, **DENSITY}
