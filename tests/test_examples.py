@@ -34,3 +34,16 @@ def test_posterior_samples_example_writes_pictures(tmp_path, mnist_available):
                "--out", tmp_path, cwd=tmp_path)
     assert "pixels whose true error lies within +-2 std" in out
     assert (tmp_path / "posterior_samples.png").exists() and (tmp_path / "posterior_std.png").exists()
+
+
+def test_every_python_snippet_of_the_readme_runs(monkeypatch, capsys):
+    """The README's ```python blocks, run as written from the repository root."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
+    assert blocks
+    monkeypatch.chdir(root)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
+    assert capsys.readouterr().out.strip()

@@ -163,7 +163,8 @@ def test_a_colour_run_can_start_from_a_gray_prior(patch_prior):
     from restore.priors.ddpm import _init_unet, make_scheduler
 
     gray = load_prior(str(patch_prior))
-    colour = _init_unet(str(patch_prior), (3, 16, 16), make_scheduler("linear", 20).betas)
+    colour, steps = _init_unet(str(patch_prior), (3, 16, 16), make_scheduler("linear", 20).betas)
+    assert steps == 2  # the gray run's, recorded as init_steps
     assert colour.config.in_channels == 3 and colour.config.out_channels == 3
     # At the start it is the gray network on the channel mean, its output copied to every channel.
     x_t = torch.randn(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))

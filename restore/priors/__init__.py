@@ -221,7 +221,15 @@ def _load_hub(repo_id: str):
 
         folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"])
     except Exception as exc:  # offline, unknown repo, gated repo, ...: many exception types
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise RestoreError(f"cannot fetch prior {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: {reason}); "
-                           "check the id and the connection, or give a local model folder") from None
+        kind = type(exc).__name__
+        if kind in ("LocalEntryNotFoundError", "ConnectError", "ConnectionError", "OfflineModeIsEnabled"):
+            reason = "the hub cannot be reached and the model is not in the local cache"
+        elif kind in ("RepositoryNotFoundError", "GatedRepoError"):
+            reason = "no such public repository (or it needs a login)"
+        else:
+            # The first sentence of the message only: hub errors run on over several lines.
+            first = re.split(r"(?<=[.!?])\s", " ".join(str(exc).split()), maxsplit=1)[0]
+            reason = f"{kind}: {first[:160]}"
+        raise RestoreError(f"cannot fetch prior {repo_id!r} from the Hugging Face hub ({reason}); check the id and "
+                           "the connection, or give a local model folder") from None
     return _load_folder(Path(folder))

@@ -147,7 +147,8 @@ class DDPMPrior(DiffusionPrior):
             "family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]),
             "channels": self.image_shape[0], "prediction_type": self.prediction_type,
             "timesteps": self.num_timesteps, "parameters": sum(p.numel() for p in self.unet.parameters()),
-            "training_data": run.get("data"), "training_steps": run.get("steps_done", run.get("steps")),
+            "training_data": run.get("data"), "training_steps": _total_steps(run),
+            **({"steps_last_run": run.get("steps_done")} if _total_steps(run) != run.get("steps_done") else {}),
             "file_list_hash": run.get("file_list_hash"),
             **({"any_size": f"yes: trained on {run['patch']}x{run['patch']} patches, restores whole images"}
                if self.any_size else {}),
@@ -356,6 +357,15 @@ def ddpm_loss(alpha_bar: torch.Tensor):
     return loss
 
 
+def _total_steps(run: dict):
+    """Training steps of a run and of the runs it continued (--init): run.json's total_steps, or its
+    steps_done plus init_steps."""
+    if "total_steps" in run:
+        return run["total_steps"]
+    done = run.get("steps_done", run.get("steps"))
+    return done + run["init_steps"] if isinstance(done, int) and isinstance(run.get("init_steps"), int) else done
+
+
 def _init_unet(spec: str, image_shape, betas: torch.Tensor):
     """The UNet of the DDPM named by ``spec``, checked against the data's image shape and the schedule."""
     from . import load_prior
@@ -374,7 +384,7 @@ def _init_unet(spec: str, image_shape, betas: torch.Tensor):
     if prior.prediction_type != "epsilon":
         raise RestoreError(f"--init {spec!r} predicts {prior.prediction_type}; training here predicts epsilon")
     unet = _gray_to_colour(prior.unet) if widen else prior.unet
-    return unet.train().requires_grad_(True)
+    return unet.train().requires_grad_(True), _total_steps(prior.run_info or {})
 
 
 def _gray_to_colour(gray):
@@ -428,13 +438,14 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
         make = make_patch_unet if patch is not None else make_unet
         unet = make(h, c, width, layers_per_block)
     else:
-        unet = _init_unet(init, (c, h, w), scheduler.betas)
+        unet, init_steps = _init_unet(init, (c, h, w), scheduler.betas)
         width, layers_per_block = unet.config.block_out_channels[0], unet.config.layers_per_block
     alpha_bar = torch.cumprod(1 - scheduler.betas, 0)
     config = {
         "family": "ddpm", "data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"), "image_size": h,
         "channels": c, "width": width, "layers_per_block": layers_per_block, "schedule": schedule, "timesteps": timesteps,
         "parameters": sum(p.numel() for p in unet.parameters()), "init": init,
+        **({"init_steps": init_steps} if init is not None and isinstance(init_steps, int) else {}),
         **({"patch": patch, "train_images": len(ds["train"])} if patch is not None else {}),
     }
 
