@@ -929,7 +929,7 @@ def train(
     family: Annotated[str, typer.Argument(help="Prior family to train: ddpm, gaussian, vae, gan, flow or pixelcnn.")],
     data: Annotated[str, typer.Option(help="mnist, fashion-mnist, a photo set (train400, bsds400, set12, bsd68, cbsd68) or a folder of images (searched recursively).")],
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, log.jsonl, sample grids and the exported model.")],
-    size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own, 28 for MNIST).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own: 28 for MNIST, the shared shorter side of a folder's images; images of several sizes need --size or --patch).")] = None,
     channels: Annotated[Optional[int], typer.Option(help="1 or 3 to convert every image (default: as stored).")] = None,
     width: Annotated[Optional[int], typer.Option(help="Base channel count of the network (default: 32; gan, pixelcnn 64; flow 128).")] = None,
     schedule: Annotated[str, typer.Option(help="Beta schedule: linear or cosine.")] = "linear",

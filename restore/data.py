@@ -253,6 +253,27 @@ def _to_channels(picture, c: int):
     return picture
 
 
+def _own_size(root: Path, files) -> int:
+    """The folder's own image size, read from the file headers: the side of square images that all have
+    it, or the shorter side shared by all; images of several sizes need --size (or --patch)."""
+    from PIL import Image
+
+    sizes = set()
+    for rel, _ in files:
+        try:
+            with Image.open(root / rel) as im:
+                sizes.add(min(im.size))
+        except OSError:
+            continue  # reading it later gives the error
+        if len(sizes) > 1:
+            raise RestoreError(f"the images in '{root}' have different sizes (shorter sides {min(sizes)} and "
+                               f"{max(sizes)} at least): give --size S to resize each (shorter side S, centre crop), "
+                               "or train on crops of whole images with --patch P (ddpm)")
+    if not sizes:
+        raise RestoreError(f"no readable image in folder '{root}'")
+    return sizes.pop()
+
+
 def _square(im, size: int):
     """Resize the shorter side to ``size`` and crop the centre: a ``size`` x ``size`` PIL image."""
     from PIL import Image
@@ -291,9 +312,9 @@ def load_folder(
         raise RestoreError(f"cannot read images from folder '{root}': no such folder")
     if not root.is_dir():
         raise RestoreError(f"cannot read images from folder '{root}': it is a file, expected a folder")
-    if size is None:
-        raise RestoreError(f"give --size for an image folder ('{root}'): images are resized to size x size")
     files = image_files(root)
+    if size is None and files:
+        size = _own_size(root, files)
     n = len(files)
     if n == 0:
         extensions = ", ".join(IMAGE_EXTENSIONS)

@@ -259,7 +259,10 @@ def test_training_data_folder_and_errors(tmp_path, monkeypatch):
     assert data["train"].shape == (3, 1, 6, 6) and len(data["files_val"]) == 1
     assert len(data["file_list_hash"]) == 64
 
-    with pytest.raises(RestoreError, match="give --size for an image folder"):
+    # Without --size, the folder's own size: the shorter side all its images share (10 here).
+    assert training_data("set", val_fraction=0.25)["train"].shape == (3, 1, 10, 10)
+    _save(tmp_path / "set" / "big.png", np.full((20, 24), 9, np.uint8))
+    with pytest.raises(RestoreError, match="have different sizes .* give --size S"):
         training_data("set")
     with pytest.raises(RestoreError, match="it is a file, expected a folder"):
         training_data(str(tmp_path / "set" / "0.png"), size=6)
