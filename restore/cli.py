@@ -411,7 +411,14 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
         raise RestoreError(f"'{path}' is a directory: give one image file")
     y, alpha = io.read_image(path)
     if target is not None:
+        h0, w0 = y.shape[-2:]
         y, alpha = _fit_to(y, alpha, target, task, op_options.get("factor"))
+        h1, w1 = y.shape[-2:]
+        if op_options.get("box") is not None:  # a box is given in the input's pixels: scale it with the image
+            bx, by, bw, bh = _parse_box(op_options["box"])
+            x0, y0 = round(bx * w1 / w0), round(by * h1 / h0)
+            x1, y1 = max(x0 + 1, round((bx + bw) * w1 / w0)), max(y0 + 1, round((by + bh) * h1 / h0))
+            op_options["box"] = f"{x0},{y0},{x1 - x0},{y1 - y0}"
     C, h, w = y.shape[1:]
     from .runtime import check_allocation
 
@@ -797,6 +804,11 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         result.update(_NOTES)
         if samples > 1:
             result["psnr_one_sample"] = float(metrics.psnr(x[:1].clamp(0, 1), truth)[0])
+    size_note = ""
+    if resize:  # say that the output is the prior's size, not the input's
+        before = _peek_shape(task, input, None, {"factor": op_options.get("factor")})
+        size_note = f"{shape[2]}x{shape[1]}, resized from {before[2]}x{before[1]}; " if before else ""
+        result["resized_from"] = list(before) if before else None
     with io.together():  # the estimate, grid, std map and record land together or not at all
         io.write_png(out, x_hat)
         if samples > 1:
@@ -805,7 +817,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         io.write_json(paths["json"], result)
     plural = "s" * (samples > 1)
     stepped = f"{steps} steps, " if steps is not None else ""
-    _report(result, json_out, f"wrote {out} ({prior} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
+    _report(result, json_out, f"wrote {out} ({size_note}{prior} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
 
 
 def _device(name: str):

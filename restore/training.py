@@ -407,6 +407,10 @@ def train(
     if d.is_main:
         if export_fn is not None:
             export_fn(ema, out)
+        final_grid = out / "samples" / f"step-{step}.png"
+        if sample_fn is not None and step > start and not final_grid.exists():
+            # A run shorter than --sample-every (or stopped between grids) still shows what it learned.
+            io.write_grid(final_grid, sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
         # run.json also records how far the exported weights were trained.
         run = json.loads((out / "run.json").read_text())
         io.write_json(out / "run.json", {**run, "steps_done": step, "minutes_total": round(minutes_before + segment, 2)})

@@ -1208,6 +1208,7 @@ def test_a_damaged_checkpoint_is_named_not_a_traceback(cli, tmp_path):
     run = tmp_path / "run"
     args = ("train", "ddpm", "--data", "mnist", "--out", run, "--width", "8", "--batch-size", "4", "--timesteps", "20")
     _ok(cli(*args, "--steps", "2", "--checkpoint-every", "2"))
+    assert (run / "samples" / "step-2.png").exists()  # a run shorter than --sample-every still draws a grid
     index = run / "checkpoint" / "checkpoint.json"
     meta = json.loads(index.read_text())
     tensors = run / "checkpoint" / meta["tensors"]
@@ -1354,3 +1355,19 @@ def test_threads_option_and_its_record(cli, tmp_path, images, monkeypatch):
     monkeypatch.setenv("RESTORE_THREADS", "0")
     assert "--threads must be a positive integer" in _assert_user_error(
         cli("denoise", images / "small.png", "--noise", "0.1", "-o", tmp_path / "o.png"))
+
+
+def test_resize_reads_a_box_in_the_input_pixels_and_says_the_output_size(cli, tmp_path):
+    from restore.cli import _load_measurement
+
+    write_png(tmp_path / "wide.png", torch.rand(1, 1, 56, 112, generator=torch.Generator().manual_seed(0)))
+    options = dict(box="56,28,28,14", random=None, mask=None, noise=None, poisson=None, seed=0)
+    _, op, shape, _, _ = _load_measurement("inpaint", str(tmp_path / "wide.png"), None, options, target=(1, 28, 28))
+    missing = (op.mask[0] == 0).nonzero()
+    # x 56..84 of 112 -> 14..21 of 28; y 28..42 of 56 -> 14..21 of 28
+    assert shape == (1, 28, 28) and missing[:, 0].min() == 14 and missing[:, 0].max() == 20
+    assert missing[:, 1].min() == 14 and missing[:, 1].max() == 20
+    line = _ok(cli("inpaint", tmp_path / "wide.png", "--box", "56,28,28,14", "--prior", "gaussian", "--resize",
+                   "-o", tmp_path / "o.png")).out
+    assert "28x28, resized from 112x56" in line
+    assert json.loads((tmp_path / "o.json").read_text())["resized_from"] == [1, 56, 112]
