@@ -2,6 +2,7 @@
 
     python benchmarks/ddpm_photo_curve.py --run runs/ddpm-photo-gray          # its latest checkpoint
     python benchmarks/ddpm_photo_curve.py --prior ddpm-photo-gray --label shipped
+    python benchmarks/ddpm_photo_curve.py --prior ddpm-photo-gray --images-of runs/ddpm-photo-rgb  # channelwise
 
 Loads the EMA weights of the run's latest checkpoint (or a finished prior) and denoises the run's own
 held-out validation images (the 5% of the training folder it never trained on, so no test image is
@@ -28,15 +29,16 @@ from restore.solvers import CLASSICAL, DIFFUSION
 OUT = Path(__file__).parent / "results" / "ddpm_photo" / "curve.jsonl"
 
 
-def from_checkpoint(run: Path):
-    """The EMA weights of a training run's latest checkpoint as a DDPMPrior, and the checkpoint's meta."""
+def from_checkpoint(run: Path, weights: str = "ema"):
+    """The EMA (or the raw, ``weights="model"``) weights of a training run's latest checkpoint as a
+    DDPMPrior, and the checkpoint's meta."""
     from restore.priors.ddpm import DDPMPrior, make_patch_unet, make_scheduler
     from restore.training import load_checkpoint
 
     config = json.loads((run / "run.json").read_text())
     tensors, meta = load_checkpoint(run / "checkpoint")
     unet = make_patch_unet(config["patch"], config["channels"], config["width"], config["layers_per_block"])
-    unet.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    unet.load_state_dict({k[len(weights) + 1:]: v for k, v in tensors.items() if k.startswith(f"{weights}.")})
     prior = DDPMPrior(unet.eval(), make_scheduler(config["schedule"], config["timesteps"]).betas)
     prior.run_info = config
     return prior, {"step": meta["step"], "minutes": round(meta.get("minutes", 0.0), 1)}, config
@@ -48,9 +50,15 @@ def main():
     parser.add_argument("--prior", help="a finished prior (a --prior value) instead of a run")
     parser.add_argument("--label", default="", help="a note stored with the line")
     parser.add_argument("--classical", help="measure this classical solver (e.g. bm3d) on the run's images instead")
+    parser.add_argument("--images-of", type=Path, help="with --prior: denoise this run's held-out images (e.g. the "
+                        "gray prior, channel by channel, on a colour run's images)")
+    parser.add_argument("--weights", choices=["ema", "model"], default="ema",
+                        help="with --run: the EMA weights (what training exports) or the raw ones")
+    parser.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50], help="noise levels on 0-255")
     args = parser.parse_args()
     if args.run is not None:
-        prior, where, config = from_checkpoint(args.run)
+        prior, where, config = from_checkpoint(args.run, args.weights)
+        where["weights"] = args.weights
         if args.classical:
             prior, where = None, {"step": None, "minutes": None, "method": args.classical}
     else:
@@ -58,7 +66,11 @@ def main():
 
         prior = load_prior(args.prior)
         config = prior.run_info
-        where = {"step": config.get("steps_done"), "minutes": config.get("minutes_total")}
+        where = {"step": config.get("steps_done"), "minutes": config.get("minutes_total"), "prior": args.prior}
+        if args.images_of is not None:
+            config = json.loads((args.images_of / "run.json").read_text())
+            prior = load_prior(args.prior, image_shape=(config["channels"], 64, 64))  # channelwise if need be
+            where["images_of"] = str(args.images_of)
     # The run's held-out images: the split training made (patch_training_data's default fraction).
     folder = Path(resolve_data(config["data"]))
     files = [rel for rel, _ in image_files(folder)]
@@ -67,7 +79,7 @@ def main():
     val = [image.float()[None] / 255 for image in images]
     row = {**where, "label": args.label, "images": len(val), "machine": machine()}
     t0 = time.perf_counter()
-    for sigma in (15, 25, 50):
+    for sigma in args.sigmas:
         op = Denoising(GaussianNoise(sigma / 255))
         scores = []
         for i, x in enumerate(val):

@@ -156,12 +156,19 @@ def cached(folder: Path, key: str, compute, force: bool, settings: dict | None =
     if path.exists() and arrays.exists() and not force:
         figures = json.loads(path.read_text())
         stored = figures.get("settings")
-        if settings is None or stored == settings:
+        if settings is not None and stored is not None:
+            # Cells from before the data and weight digests were recorded were all computed on MNIST's
+            # test images (the only data then): they count for MNIST, where the digests are left out.
+            legacy = {k for k in _IDENTITY if k not in stored and settings.get("data", "").startswith("mnist-")}
+            settings_now = {k: v for k, v in settings.items() if k not in legacy}
+        else:
+            settings_now = settings
+        if settings is None or stored == settings_now:
             return figures, io.load_arrays(arrays)
         from tqdm.auto import tqdm
 
         stored = stored or {}
-        changed = sorted(k for k in {*settings, *stored} if settings.get(k) != stored.get(k))
+        changed = sorted(k for k in {*settings_now, *stored} if settings_now.get(k) != stored.get(k))
         tqdm.write(f"{key}: recomputed, its settings changed ({', '.join(changed)})")
     figures, pictures = compute()
     if settings is not None:
@@ -172,8 +179,22 @@ def cached(folder: Path, key: str, compute, force: bool, settings: dict | None =
     return figures, pictures
 
 
+#: Settings that name what a cell was computed on rather than how (see ``cached``).
+_IDENTITY = ("data", "prior_weights")
+
+
+def digest(tensors) -> str:
+    """A short SHA-256 of tensors' bytes (images, or a model's state dict): what a cache key names."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], samples: int, batch: int,
-         paper_n: int = 0, variants: dict | None = None) -> list[Cell]:
+         paper_n: int = 0, variants: dict | None = None, data: str = "mnist") -> list[Cell]:
     """Every compatible pair: classical solvers, then each prior with each solver it and the task allow.
 
     ``variants`` maps (prior, task, solver) to a list of extra settings, each run beside the solver's
@@ -183,13 +204,18 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
 
     n = len(x)
     cells = []
+    # Every cell is keyed on its images (the data's name and a digest of the n images) and a learned
+    # cell on the prior's weights too, so another dataset or a refitted prior never reads stale cells.
+    data_id = f"{data}-{digest([x])}"
+    where = "" if data == "mnist" else f"{Path(data).name or data}-{digest([x])}/"
+    weights = {name: digest(prior.state_dict().values()) for name, prior in priors.items()}
     for task in tasks:
         op, _ = measure(task, x[:1])
         for name in CLASSICAL:
             if not missing_capabilities(CLASSICAL[name], op):
-                cells.append(Cell(task, name, f"{task}/classical/{name}/{n}",
+                cells.append(Cell(task, name, f"{where}{task}/classical/{name}/{n}",
                                   lambda t=task, s=name: run_classical(t, s, x, labels, judge),
-                                  solver_settings(CLASSICAL[name])))
+                                  {**solver_settings(CLASSICAL[name]), "data": data_id}))
         for pname, prior in priors.items():
             tag = f"{pname}-{prior.info().get('training_steps')}"
             for solver in solvers:
@@ -208,11 +234,12 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                 for settings, label, cases in runs:
                     suffix = "".join(f"/{name}={value}" for name, value in sorted(settings.items()))
                     for st, m in cases:
-                        key = f"{task}/{tag}/{solver}/{st}/{m}/{k}{suffix}"
+                        key = f"{where}{task}/{tag}/{solver}/{st}/{m}/{k}{suffix}"
                         cells.append(Cell(task, f"{pname} + {solver}{label}", key,
                                           lambda t=task, p=prior, s=solver, st=st, k=k, m=m, se=settings: run_prior(
                                               t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k,
-                                              batch, se), solver_settings(PRIOR_SOLVERS[solver], st, settings)))
+                                              batch, se), {**solver_settings(PRIOR_SOLVERS[solver], st, settings),
+                                                           "data": data_id, "prior_weights": weights[pname]}))
     return cells
 
 
@@ -376,7 +403,7 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
         judge = load_classifier()
     cell_folder = Path(cells) if cells is not None else out / "cells"
     planned = plan(tasks, loaded, solvers, x, labels, judge, steps=steps, samples=samples, batch=batch, paper_n=paper_n,
-                   variants=variants)
+                   variants=variants, data=data)
     rows, shown = [], {}
     for cell in tqdm(planned, desc="bench cells", unit="cell"):
         figures, pictures = cached(cell_folder, cell.key, cell.compute, force, cell.settings)

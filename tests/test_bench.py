@@ -52,6 +52,32 @@ def test_a_rerun_reads_every_cell_from_the_cache(report, monkeypatch):
     assert json.loads((report / "results.json").read_text())["rows"] == json.loads(before)["rows"]
 
 
+def test_cells_are_keyed_on_the_data_and_the_prior_weights(report, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(report, out)
+    computed = []
+    run_classical, run_prior = bench.run_classical, bench.run_prior
+    monkeypatch.setattr(bench, "run_classical", lambda *a, **k: computed.append(a[1]) or run_classical(*a, **k))
+    monkeypatch.setattr(bench, "run_prior", lambda *a, **k: computed.append(a[2]) or run_prior(*a, **k))
+    # Other images into the same folder: nothing is read from the MNIST cells.
+    bench.run_bench(data="fashion-mnist", tasks=["inpaint-box"], priors=["gaussian"], solvers=["pigdm"], n=3,
+                    out=out, steps=[5], samples=2)
+    assert "biharmonic" in computed and "pigdm" in computed
+    # A refitted prior (other weights, the same name and no training steps) is not read either.
+    computed.clear()
+    from restore.priors import load_prior
+
+    refitted = load_prior("gaussian")
+    with torch.no_grad():
+        refitted.mean.add_(0.01)
+    import restore.priors as priors
+
+    monkeypatch.setattr(priors, "load_prior", lambda name, **k: refitted)
+    bench.run_bench(data="mnist", tasks=["inpaint-box"], priors=["gaussian"], solvers=["pigdm"], n=3,
+                    out=out, steps=[5], samples=2)
+    assert computed == ["pigdm"]  # the classical cells, on the same images, still come from the cache
+
+
 def test_a_cell_whose_solver_default_changed_is_recomputed(report, tmp_path, monkeypatch):
     import functools
 
