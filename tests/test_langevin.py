@@ -126,3 +126,18 @@ def test_pixelcnn_inpainting_keeps_observed_pixels_and_refuses_what_it_cannot_do
     with pytest.raises(RestoreError, match="needs a noiseless measurement"):
         noisy = O.Inpainting.centre_box((1, 6, 6), 2, noise=O.GaussianNoise(0.1))
         pixelcnn_inpaint(noisy(x, generator=torch.Generator().manual_seed(0)), noisy, prior)
+
+
+def test_pixel_space_solvers_run_on_an_operator_with_no_adjoint():
+    """Phase retrieval has only A: the pixel-space MAP and Langevin start from mid-gray instead of calling
+    an adjoint the operator lacks (they declare no operator needs)."""
+    from restore.operators import GaussianNoise, PhaseRetrieval
+    from restore.priors import load_prior
+
+    prior = load_prior("flow")
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    op = PhaseRetrieval(2.0, GaussianNoise(0.05))
+    y = op(x, generator=torch.Generator().manual_seed(1))
+    for name, kwargs in (("map", {"space": "pixel"}), ("langevin", {"space": "pixel"})):
+        out = PRIOR_SOLVERS[name](y, op, prior, steps=2, generator=torch.Generator().manual_seed(0), **kwargs)
+        assert out.shape == x.shape and torch.isfinite(out).all(), name

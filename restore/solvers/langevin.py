@@ -34,6 +34,16 @@ from .latent import csgm
 SCORE = ("image_score", "image_shape")
 
 
+def _pixel_start(y, operator, shape) -> torch.Tensor:
+    """Where a pixel-space solver starts: A's pseudo-inverse or adjoint applied to y, or, for an operator
+    with neither (phase retrieval: only A itself is differentiable), mid-gray."""
+    if hasattr(operator, "A_pinv"):
+        return operator.A_pinv(y).reshape(shape)
+    if hasattr(operator, "A_adjoint"):
+        return operator.A_adjoint(y).reshape(shape)
+    return torch.full(shape, 0.5, dtype=y.dtype, device=y.device)
+
+
 def _data_grad(y, operator, x, weight):
     """-grad_x weight * ||A(x) - y||^2 / 2 (any differentiable operator)."""
     with torch.enable_grad():
@@ -78,7 +88,7 @@ def langevin(y, operator, prior, *, steps: int = 500, generator: torch.Generator
                                 sigma_y / math.sqrt(fidelity), sigma_start, hold)
     step_size = step_size or 1e-4
     weight = fidelity / sigma_y**2
-    x = (operator.A_pinv(y) if hasattr(operator, "A_pinv") else operator.A_adjoint(y)).clamp(0, 1).reshape(shape)
+    x = _pixel_start(y, operator, shape).clamp(0, 1)
     for k in range(steps):
         # 1. delta_k = step_size * anneal^(k / (steps - 1)): large early moves, small final ones.
         delta = step_size * anneal ** (k / max(steps - 1, 1))
@@ -215,7 +225,7 @@ def map_estimate(y, operator, prior, *, steps: int = 500, generator: torch.Gener
     shape = check_measurement(y, operator, prior)
     check_fidelity(fidelity)
     sigma = max(effective_sigma(y, operator), 1e-3)
-    start = (operator.A_pinv(y) if hasattr(operator, "A_pinv") else operator.A_adjoint(y)).clamp(0.01, 0.99)
+    start = _pixel_start(y, operator, shape).clamp(0.01, 0.99)
     # Optimise logits u, x = sigmoid(u): the estimate stays in (0, 1) where the flow's density lives.
     u = torch.logit(start.reshape(shape)).requires_grad_(True)
     opt = torch.optim.Adam([u], lr=lr)
