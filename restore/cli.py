@@ -1314,7 +1314,7 @@ def evaluate(
 @app.command()
 def priors():
     """List the prior families this installation can use, with their shipped defaults."""
-    from .priors import FAMILIES, PLANNED, SHIPPED, VARIANTS, WEIGHTS, shipped_path
+    from .priors import FAMILIES, SHIPPED, VARIANTS, WEIGHTS, shipped_path
 
     for name, text in FAMILIES.items():
         shipped = ""
@@ -1330,8 +1330,6 @@ def priors():
             typer.echo(f"{'':10s}   {variant}: {kind} ({state})")
     typer.echo("A family name picks its shipped prior by the input: the first listed whose channels and size fit; "
                "a colour photo with no colour prior gets the gray photo prior channel by channel.")
-    if PLANNED:
-        typer.echo(f"planned: {', '.join(PLANNED)}")
 
 
 def main() -> None:

@@ -28,9 +28,6 @@ FAMILIES = {
     "pixelcnn": "gated PixelCNN (van den Oord et al. 2016): exact 8-bit likelihood, conditional sampling",
 }
 
-#: Families that are planned but not built yet (the command line names them in its error).
-PLANNED: tuple[str, ...] = ()
-
 #: Families whose model folders this installation loads.
 LOADERS = ("ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn")
 
@@ -112,8 +109,6 @@ def load_prior(spec: str, *, device=None, image_shape=None):
     if not isinstance(spec, str) or not spec.strip():
         raise RestoreError(f"--prior {spec!r}: give a family name (ddpm, gaussian, ...), a model folder or a hub id "
                            "(restore priors lists them)")
-    if spec in PLANNED:
-        raise RestoreError(f"the {spec} prior family is planned but not built yet; available: {', '.join(SHIPPED)}")
     if spec in FAMILIES and spec not in SHIPPED:
         raise RestoreError(f"no {spec} prior ships with this installation yet: train one (restore train {spec} --data mnist "
                            f"--out runs/{spec}) and pass its folder as --prior")
@@ -209,8 +204,6 @@ def _construct(path: Path):
                                "loads (unpickling can run code): give a model folder with safetensors weights")
         raise RestoreError(f"'{path}' is not a model folder: it has neither a diffusers DDPM layout "
                            "(unet/config.json, scheduler/) nor a restore run.json")
-    if family in PLANNED:
-        raise RestoreError(f"'{path}' holds a {family} model; the {family} family is not built into this installation yet")
     raise RestoreError(f"'{path}' holds a model of unknown family {family!r} (known: {', '.join(LOADERS)})")
 
 
