@@ -1,15 +1,27 @@
+import os
+
 import pytest
 import torch
 
 from restore.data import default_data_root
 
+#: CI (.ci/run) has the data: there a test that cannot find it fails instead of skipping.
+UNDER_CI = bool(os.environ.get("RESTORE_CI"))
+
+
+def missing_data(what: str, path) -> None:
+    """A test needs data it cannot find: a failure under CI, a skip (with the reason) elsewhere."""
+    if UNDER_CI:
+        pytest.fail(f"{what} not found at {path} under CI (RESTORE_DATA or the shared data folder)")
+    pytest.skip(f"{what} not found at {path} (set RESTORE_DATA)")
+
 
 @pytest.fixture(scope="session")
 def mnist_available():
-    """Skip (with the reason) when the MNIST files are not where restore.data looks for them."""
+    """The MNIST files where restore.data looks for them, or a skip (a failure under CI)."""
     raw = default_data_root() / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
     if not raw.exists():
-        pytest.skip(f"MNIST not found at {raw} (set RESTORE_DATA)")
+        missing_data("MNIST", raw)
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import missing_data
 from restore import operators as O
+from restore.data import default_data_root
 from restore.errors import RestoreError
 from restore.solvers import CLASSICAL, check_compatible, missing_capabilities
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MNIST_IMAGES = SHARED_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+MNIST_IMAGES = default_data_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"  # RESTORE_DATA is honoured
 N_DIGITS = 16
 
 
@@ -37,7 +38,7 @@ def read_mnist(n):
 @pytest.fixture(scope="module")
 def digits():
     if not MNIST_IMAGES.is_file():
-        pytest.skip(f"the MNIST test images {MNIST_IMAGES} are absent")
+        missing_data("the MNIST test images", MNIST_IMAGES)
     return read_mnist(N_DIGITS)
 
 

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 import restore.io
+from conftest import missing_data
 from restore.cli import TASKS, main
 from restore.data import default_data_root, mnist_images
 from restore.errors import RestoreError
@@ -124,7 +125,7 @@ def images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def digit_png(images) -> Path:
     if not MNIST_FILE.is_file():
-        pytest.skip(f"MNIST test images not found at {MNIST_FILE} (shared data folder absent; set RESTORE_DATA)")
+        missing_data("the MNIST test images", MNIST_FILE)
     x, _ = mnist_images(1)
     path = images / "digit.png"
     write_png(path, x)
