@@ -31,13 +31,8 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
     differentiable operator, linear or not; ``fidelity`` multiplies zeta.
 
     zeta defaults to sqrt(T / steps): the paper's 1.0 at its T = 1000 steps, longer steps when
-    fewer are taken, each of which then stands for several of the paper's. Measured on 20 held-out
-    MNIST test digits (images 1000-1019) with the shipped DDPM, Gaussian deblurring, mean of 4
-    samples: at 50 steps zeta 1, 2, 4, 8, 16 gave 18.99, 21.20, 22.09, 22.82, 21.57 dB; at 20
-    steps zeta 2, 5, 10 gave 18.65, 20.65, 21.08 dB. Scaling by the whole stride (20 at 50 steps)
-    overshoots (zeta 16 is already past the best); its square root (4.5 at 50 steps, 7.1 at 20)
-    gave 22.49 dB at 50 steps.
-    ``benchmarks/tune_solvers.py`` reruns such sweeps.
+    fewer are taken, each of which then stands for several of the paper's (the sweep that chose it:
+    benchmarks/results/tune/results.md; ``benchmarks/tune_solvers.py`` reruns such sweeps).
     """
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
