@@ -19,6 +19,7 @@ import html
 import inspect
 import io as _io
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,18 +244,6 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
     return cells
 
 
-def _png_data_uri(images: torch.Tensor, nrow: int) -> str:
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images.float().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    from PIL import Image
-
-    buffer = _io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def markdown_table(rows: list[dict]) -> str:
     digits = any("digit_accuracy" in r for r in rows)
     head = "| task | method | steps | PSNR (dB) | SSIM | PSNR 1 sample | calibration | " + \
@@ -331,32 +320,101 @@ def paper_table(found: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: Column headers of the HTML report, in order.
+HEADERS = {"method": "method", "steps": "steps", "psnr": "PSNR (dB)", "ssim": "SSIM",
+           "psnr_one_sample": "PSNR, one sample (dB)", "calibration": "truth within 2 std",
+           "digit_accuracy": "digit kept", "seconds_per_image": "s / image", "nfe": "network evaluations",
+           "n": "images"}
+
+
+def best_per_task(rows: list[dict]) -> list[dict]:
+    """Per task: the best method on the full image set, and its margin over the best classical method
+    (a method without a prior: no " + " in its name)."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        here = [r for r in rows if r["task"] == task]
+        full = max(r["n"] for r in here)
+        here = [r for r in here if r["n"] == full]
+        top = max(here, key=lambda r: r["psnr"])
+        classical = [r for r in here if " + " not in r["method"]]
+        best_classical = max(classical, key=lambda r: r["psnr"]) if classical else None
+        out.append({"task": task, "best": top, "classical": best_classical,
+                    "margin": top["psnr"] - best_classical["psnr"] if best_classical else None})
+    return out
+
+
 def html_report(rows: list[dict], grids: dict[str, str], title: str, notes: str) -> str:
-    """One self-contained page: the table and, per task, the picture grid (images embedded as data URIs)."""
-    columns = ["task", "method", "steps", "psnr", "ssim", "psnr_one_sample", "calibration", "digit_accuracy",
-               "seconds_per_image", "nfe", "n"]
-    present = [c for c in columns if any(c in r for r in rows)]
+    """One self-contained page: a summary (the best method per task and its margin over the classical
+    ones), the table grouped by task with the best row marked, and per task the picture grid with its
+    rows and columns labelled in the image (images embedded as data URIs)."""
+    present = [c for c in HEADERS if any(c in r for r in rows)]
 
     def fmt(r, c):
         v = r.get(c)
-        if v is None:
+        if v is None or (c == "psnr_one_sample" and r.get("samples", 1) <= 1):
             return ""
         if c in ("calibration", "digit_accuracy"):
             return f"{100 * v:.0f}%"
+        if c in ("nfe", "steps", "n"):
+            return f"{v:.0f}" if isinstance(v, (int, float)) else html.escape(str(v))
+        if c in ("psnr", "psnr_one_sample"):
+            return f"{v:.2f}"
         return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
 
-    body = ["<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in present) + "</tr></thead><tbody>"]
-    for r in rows:
-        body.append("<tr>" + "".join(f"<td>{fmt(r, c)}</td>" for c in present) + "</tr>")
-    body.append("</tbody></table>")
+    summary = ["<h2>Summary</h2><ul>"]
+    for b in best_per_task(rows):
+        versus = (f", {b['margin']:+.2f} dB against the best classical method ({html.escape(b['classical']['method'])}, "
+                  f"{b['classical']['psnr']:.2f} dB)" if b["classical"] is not None and b["classical"] is not b["best"]
+                  else " (a classical method)" if b["classical"] is b["best"] else "")
+        summary.append(f"<li><b>{html.escape(b['task'])}</b>: {html.escape(b['best']['method'])}"
+                       + (f" at {b['best']['steps']} steps" if b["best"].get("steps") else "")
+                       + f", {b['best']['psnr']:.2f} dB{versus}</li>")
+    summary.append("</ul>")
+    body = ["<h2>All methods</h2><table><thead><tr>" + "".join(f"<th>{html.escape(HEADERS[c])}</th>" for c in present)
+            + "</tr></thead>"]
+    tops = {id(b["best"]) for b in best_per_task(rows)}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        body.append(f"<tbody><tr><th colspan=\"{len(present)}\" class=\"task\">{html.escape(task)}</th></tr>")
+        for r in sorted((r for r in rows if r["task"] == task), key=lambda r: -r["psnr"]):
+            mark = " class=\"best\"" if id(r) in tops else ""
+            body.append(f"<tr{mark}>" + "".join(f"<td>{fmt(r, c)}</td>" for c in present) + "</tr>")
+        body.append("</tbody>")
+    body.append("</table>")
     for task, (uri, legend) in grids.items():
         body.append(f"<h2>{html.escape(task)}</h2><p>{html.escape(legend)}</p><img alt=\"{html.escape(task)} grid\" "
-                    f"src=\"{uri}\" style=\"image-rendering: pixelated; width: 60%\">")
+                    f"src=\"{uri}\" style=\"max-width: 100%\">")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}")
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
+             "th.task{text-align:left;background:#dde}tr.best td{font-weight:bold;background:#efe}"
+             "td:first-child{text-align:left}")
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(notes)}</p>"
-            + "\n".join(body) + "</body></html>\n")
+            + "\n".join(summary + body) + "</body></html>\n")
+
+
+def _labelled_grid(images: torch.Tensor, nrow: int, labels: list[str], scale: int = 3) -> str:
+    """A PNG data URI of ``images`` in rows of ``nrow``, enlarged ``scale`` times (nearest), with each row's
+    label written to its left and the image numbers above the columns."""
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.float().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    picture = Image.fromarray(array).resize((array.shape[1] * scale, array.shape[0] * scale), Image.Resampling.NEAREST)
+    rows = math.ceil(len(images) / nrow)
+    cell_h, cell_w = picture.height / rows, picture.width / nrow
+    draw_probe = ImageDraw.Draw(picture)
+    margin = 8 + max(int(draw_probe.textlength(label)) for label in labels)
+    canvas = Image.new("RGB", (picture.width + margin, picture.height + 16), "white")
+    canvas.paste(picture.convert("RGB"), (margin, 16))
+    draw = ImageDraw.Draw(canvas)
+    for j in range(nrow):
+        draw.text((margin + j * cell_w + cell_w / 2 - 8, 2), f"#{j + 1}", fill="black")
+    for i, label in enumerate(labels):
+        draw.text((4, 16 + i * cell_h + cell_h / 2 - 6), label, fill="black")
+    buffer = _io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[str] | None, n: int, out,
@@ -429,7 +487,7 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
                 legend.append(f"{meth}: std x4")
         grid = torch.cat(rows_img)
         io.write_grid(out / f"{task}.png", grid, nrow=m)
-        grids[task] = (_png_data_uri(grid, m), "rows: " + ", ".join(legend))
+        grids[task] = (_labelled_grid(grid, m, legend), "rows: " + ", ".join(legend) + f"; columns: images 1-{m}")
     notes = (f"{n} {data} test images; posterior samplers: mean of {samples} samples; steps {steps}"
              + (f", and the papers' step counts ({', '.join(f'{k} {v}' for k, v in PAPER_STEPS.items())}) on the "
                 f"first {min(paper_n, n)} images" if paper_n else "")

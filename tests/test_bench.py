@@ -40,6 +40,17 @@ def test_every_compatible_method_gets_a_row_with_its_figures(report):
     assert (report / "inpaint-box.png").is_file()
 
 
+def test_the_report_opens_with_a_summary_and_human_headers(report):
+    page = (report / "report.html").read_text()
+    rows = json.loads((report / "results.json").read_text())["rows"]
+    (best,) = bench.best_per_task(rows)
+    assert best["best"]["psnr"] == max(r["psnr"] for r in rows)
+    assert best["classical"]["method"] in ("biharmonic", "tv", "lasso", "pinv", "richardson-lucy")
+    assert "<h2>Summary</h2>" in page and f"{best['margin']:+.2f} dB against the best classical method" in page
+    assert "<th>PSNR (dB)</th>" in page and "<th>psnr</th>" not in page and 'class="best"' in page
+    assert "10.000" not in page  # network evaluations and steps are whole numbers
+
+
 def test_a_rerun_reads_every_cell_from_the_cache(report, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a cached cell was recomputed")
