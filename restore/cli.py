@@ -1345,11 +1345,20 @@ def main() -> None:
     # passive ones cost nothing (README, "Threads"). Set before torch (and OpenMP) is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     keep_freed_memory()
+    import signal
+
+    def terminated(signum, frame):  # SIGTERM unwinds like Ctrl-C: temporary files and partial outputs go
+        raise SystemExit(128 + signum)
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, terminated)
     try:
         # standalone_mode=False: usage errors come here as exceptions instead of a framed message box.
         code = app(prog_name="restore", standalone_mode=False)
     except RestoreError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C: what was being written has been removed on the way out
+        _fail("interrupted", 130)
     except Exception as exc:
         # click's exceptions (typer vendors click in some versions, so they are matched by name): a
         # mistyped option, a missing argument, a value of the wrong type; Abort is Ctrl-C at a prompt.
@@ -1371,6 +1380,13 @@ def main() -> None:
               "use a smaller image, fewer --samples or a smaller --batch-size")
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def threading_main() -> bool:
+    """Whether this is the main thread (signal handlers can only be installed there)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _fail(message: str, code: int = 2) -> None:

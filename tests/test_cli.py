@@ -1372,3 +1372,29 @@ def test_resize_reads_a_box_in_the_input_pixels_and_says_the_output_size(cli, tm
                    "-o", tmp_path / "o.png")).out
     assert "28x28, resized from 112x56" in line
     assert json.loads((tmp_path / "o.json").read_text())["resized_from"] == [1, 56, 112]
+
+
+def test_sigterm_while_writing_leaves_no_partial_output(cli, tmp_path, images, monkeypatch):
+    """SIGTERM unwinds like Ctrl-C: the arrays already written and the temporary files are removed."""
+    import signal
+
+    save = restore.io.save_arrays
+
+    def save_then_terminated(path, arrays):
+        save(path, arrays)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler restore installs raises here
+
+    monkeypatch.setattr(restore.io, "save_arrays", save_then_terminated)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        before = _listing(tmp_path)
+        result = cli("degrade", images / "small.png", "--task", "denoise", "-o", tmp_path / "y.png")
+        assert result.code == 128 + signal.SIGTERM and "Traceback" not in result.err
+        assert _listing(tmp_path) == before
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_spec_restores_only_under_its_own_task(cli, tmp_path, digit_specs):
+    line = _assert_user_error(cli("denoise", digit_specs["deblur"], "-o", tmp_path / "o.png"))
+    assert "describes a deblur measurement: run `restore deblur`" in line
