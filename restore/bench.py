@@ -207,8 +207,9 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
     cells = []
     # Every cell is keyed on its images (the data's name and a digest of the n images) and a learned
     # cell on the prior's weights too, so another dataset or a refitted prior never reads stale cells.
-    data_id = f"{data}-{digest([x])}"
-    where = "" if data == "mnist" else f"{Path(data).name or data}-{digest([x])}/"
+    images = digest([x])
+    data_id = f"{data}-{images}"
+    where = "" if data == "mnist" else f"{Path(data).name or data}-{images}/"
     weights = {name: digest(prior.state_dict().values()) for name, prior in priors.items()}
     for task in tasks:
         op, _ = measure(task, x[:1])

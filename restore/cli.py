@@ -711,8 +711,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     for p in (out, *paths.values()):
         io.output_path_check(p)
     _refuse_overwrite([out, *paths.values()], _input_files(input, spec, reference, op_options))
-    if not Path(input).exists():  # before the prior loads (seconds): a mistyped name fails at once
-        io.read_image(input)  # the reader's own message (missing file, broken link, link loop)
+    # Before the prior loads (seconds): a mistyped name, broken link or link loop fails at once.
+    io._check_input_file(Path(input), "measurement spec" if input.lower().endswith(".json") else "image")
     dev = _device(device)
     model = _load_prior_once(prior, dev, _peek_shape(task, input, spec, op_options))
     if precision == "bf16":
@@ -1350,7 +1350,9 @@ def main() -> None:
     def terminated(signum, frame):  # SIGTERM unwinds like Ctrl-C: temporary files and partial outputs go
         raise SystemExit(128 + signum)
 
-    if threading_main():
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # handlers can only be installed there
         signal.signal(signal.SIGTERM, terminated)
     try:
         # standalone_mode=False: usage errors come here as exceptions instead of a framed message box.
@@ -1380,13 +1382,6 @@ def main() -> None:
               "use a smaller image, fewer --samples or a smaller --batch-size")
     if isinstance(code, int) and code:
         sys.exit(code)
-
-
-def threading_main() -> bool:
-    """Whether this is the main thread (signal handlers can only be installed there)."""
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _fail(message: str, code: int = 2) -> None:

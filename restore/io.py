@@ -138,9 +138,9 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 def _open_image(path: Path):
     """The decoded PIL image, upright according to its EXIF orientation."""
-    from PIL import Image, ImageOps
-
     import warnings
+
+    from PIL import Image, ImageOps
 
     try:
         with warnings.catch_warnings():

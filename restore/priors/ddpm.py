@@ -143,12 +143,13 @@ class DDPMPrior(DiffusionPrior):
     def info(self) -> dict:
         """What ``restore info`` prints: family, image shape, schedule, size and training data."""
         run = self.run_info or {}
+        total = _total_steps(run)
         return {
             "family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]),
             "channels": self.image_shape[0], "prediction_type": self.prediction_type,
             "timesteps": self.num_timesteps, "parameters": sum(p.numel() for p in self.unet.parameters()),
-            "training_data": run.get("data"), "training_steps": _total_steps(run),
-            **({"steps_last_run": run.get("steps_done")} if _total_steps(run) != run.get("steps_done") else {}),
+            "training_data": run.get("data"), "training_steps": total,
+            **({"steps_last_run": run.get("steps_done")} if total != run.get("steps_done") else {}),
             "file_list_hash": run.get("file_list_hash"),
             **({"any_size": f"yes: trained on {run['patch']}x{run['patch']} patches, restores whole images"}
                if self.any_size else {}),
@@ -374,9 +375,9 @@ def _init_unet(spec: str, image_shape, betas: torch.Tensor):
     if prior.family != "ddpm":
         raise RestoreError(f"--init {spec!r} is a {prior.family} prior, not a ddpm")
     widen = prior.any_size and prior.image_shape[0] == 1 and image_shape[0] == 3
-    if prior.any_size and (prior.image_shape[0] == image_shape[0] or widen):
-        pass  # a photo prior trained on patches: any patch size will do
-    elif tuple(prior.image_shape) != tuple(image_shape):
+    # A photo prior trained on patches takes any patch size, and a gray one is widened to colour.
+    fits = prior.any_size and (prior.image_shape[0] == image_shape[0] or widen)
+    if not fits and tuple(prior.image_shape) != tuple(image_shape):
         raise RestoreError(f"--init {spec!r} models {'x'.join(map(str, prior.image_shape))} images, "
                            f"but the data is {'x'.join(map(str, image_shape))}")
     if prior.betas.shape != betas.shape or not torch.allclose(prior.betas, betas.float()):

@@ -54,9 +54,9 @@ def tiled(fn, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
     checkpoint = torch.is_grad_enabled() and x.requires_grad
     out = x.new_zeros(N, C, H, W)
     total = x.new_zeros(1, 1, H, W)
+    h, w = min(tile, H), min(tile, W)  # every window's size
     for i in starts(H, tile, overlap):
         for j in starts(W, tile, overlap):
-            h, w = min(tile, H), min(tile, W)
             piece = x[..., i : i + h, j : j + w]
             if checkpoint:
                 y = torch.utils.checkpoint.checkpoint(fn, piece, use_reentrant=False)

@@ -101,8 +101,7 @@ def hyperparameters(**ranges: str):
     lam="(0, inf)")``, and check them on every call (a None keeps its meaning, "the solver chooses"):
     a value outside, or not finite, is a RestoreError naming the solver, the value and the range.
     ``solver.ranges`` holds the declarations (``restore`` prints them in its errors)."""
-    for text in ranges.values():
-        _interval(text)  # a malformed declaration fails at import
+    tests = {name: _interval(text) for name, text in ranges.items()}  # a malformed one fails at import
 
     def mark(fn):
         @functools.wraps(fn)
@@ -111,6 +110,7 @@ def hyperparameters(**ranges: str):
             return fn(*args, **kwargs)
 
         checked.ranges = dict(ranges)
+        checked.range_tests = tests
         return checked
 
     return mark
@@ -118,12 +118,13 @@ def hyperparameters(**ranges: str):
 
 def check_hyperparameters(solver, values: dict) -> None:
     """Refuse a value outside the range the solver declares (see :func:`hyperparameters`)."""
-    for name, text in getattr(solver, "ranges", {}).items():
+    for name, inside in getattr(solver, "range_tests", {}).items():
         value = values.get(name)
         if value is None or isinstance(value, str):
             continue
-        if not (math.isfinite(float(value)) and _interval(text)(value)):
-            raise RestoreError(f"{solver.__name__.replace('_', '-')}: {name} must lie in {text}, got {value}")
+        if not (math.isfinite(float(value)) and inside(value)):
+            raise RestoreError(f"{solver.__name__.replace('_', '-')}: {name} must lie in {solver.ranges[name]}, "
+                               f"got {value}")
 
 
 def keep_observed(solver):
