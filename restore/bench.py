@@ -213,6 +213,9 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
     weights = {name: digest(prior.state_dict().values()) for name, prior in priors.items()}
     for task in tasks:
         op, _ = measure(task, x[:1])
+        # Prior solvers return y on noiselessly observed pixels (solvers.base.keep_observed) since
+        # 2026-11-30: an inpainting cell computed before that is recomputed, not read back.
+        observed = {"keeps_observed": True} if getattr(op, "mask", None) is not None else {}
         for name in CLASSICAL:
             if not missing_capabilities(CLASSICAL[name], op):
                 cells.append(Cell(task, name, f"{where}{task}/classical/{name}/{n}",
@@ -241,7 +244,8 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                                           lambda t=task, p=prior, s=solver, st=st, k=k, m=m, se=settings: run_prior(
                                               t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k,
                                               batch, se), {**solver_settings(PRIOR_SOLVERS[solver], st, settings),
-                                                           "data": data_id, "prior_weights": weights[pname]}))
+                                                           "data": data_id, "prior_weights": weights[pname],
+                                                           **observed}))
     return cells
 
 
