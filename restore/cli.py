@@ -69,6 +69,10 @@ DEFAULT_PRIOR_SOLVER = {"inpaint": ("dps", 100, {}), "deblur": ("dps", 100, {"fi
 DEFAULT_PHOTO_SOLVER = {"inpaint": ("ddnm", 20, {}), "deblur": ("dps", 100, {"fidelity": 2.0}),
                         "superres": ("ddnm", 20, {}), "denoise": ("tweedie", None, {}), "cs": ("pigdm", 50, {})}
 
+#: A Gaussian mixture of patches restores with its own algorithm, EPLL's half-quadratic splitting, and
+#: the paper's schedule of beta for every task (restore.solvers.epll).
+DEFAULT_PATCH_SOLVER = {task: ("epll", None, {}) for task in DEFAULT_PHOTO_SOLVER}
+
 # Options shared by several commands.
 Box = Annotated[Optional[str], typer.Option(help="Missing rectangle X,Y,W,H in pixels (inpainting).")]
 Random = Annotated[Optional[float], typer.Option(help="Fraction of pixels missing at random, seeded (inpainting).")]
@@ -698,6 +702,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     from . import io, metrics
     from .solvers import PRIOR_SOLVERS, check_compatible, solvers_for
     from .solvers.diffusion import CountingPrior
+    from .solvers.base import effective_sigma
+    from .solvers.epll import schedule as epll_schedule
     from .solvers.repaint import jump_schedule
 
     if samples < 1:
@@ -722,7 +728,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
     # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
     any_size = getattr(model, "any_size", False)
-    defaults = DEFAULT_PHOTO_SOLVER if any_size else DEFAULT_PRIOR_SOLVER
+    defaults = (DEFAULT_PATCH_SOLVER if "epll" in usable else DEFAULT_PHOTO_SOLVER if any_size
+                else DEFAULT_PRIOR_SOLVER)
     default_name, default_steps, default_params = defaults[task]
     name = solver or (default_name if default_name in usable else next(iter(usable), "none"))
     if name not in PRIOR_SOLVERS:
@@ -751,7 +758,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         steps = default_steps if chosen else _default_steps(fn)
         if steps is not None and most is not None:
             steps = min(steps, most)  # a default step count fits a model trained with fewer timesteps
-    elif _default_steps(fn) is None:
+    elif _default_steps(fn) is None and name != "epll":  # EPLL's steps: the length of its beta schedule
         raise RestoreError(f"--steps is not used by the {name} solver")
     if steps is not None and (steps < 1 or (most is not None and steps > most)):
         raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
@@ -762,6 +769,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
 
     # Progress: RePaint's steps with its jumps, the rows of a sequential (PixelCNN) solver, else the steps.
     total = (len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1 if name == "repaint"
+             else len(epll_schedule(op, effective_sigma(y, op), steps)) * hyper.get("iterations", 1) if name == "epll"
              else steps if steps is not None else model.image_shape[1] if name == "conditional" else 1)
     from .runtime import check_allocation
 
@@ -938,7 +946,7 @@ def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: 
 
 @app.command()
 def train(
-    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm, gaussian, vae, gan, flow or pixelcnn.")],
+    family: Annotated[str, typer.Argument(help="Prior family to train: ddpm, gaussian, gmm, vae, gan, flow or pixelcnn.")],
     data: Annotated[str, typer.Option(help="mnist, fashion-mnist, a photo set (train400, bsds400, set12, bsd68, cbsd68) or a folder of images (searched recursively).")],
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, log.jsonl, sample grids and the exported model.")],
     size: Annotated[Optional[int], typer.Option(help="Image size (default: the data's own: 28 for MNIST, the shared shorter side of a folder's images; images of several sizes need --size or --patch).")] = None,
@@ -946,7 +954,7 @@ def train(
     width: Annotated[Optional[int], typer.Option(help="Base channel count of the network (default: 32; gan, pixelcnn 64; flow 128).")] = None,
     schedule: Annotated[str, typer.Option(help="Beta schedule: linear or cosine.")] = "linear",
     timesteps: Annotated[int, typer.Option(help="Diffusion timesteps T of the schedule.")] = 1000,
-    steps: Annotated[int, typer.Option(help="Optimiser steps in total (a resumed run continues to this).")] = 10000,
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps in total (a resumed run continues to this; default 10000); gmm: EM iterations (default 30).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step, over all processes (default: 128; gan, flow, pixelcnn 64).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: ddpm 2e-4; vae, pixelcnn 1e-3; flow 5e-4 after a 500-step warm-up; gan 2e-4, wgan-gp 1e-4).")] = None,
     ema: Annotated[float, typer.Option(help="EMA decay of the exported weights.")] = 0.999,
@@ -960,7 +968,9 @@ def train(
     flip: Annotated[bool, typer.Option("--flip", help="Mirror training images left-right at random (not for digits).")] = False,
     rank: Annotated[int, typer.Option(help="gaussian: number of principal directions kept (the rest is diagonal).")] = 64,
     init: Annotated[Optional[str], typer.Option(help="ddpm: start from this model (a --prior value) instead of random weights.")] = None,
-    patch: Annotated[Optional[int], typer.Option(help="ddpm: train on random PATCH x PATCH crops of whole photographs (flipped and turned), with a fully convolutional UNet that runs on any image size.")] = None,
+    patch: Annotated[Optional[int], typer.Option(help="ddpm: train on random PATCH x PATCH crops of whole photographs (flipped and turned), with a fully convolutional UNet that runs on any image size; gmm: the patch size (default 8).")] = None,
+    components: Annotated[int, typer.Option(help="gmm: Gaussian components of the mixture.")] = 200,
+    patch_count: Annotated[int, typer.Option(help="gmm: random patches (flipped and turned) that EM fits.")] = 400_000,
     latent_dim: Annotated[Optional[int], typer.Option(help="vae, gan: dimension of the latent z (default: vae 16, gan 100).")] = None,
     beta: Annotated[float, typer.Option(help="vae: weight of the KL term (1 is the ELBO).")] = 1.0,
     kl_warmup: Annotated[int, typer.Option(help="vae: steps over which the KL weight ramps up from 0 (0: none).")] = 0,
@@ -979,14 +989,14 @@ def train(
     seed: Seed = 0,
 ):
     """Train a prior on a dataset (ddpm, vae and gan run under torchrun for several processes; gaussian fits in seconds)."""
-    trainable = ("ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn")
+    trainable = ("ddpm", "gaussian", "gmm", "vae", "gan", "flow", "pixelcnn")
     if family not in trainable:
         raise RestoreError(f"training {family!r} is not available yet; trainable families: {', '.join(trainable)}")
     _check_seed(seed)
-    if patch is not None and family != "ddpm":
-        raise RestoreError(f"--patch is a ddpm option (patch-trained diffusion priors); {family} trains on whole images")
-    if patch is not None and patch < 8:
-        raise RestoreError(f"--patch must be at least 8, got {patch}")
+    if patch is not None and family not in ("ddpm", "gmm"):
+        raise RestoreError(f"--patch is a ddpm and gmm option (patch priors); {family} trains on whole images")
+    if patch is not None and patch < (2 if family == "gmm" else 8):
+        raise RestoreError(f"--patch must be at least {2 if family == 'gmm' else 8}, got {patch}")
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise RestoreError(f"--max-minutes must be a positive number of minutes, got {max_minutes}")
     if resume and overwrite:
@@ -1008,6 +1018,17 @@ def train(
                    f"{summary['seconds']:.1f} s" + (f", validation {summary['val_bits_per_dim']:.3f} bits/dim"
                                                     if "val_bits_per_dim" in summary else ""))
         return
+    if family == "gmm":
+        from .priors.gmm import train_gmm
+
+        for name, value in (("--steps", steps), ("--components", components), ("--patch-count", patch_count)):
+            if value is not None and value < 1:
+                raise RestoreError(f"{name} must be a positive integer, got {value}")
+        train_gmm(data=data, out=out, patch=patch or 8, components=components, patches=patch_count,
+                  iterations=steps or 30, channels=channels, seed=seed, max_minutes=max_minutes, resume=resume,
+                  data_root=data_root, log=typer.echo)
+        return
+    steps = 10000 if steps is None else steps
     for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--width", width), ("--timesteps", timesteps),
                         ("--checkpoint-every", checkpoint_every), ("--sample-every", sample_every),
                         ("--latent-dim", latent_dim), ("--n-critic", n_critic), ("--levels", levels),
@@ -1063,7 +1084,7 @@ def sample(
     prior: PriorSpec = "ddpm",
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 64,
     output: Annotated[str, typer.Option("-o", "--output", help="Grid of the samples (.png).")] = "samples.png",
-    method: Annotated[Optional[str], typer.Option(help="ancestral (Algorithm 2 of Ho et al.), ddim (Song et al. 2021), or exact (gaussian only; its default).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="ancestral (Algorithm 2 of Ho et al.), ddim (Song et al. 2021), or exact (gaussian, and gmm patches; their default).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: every timestep for ancestral, 50 for ddim).")] = None,
     variance: Annotated[str, typer.Option(help="Ancestral variance sigma_t^2: beta_tilde (default) or beta.")] = "beta_tilde",
     eta: Annotated[float, typer.Option(help="DDIM noise scale: 0 is deterministic, 1 is ancestral-like.")] = 0.0,
@@ -1105,10 +1126,11 @@ def sample(
         return
     if truncation is not None:
         raise RestoreError(f"--truncation is for priors with a latent (vae, gan, flow), not {model.family}")
-    exact = model.family == "gaussian"  # the one family with exact draws
+    exact = model.family in ("gaussian", "gmm")  # the families with exact draws (gmm: of single patches)
     method = method or ("exact" if exact else "ancestral")
     if method == "exact" and not exact:
-        raise RestoreError(f"--method exact is for the gaussian prior; a {model.family} prior samples by ancestral or ddim")
+        raise RestoreError(f"--method exact is for the gaussian and gmm priors; a {model.family} prior samples by "
+                           "ancestral or ddim")
     if method == "exact":
         steps = 0
     elif steps is None:

@@ -648,11 +648,12 @@ def patch_training_data(data: str, *, patch: int, channels: int | None = None, v
         raise RestoreError(f"folder '{folder}' has only 1 image; a train/validation split needs at least 2")
     train_index, val_index = split_indices(n, val_fraction, seed)
     train = PatchSet([images[i] for i in train_index], patch, augment)
-    val = None
+    val = val_set = None
     if len(val_index):
-        val = PatchSet([images[i] for i in val_index], patch).crops(val_patches, torch.Generator().manual_seed(seed))
+        val_set = PatchSet([images[i] for i in val_index], patch)
+        val = val_set.crops(val_patches, torch.Generator().manual_seed(seed))
     return {
-        "train": train, "val": val, "name": data if data in NATURAL_SETS else str(folder.resolve()),
+        "train": train, "val": val, "val_set": val_set, "name": data if data in NATURAL_SETS else str(folder.resolve()),
         "files_train": [files[i] for i in train_index], "files_val": [files[i] for i in val_index],
         "file_list_hash": file_list_hash(listing), "patch": patch,
     }

@@ -97,7 +97,8 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], meta: dict) 
 #: What a training run writes into its folder: --overwrite removes these, and nothing else.
 RUN_FILES = ("run.json", "log.jsonl", "train_digests.txt", "model_index.json", "checkpoint", "samples", "unet",
              "scheduler", "config.json", "scheduler_config.json", "model.safetensors", "vae.safetensors",
-             "generator.safetensors", "flow.safetensors", "pixelcnn.safetensors", "gaussian.safetensors")
+             "generator.safetensors", "flow.safetensors", "pixelcnn.safetensors", "gaussian.safetensors",
+             "gmm.safetensors")
 
 
 def claim_run_folder(out, *, resume: bool, overwrite: bool) -> None:

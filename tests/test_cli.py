@@ -396,10 +396,11 @@ def test_priors_command(cli):
     families = [line for line in lines[:-1] if not line.startswith(" ")]
     assert [line.split()[0] for line in families[:3]] == ["classical", "ddpm", "gaussian"]
     assert "[default: ddpm-mnist" in families[1] and "[default: gaussian-mnist]" in families[2]
-    assert {line.split()[0] for line in families} == {"classical", "ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn"}
-    # The shipped DDPMs by the images they model, and the rule that picks one.
+    assert {line.split()[0] for line in families} == {"classical", "ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn",
+                                                      "gmm"}
+    # The shipped DDPMs and patch mixtures by the images they model, and the rule that picks one.
     variants = [line.split()[0] for line in lines if line.startswith(" ")]
-    assert variants == ["ddpm-mnist:", "ddpm-photo-gray:", "ddpm-photo-rgb:"]
+    assert variants == ["ddpm-mnist:", "ddpm-photo-gray:", "ddpm-photo-rgb:", "gmm-photo-gray:", "gmm-photo-rgb:"]
     assert "picks its shipped prior by the input" in lines[-1]
 
 
@@ -452,7 +453,7 @@ def _other_run(tmp_path):
         (lambda d, t: ["-n", "0"], "-n must be a positive integer"),
         (lambda d, t: ["--steps", "21"], "--steps must be between 1 and 20"),
         (lambda d, t: ["--method", "euler"], "--method must be ancestral, ddim or exact"),
-        (lambda d, t: ["--method", "exact"], "--method exact is for the gaussian prior"),
+        (lambda d, t: ["--method", "exact"], "--method exact is for the gaussian and gmm priors"),
         (lambda d, t: ["--variance", "large"], "--variance must be beta_tilde or beta"),
         (lambda d, t: ["--eta", "-1"], "--eta must be a non-negative number"),
         (lambda d, t: ["-o", t / "missing" / "x.png"], "does not exist"),

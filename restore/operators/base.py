@@ -149,6 +149,7 @@ class IdentityBasisOperator(SVDOperator):
     """An SVD operator that is diagonal in pixel space: U = V = I, so A x = s * x."""
 
     nonnegative = True  # s is a 0/1 mask or all ones
+    diagonal = True  # A^T A is the diagonal s^2 in pixel space (solvers use this for closed-form steps)
 
     def V(self, z):
         return z

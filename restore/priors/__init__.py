@@ -26,20 +26,22 @@ FAMILIES = {
     "gan": "DCGAN generator (Radford et al. 2016) trained non-saturating or WGAN-GP: G(z), truncated sampling",
     "flow": "multi-scale Glow (Kingma & Dhariwal 2018): exact log-density and score, G(eps), temperature",
     "pixelcnn": "gated PixelCNN (van den Oord et al. 2016): exact 8-bit likelihood, conditional sampling",
+    "gmm": "Gaussian mixture of 8x8 patches (Zoran & Weiss 2011, EPLL): exact patch density, any image size",
 }
 
 #: Families whose model folders this installation loads.
-LOADERS = ("ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn")
+LOADERS = ("ddpm", "gaussian", "vae", "gan", "flow", "pixelcnn", "gmm")
 
 #: Family name -> the folder of its shipped default under restore/weights/.
 SHIPPED = {"ddpm": "ddpm-mnist", "gaussian": "gaussian-mnist", "vae": "vae-mnist", "gan": "gan-mnist",
-           "flow": "flow-mnist", "pixelcnn": "pixelcnn-mnist"}
+           "flow": "flow-mnist", "pixelcnn": "pixelcnn-mnist", "gmm": "gmm-photo-gray"}
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 #: Shipped priors of a family by the images they model, in the order the rule tries them:
 #: (folder under restore/weights/, channels, size or None for any size).
-VARIANTS = {"ddpm": [("ddpm-mnist", 1, 28), ("ddpm-photo-gray", 1, None), ("ddpm-photo-rgb", 3, None)]}
+VARIANTS = {"ddpm": [("ddpm-mnist", 1, 28), ("ddpm-photo-gray", 1, None), ("ddpm-photo-rgb", 3, None)],
+            "gmm": [("gmm-photo-gray", 1, None), ("gmm-photo-rgb", 3, None)]}
 
 
 def shipped_for(family: str, image_shape=None) -> tuple[str, int]:
@@ -197,6 +199,10 @@ def _construct(path: Path):
         from .pixelcnn import PixelCNNPrior
 
         return PixelCNNPrior.from_pretrained(path)
+    if family == "gmm":
+        from .gmm import GMMPatchPrior
+
+        return GMMPatchPrior.from_pretrained(path)
     if family is None:
         pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES) if path.is_dir() else []
         if pickles:

@@ -5,6 +5,7 @@ from .bm3d import bm3d
 from .classical import SOLVERS
 from .ddrm import ddnm, ddrm
 from .diffpir import diffpir
+from .epll import epll
 from .guidance import dps, pigdm
 from .langevin import annealed_langevin, langevin, map_estimate, pixelcnn_inpaint
 from .latent import csgm
@@ -26,12 +27,15 @@ LATENT = {"csgm": csgm}
 DENSITY = {"map": map_estimate, "langevin": langevin, "annealed-langevin": annealed_langevin,
            "conditional": pixelcnn_inpaint}
 
+#: Solvers on patch priors: half-quadratic splitting with a Gaussian mixture of patches (EPLL).
+PATCH = {"epll": epll}
+
 # Every prior solver returns y itself on noiselessly observed pixels (base.keep_observed).
-DIFFUSION, LATENT, DENSITY = ({name: keep_observed(fn) for name, fn in group.items()}
-                              for group in (DIFFUSION, LATENT, DENSITY))
+DIFFUSION, LATENT, DENSITY, PATCH = ({name: keep_observed(fn) for name, fn in group.items()}
+                                     for group in (DIFFUSION, LATENT, DENSITY, PATCH))
 
 #: Solvers that use a learned prior, by name. Each has ``prior_needs``: the prior methods it calls.
-PRIOR_SOLVERS: dict = {**DIFFUSION, **LATENT, **DENSITY}
+PRIOR_SOLVERS: dict = {**DIFFUSION, **LATENT, **DENSITY, **PATCH}
 
 #: The prior solvers that return one estimate (a MAP), not a posterior sample: several runs differ
 #: only by their random starts, so a mean and a standard deviation over them mean little.
@@ -43,5 +47,5 @@ def solvers_for(prior) -> list[str]:
     return [name for name, fn in PRIOR_SOLVERS.items() if all(hasattr(prior, m) for m in fn.prior_needs)]
 
 
-__all__ = ["CLASSICAL", "DENSITY", "DIFFUSION", "ESTIMATORS", "LATENT", "PRIOR_SOLVERS", "check_compatible",
+__all__ = ["CLASSICAL", "DENSITY", "DIFFUSION", "ESTIMATORS", "LATENT", "PATCH", "PRIOR_SOLVERS", "check_compatible",
            "missing_capabilities", "requires", "solvers_for"]
