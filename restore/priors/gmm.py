@@ -188,8 +188,13 @@ class GMMPatchPrior(DiffusionPrior):
             ci = c[i : i + CHUNK]
             if rule == "map":
                 k = self._most_likely(ci, quadratic)  # (N,)
-                r = ci - self.mu[k]
-                out.append(self.mu[k] + torch.bmm(G[k], r[:, :, None])[:, :, 0])
+                est = torch.empty_like(ci)
+                # Patches grouped by their component: one small product per component, no (N, n, n) gather.
+                order = k.argsort()
+                ks, counts = torch.unique_consecutive(k[order], return_counts=True)
+                for kk, rows in zip(ks.tolist(), order.split(counts.tolist())):
+                    est[rows] = self.mu[kk] + (ci[rows] - self.mu[kk]) @ G[kk].T
+                out.append(est)
             elif rule == "mean":
                 logj, z = self._log_joint(ci, whitening)
                 # Wiener gain on the whitened residual: lam / (lam + s2) * sqrt(lam + s2) = lam / sqrt(lam + s2).
