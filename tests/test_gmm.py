@@ -291,3 +291,34 @@ def test_exact_samples_have_the_mixture_moments():
     second = sum(w[k] * (cov[k] + torch.outer(mu[k], mu[k])) for k in range(3))
     assert torch.allclose(c.mean(0), mean, atol=0.02)
     assert torch.allclose(torch.cov(c.T), second - torch.outer(mean, mean), atol=0.02)
+
+
+def test_the_shipped_gray_mixture_denoises_held_out_photos_better_than_tv_and_wiener():
+    """`--prior gmm` on a gray photo is gmm-photo-gray, and EPLL with it beats the classical denoisers on crops
+    of the training run's held-out images (never a test image)."""
+    from conftest import missing_data
+
+    from restore.data import VAL_FRACTION, image_files, natural_folder, read_images, split_indices
+    from restore.operators import Denoising, GaussianNoise
+    from restore.priors import load_prior
+    from restore.solvers import CLASSICAL
+
+    prior = load_prior("gmm", image_shape=(1, 64, 64))
+    assert prior.family == "gmm" and prior.run_info["data"] == "train400" and prior.components == 200
+    try:
+        folder = natural_folder("train400")
+    except Exception:
+        missing_data("train400", "shared/data/natural")
+    files = [rel for rel, _ in image_files(folder)]
+    _, val = split_indices(len(files), VAL_FRACTION, prior.run_info["seed"])
+    images, _ = read_images(folder, channels=1, files=[files[i] for i in val[:3]])
+    x = torch.cat([im.float()[None, :, 40:104, 40:104] / 255 for im in images])
+    op = Denoising(GaussianNoise(25 / 255))
+    y = op(x, generator=torch.Generator().manual_seed(0))
+
+    def psnr(x_hat):
+        return float((-10 * torch.log10((x_hat - x).square().mean((1, 2, 3)))).mean())
+
+    ours = psnr(PRIOR_SOLVERS["epll"](y, op, prior))
+    for name in ("tv", "wiener"):
+        assert ours > psnr(CLASSICAL[name](y, op, None)) + 0.5, name
