@@ -26,7 +26,7 @@ FAMILIES = {
     "gan": "DCGAN generator (Radford et al. 2016) trained non-saturating or WGAN-GP: G(z), truncated sampling",
     "flow": "multi-scale Glow (Kingma & Dhariwal 2018): exact log-density and score, G(eps), temperature",
     "pixelcnn": "gated PixelCNN (van den Oord et al. 2016): exact 8-bit likelihood, conditional sampling",
-    "gmm": "Gaussian mixture of 8x8 patches (Zoran & Weiss 2011, EPLL): exact patch density, any image size",
+    "gmm": "Gaussian mixture of image patches (Zoran & Weiss 2011, EPLL): exact patch density, any image size",
 }
 
 #: Families whose model folders this installation loads.

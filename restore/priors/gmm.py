@@ -124,24 +124,28 @@ class GMMPatchPrior(DiffusionPrior):
         return self.log_weights - 0.5 * (maha + logdet + n * math.log(2 * math.pi)), z
 
     def _quadratic(self, s2: float):
-        """The terms of log pi_k + log N(c; mu_k, Sigma_k + s2 I) as a linear function of the features
-        (c_i c_j for i <= j, c, 1): with P_k = (Sigma_k + s2 I)^-1, the Mahalanobis distance is
-        c^T P_k c - 2 mu_k^T P_k c + mu_k^T P_k mu_k. Returns (upper-triangle indices, the weights of
-        c_i c_j (T, K) with off-diagonal terms doubled, of c (n, K), and the constants (K,))."""
+        """log pi_k + log N(c; mu_k, Sigma_k + s2 I) (up to the constant -n/2 log 2 pi) as a linear function of
+        the features (c c^T, c, 1): with P_k = (Sigma_k + s2 I)^-1 the Mahalanobis distance is
+        c^T P_k c - 2 mu_k^T P_k c + mu_k^T P_k mu_k. Returns the weights of the three kinds of features:
+        (n^2, K), (n, K) and (K,)."""
         K, n = self.lam.shape
         var = self.lam + s2
         P = (self.U / var[:, None, :]) @ self.U.transpose(1, 2)  # (K, n, n)
-        iu, ju = torch.triu_indices(n, n, device=P.device)
-        quad = P[:, iu, ju] * torch.where(iu == ju, 1.0, 2.0).to(P)  # (K, T)
         Pmu = torch.einsum("kij,kj->ki", P, self.mu)  # (K, n)
         const = (Pmu * self.mu).sum(1) + var.log().sum(1)
-        return iu, ju, -0.5 * quad.T, Pmu.T, self.log_weights - 0.5 * const
+        return -0.5 * P.reshape(K, n * n).T, Pmu.T, self.log_weights - 0.5 * const
 
     def _most_likely(self, c: torch.Tensor, quadratic) -> torch.Tensor:
         """argmax_k of pi_k N(c; mu_k, Sigma_k + s2 I) for coordinates c (N, n): one product with the
-        quadratic features, no (N, K, n) residuals (4x faster than :meth:`_log_joint` at K = 200)."""
-        iu, ju, quad, lin, const = quadratic
-        return ((c[:, iu] * c[:, ju]) @ quad + c @ lin + const).argmax(1)
+        quadratic features, no (N, K, n) residuals; the features of 1024 patches at a time stay in cache
+        (3x faster than :meth:`_log_joint` on 6x6 colour patches at K = 100)."""
+        quad, lin, const = quadratic
+        out = []
+        for i in range(0, c.shape[0], 1024):
+            ci = c[i : i + 1024]
+            features = (ci[:, :, None] * ci[:, None, :]).reshape(len(ci), -1)  # (N, n^2): c c^T
+            out.append((features @ quad + ci @ lin + const).argmax(1))
+        return torch.cat(out)
 
     def _flat(self, patches: torch.Tensor) -> torch.Tensor:
         """(N, C, p, p) or (N, d) -> (N, d) float32."""
