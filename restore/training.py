@@ -294,6 +294,10 @@ def train(
             raise RestoreError(f"--resume: the optimiser state in '{ckpt_dir}' is damaged or made for another "
                                f"model ({io._one_line(exc)})") from None
         start = meta["step"]
+        # Where the run started is the original's: a resume (which takes no --init) keeps its init record.
+        first = meta.get("config", {})
+        if config.get("init") is None and first.get("init") is not None:
+            config = {**config, **{k: first[k] for k in ("init", "init_steps") if k in first}}
         logged = _truncate_log(out / "log.jsonl", start) if d.is_main else None
         # Checkpoints from before the "minutes" field: the log's last kept record has the time.
         minutes_before = meta.get("minutes", logged or 0.0)

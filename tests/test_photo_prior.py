@@ -197,3 +197,18 @@ def test_the_shipped_colour_prior_is_used_for_colour_photos_and_beats_the_gray_o
     psnr = {name: float((-10 * torch.log10((DIFFUSION["tweedie"](y, op, p) - x).square().mean((1, 2, 3)))).mean())
             for name, p in (("colour", colour), ("gray", gray))}
     assert psnr["colour"] > psnr["gray"] + 0.3, psnr
+
+
+def test_a_resumed_run_keeps_the_record_of_the_prior_it_started_from(patch_prior, tmp_path):
+    import json
+
+    from restore.priors.ddpm import train_ddpm
+
+    photos = patch_prior.parent / "photos"
+    common = dict(data=str(photos), out=tmp_path / "run", patch=16, batch_size=4, timesteps=20, sample_every=100,
+                  checkpoint_every=1, val_every=100, precision="fp32")
+    train_ddpm(**common, steps=1, init=str(patch_prior))
+    train_ddpm(**common, steps=2, resume=True, width=8)  # the original run's width (the gray prior's)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["init"] == str(patch_prior) and run["init_steps"] == 2 and run["steps_done"] == 2
+    assert load_prior(str(tmp_path / "run")).info()["training_steps"] == 4
