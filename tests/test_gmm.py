@@ -322,3 +322,16 @@ def test_the_shipped_gray_mixture_denoises_held_out_photos_better_than_tv_and_wi
     ours = psnr(PRIOR_SOLVERS["epll"](y, op, prior))
     for name in ("tv", "wiener"):
         assert ours > psnr(CLASSICAL[name](y, op, None)) + 0.5, name
+
+
+def test_gmm_picks_the_colour_mixture_for_colour_images_and_the_gray_one_otherwise():
+    from restore.priors import load_prior
+
+    colour = load_prior("gmm", image_shape=(3, 50, 60))
+    assert colour.image_shape[0] == 3 and colour.channels == 3 and colour.channel_groups == 1
+    assert colour.run_info["data"] == "bsds400"
+    gray_on_colour = load_prior("gmm-photo-gray", image_shape=(3, 50, 60))
+    assert gray_on_colour.channels == 1 and gray_on_colour.channel_groups == 3
+    x = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(gray_on_colour.patch_average(x, 0.0), x, atol=1e-5)
+    assert torch.allclose(colour.patch_average(x, 0.0), x, atol=1e-5)
