@@ -1021,6 +1021,9 @@ def train(
     if family == "gmm":
         from .priors.gmm import train_gmm
 
+        if data in ("mnist", "fashion-mnist"):
+            raise RestoreError(f"gmm fits patches of photographs: give a photo set (train400, bsds400) or a folder of "
+                               f"images, not {data}")
         for name, value in (("--steps", steps), ("--components", components), ("--patch-count", patch_count)):
             if value is not None and value < 1:
                 raise RestoreError(f"{name} must be a positive integer, got {value}")

@@ -263,6 +263,11 @@ def test_training_resumes_and_the_cli_restores_with_epll(tiny_gmm, tmp_path, cap
     assert json.loads((run / "run.json").read_text())["iterations_done"] == 2
     cli("train", "gmm", "--data", photos, "--out", run, "--components", 3, "--patch-count", 5000, "--steps", 4, "--resume")
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    with pytest.raises(SystemExit) as failed:  # other options than the run's: refused in one line
+        monkeypatch.setattr(sys, "argv", ["restore", "train", "gmm", "--data", str(photos), "--out", str(run),
+                                          "--components", "4", "--patch-count", "5000", "--steps", "6", "--resume"])
+        main()
+    assert failed.value.code == 2 and "components" in capsys.readouterr().err
     # Resuming gives the run that never stopped (EM may stop early once the likelihood stops rising).
     straight = tmp_path / "straight"
     cli("train", "gmm", "--data", photos, "--out", straight, "--components", 3, "--patch-count", 5000, "--steps", 4)

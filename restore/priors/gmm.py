@@ -509,6 +509,12 @@ def train_gmm(*, data: str, out, patch: int = 8, components: int = 200, patches:
         meta = json.loads((ckpt / "checkpoint.json").read_text()) if (ckpt / "checkpoint.json").is_file() else None
         if meta is None or meta.get("family") != "gmm":
             raise RestoreError(f"'{out}' holds no gmm checkpoint to resume")
+        first = meta.get("run", {})
+        changed = [k for k in ("data", "file_list_hash", "patch", "channels", "components", "patches", "seed")
+                   if k in first and first[k] != run[k]]
+        if changed:
+            raise RestoreError(f"--resume: the run in '{out}' was started with other options ({', '.join(changed)}); "
+                               "resume with the original ones (its run.json)")
         saved = io.load_arrays(ckpt / meta["tensors"])
         logw, mu, cov = saved["log_weights"].double(), saved["mu"].double(), saved["cov"].double()
         start, minutes_before = meta["step"], meta.get("minutes_total", 0.0)
@@ -534,7 +540,7 @@ def train_gmm(*, data: str, out, patch: int = 8, components: int = 200, patches:
         with io.atomic_write(out / "log.jsonl") as tmp:
             tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
         save_checkpoint(ckpt, {"log_weights": logw, "mu": mu, "cov": cov},
-                        {"family": "gmm", "step": it, "minutes_total": round(minutes, 2)})
+                        {"family": "gmm", "step": it, "minutes_total": round(minutes, 2), "run": run})
         bar.update(1)
         bar.set_postfix(ll=f"{ll:.2f}", val=f"{record.get('val_log_likelihood', float('nan')):.2f}")
         gain = (history[-1]["train_log_likelihood"] - history[-2]["train_log_likelihood"]) if len(history) > 1 else None
