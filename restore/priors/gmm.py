@@ -223,11 +223,11 @@ class GMMPatchPrior(DiffusionPrior):
 
             return reverse_diffusion(self, n, steps=steps, method=method, variance=variance, eta=eta,
                                      generator=generator, callback=callback, clip=clip)
-        k = torch.multinomial(self.log_weights.exp().cpu(), n, replacement=True, generator=generator).to(self.mu.device)
-        z = torch.randn(n, self.mu.shape[1], generator=generator).to(self.mu.device)
+        m = n * self.channel_groups  # channel groups are independent draws (a gray mixture on colour)
+        k = torch.multinomial(self.log_weights.exp().cpu(), m, replacement=True, generator=generator).to(self.mu.device)
+        z = torch.randn(m, self.mu.shape[1], generator=generator).to(self.mu.device)
         c = self.mu[k] + torch.einsum("nij,nj->ni", self.U[k], self.lam[k].sqrt() * z)  # mu_k + U_k lam_k^1/2 z
-        x = (c @ self.basis.T + 0.5).reshape(n, self.channels, self.patch, self.patch)
-        x = x.repeat(1, self.channel_groups, 1, 1) if self.channel_groups > 1 else x
+        x = (c @ self.basis.T + 0.5).reshape(n, self.channels * self.channel_groups, self.patch, self.patch)
         return x.clamp(0, 1) if clip else x
 
     # -- whole images ------------------------------------------------------------------------------
