@@ -702,9 +702,6 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     from . import io, metrics
     from .solvers import PRIOR_SOLVERS, check_compatible, solvers_for
     from .solvers.diffusion import CountingPrior
-    from .solvers.base import effective_sigma
-    from .solvers.epll import schedule as epll_schedule
-    from .solvers.repaint import jump_schedule
 
     if samples < 1:
         raise RestoreError(f"--samples must be a positive integer, got {samples}")
@@ -758,7 +755,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         steps = default_steps if chosen else _default_steps(fn)
         if steps is not None and most is not None:
             steps = min(steps, most)  # a default step count fits a model trained with fewer timesteps
-    elif _default_steps(fn) is None and name != "epll":  # EPLL's steps: the length of its beta schedule
+    elif _default_steps(fn) is None and "steps" not in getattr(fn, "ranges", {}):  # not EPLL's schedule length
         raise RestoreError(f"--steps is not used by the {name} solver")
     if steps is not None and (steps < 1 or (most is not None and steps > most)):
         raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
@@ -767,10 +764,9 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         typer.echo(note, err=True)
     from tqdm.auto import tqdm
 
-    # Progress: RePaint's steps with its jumps, the rows of a sequential (PixelCNN) solver, else the steps.
-    total = (len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1 if name == "repaint"
-             else len(epll_schedule(op, effective_sigma(y, op), steps)) * hyper.get("iterations", 1) if name == "epll"
-             else steps if steps is not None else model.image_shape[1] if name == "conditional" else 1)
+    # Progress: what the solver declares (RePaint's jumps, EPLL's betas, a PixelCNN's rows), else the steps.
+    total = (fn.progress_total(y, op, steps, hyper) if hasattr(fn, "progress_total")
+             else steps if steps is not None else 1)
     from .runtime import check_allocation
 
     values = math.prod(shape)

@@ -36,6 +36,17 @@ def requires(*capabilities: str, noise: tuple[str, ...] = ("gaussian", "poisson"
     return mark
 
 
+def progress(total: Callable):
+    """Mark a solver whose callback count is not its ``steps``: ``total(y, operator, steps, hyperparameters)``
+    says how many times it calls back (RePaint's jumps, EPLL's schedule of beta), for progress bars."""
+
+    def mark(fn):
+        fn.progress_total = total
+        return fn
+
+    return mark
+
+
 def missing_capabilities(solver, operator) -> list[str]:
     """Capabilities the solver needs that the operator lacks (empty if compatible)."""
     missing = [c for c in getattr(solver, "requires", ()) if not hasattr(operator, c)]

@@ -26,7 +26,7 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, check_measurement, effective_sigma, hyperparameters, requires
+from .base import Callback, check_measurement, effective_sigma, hyperparameters, progress, requires
 from .diffusion import TWEEDIE, check_fidelity
 from .latent import csgm
 
@@ -242,6 +242,7 @@ def map_estimate(y, operator, prior, *, steps: int = 500, generator: torch.Gener
 
 @hyperparameters(particles="[1, inf)")
 @requires("mask", noise=("gaussian",), prior=("sample_conditional",))
+@progress(lambda y, operator, steps, hyper: y.shape[-2])  # one callback per row of pixels
 def pixelcnn_inpaint(y, operator, prior, *, steps: int | None = None, generator: torch.Generator | None = None,
                      callback: Callback = None, particles: int = 8):
     """One posterior draw per image: ``particles`` conditional samples, one kept by its importance weight."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Callback, hyperparameters, requires
+from .base import Callback, hyperparameters, progress, requires
 from ..errors import RestoreError
 from ..priors.sampling import ancestral_step
 from .diffusion import TWEEDIE, alpha_bars, check_prior, clip, noise_like, schedule, to_image, to_model
@@ -33,6 +33,7 @@ def jump_schedule(steps: int, jump_length: int, resamplings: int) -> list[int]:
 
 @hyperparameters(fidelity="(0, inf)", jump_length="[1, inf)", resamplings="[1, inf)")
 @requires("mask", noise=("gaussian",), prior=TWEEDIE)
+@progress(lambda y, operator, steps, hyper: len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1)
 def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
             callback: Callback = None, fidelity: float = 1.0, jump_length: int = 10, resamplings: int = 10):
     """Each reverse step t -> t' combines the known pixels, noised to level t' from y
