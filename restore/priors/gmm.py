@@ -153,10 +153,13 @@ class GMMPatchPrior(DiffusionPrior):
 
     def patch_log_prob(self, patches: torch.Tensor) -> torch.Tensor:
         """log p(c) of each patch's zero-mean coordinates, (N,) (a density on the zero-mean subspace)."""
+        return self._log_prob_coordinates(self._flat(patches) @ self.basis)
+
+    def _log_prob_coordinates(self, c: torch.Tensor) -> torch.Tensor:
+        """log p(c) of coordinates c (N, n), CHUNK at a time."""
         whitening = self._whitening(0.0)
-        c = self._flat(patches) @ self.basis
-        out = [self._log_joint(c[i : i + CHUNK], whitening)[0].logsumexp(1) for i in range(0, c.shape[0], CHUNK)]
-        return torch.cat(out)
+        return torch.cat([self._log_joint(c[i : i + CHUNK], whitening)[0].logsumexp(1)
+                          for i in range(0, c.shape[0], CHUNK)])
 
     def patch_score(self, patches: torch.Tensor) -> torch.Tensor:
         """grad_v log p(B^T v), (N, d): B sum_k w_k(c) Sigma_k^-1 (mu_k - c), w the responsibilities."""
@@ -444,11 +447,7 @@ def _coordinate_mixture(log_weights, mu, cov) -> GMMPatchPrior:
 
 def mean_log_likelihood(c: torch.Tensor, log_weights, mu, cov) -> float:
     """Mean log p(c) per patch of coordinates c (N, n) under a mixture in coordinates."""
-    ev = _coordinate_mixture(log_weights, mu, cov)
-    whitening = ev._whitening(0.0)
-    cf = c.float()
-    return float(sum(ev._log_joint(cf[i : i + CHUNK], whitening)[0].logsumexp(1).double().sum()
-                     for i in range(0, len(cf), CHUNK)) / len(cf))
+    return float(_coordinate_mixture(log_weights, mu, cov)._log_prob_coordinates(c.float()).double().mean())
 
 
 def to_pixels(log_weights, mu, cov, patch: int, channels: int, betas=None) -> GMMPatchPrior:

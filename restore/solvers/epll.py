@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Callback, effective_sigma, hyperparameters, requires
+from .base import Callback, effective_sigma, hyperparameters, progress, requires
 
 #: The paper's schedules: denoising beta = [1, 4, 8, 16, 32] / sigma^2 (64 and 128 added for high noise,
 #: as its demo advises), everything else its deblurring schedule 50 * [1, 2, ..., 64].
@@ -59,12 +59,13 @@ def _initial(y: torch.Tensor, operator) -> torch.Tensor:
     return operator.A_pinv(y).clamp(0, 1)
 
 
-def _x_step(operator, y: torch.Tensor, z_bar: torch.Tensor, w: torch.Tensor, s2: float, beta: float,
+def _x_step(operator, Aty: torch.Tensor, z_bar: torch.Tensor, w: torch.Tensor, s2: float, beta: float,
             x: torch.Tensor, cg_steps: int) -> torch.Tensor:
     """argmin 1/(2 s2) ||A x - y||^2 + beta/2 sum_j w_j (x_j - z_bar_j)^2, w the patch coverage over p^2 (the
     sum over patches of beta/(2 p^2) ||P_i x - z_i||^2, up to a constant): per pixel for an operator
-    diagonal in pixel space (denoising, inpainting), else by conjugate gradients from the current x."""
-    b = operator.A_adjoint(y) / s2 + beta * w * z_bar
+    diagonal in pixel space (denoising, inpainting), else by conjugate gradients from the current x.
+    ``Aty`` is A^T y / s2, the same at every step."""
+    b = Aty + beta * w * z_bar
     if getattr(operator, "diagonal", False):
         s = operator.singular_values(x)
         return b / (s.square() / s2 + beta * w)
@@ -77,8 +78,10 @@ def _x_step(operator, y: torch.Tensor, z_bar: torch.Tensor, w: torch.Tensor, s2:
     return x + conjugate_gradient(apply, b - apply(x), max_iter=cg_steps, tol=1e-5)
 
 
-@hyperparameters(iterations="[1, 100]", cg_steps="[1, 10000]")
+@hyperparameters(steps="[1, 1000]", iterations="[1, 100]", cg_steps="[1, 10000]")
 @requires("A_adjoint", noise=("gaussian",), prior=("patch_average", "coverage"))
+@progress(lambda y, operator, steps, hyper: len(schedule(operator, effective_sigma(y, operator), steps))
+          * hyper.get("iterations", 1))
 def epll(y, operator, prior, *, steps: int | None = None, generator=None, callback: Callback = None,
          betas: list[float] | None = None, iterations: int = 1, rule: str = "map", cg_steps: int = 50):
     """Half-quadratic splitting of Zoran & Weiss (2011) with their beta schedule (``steps`` values spaced
@@ -93,11 +96,12 @@ def epll(y, operator, prior, *, steps: int | None = None, generator=None, callba
     betas = list(betas) if betas is not None else schedule(operator, sigma_y, steps)
     x = _initial(y, operator)
     w = prior.coverage(x.shape[-2], x.shape[-1], x)  # (H, W)
+    Aty = operator.A_adjoint(y) / s2
     k = 0
     for beta in betas:
         for _ in range(iterations):
             z_bar = prior.patch_average(x, beta**-0.5, rule)  # 1. z-step, averaged over the patches
-            x = _x_step(operator, y, z_bar, w, s2, beta, x, cg_steps)  # 2. x-step
+            x = _x_step(operator, Aty, z_bar, w, s2, beta, x, cg_steps)  # 2. x-step
             if callback is not None:
                 callback(k, x)
             k += 1
