@@ -301,23 +301,15 @@ def test_exact_samples_have_the_mixture_moments():
 def test_the_shipped_gray_mixture_denoises_held_out_photos_better_than_tv_and_wiener():
     """`--prior gmm` on a gray photo is gmm-photo-gray, and EPLL with it beats the classical denoisers on crops
     of the training run's held-out images (never a test image)."""
-    from conftest import missing_data
+    from conftest import held_out_crops
 
-    from restore.data import VAL_FRACTION, image_files, natural_folder, read_images, split_indices
     from restore.operators import Denoising, GaussianNoise
     from restore.priors import load_prior
     from restore.solvers import CLASSICAL
 
     prior = load_prior("gmm", image_shape=(1, 64, 64))
     assert prior.family == "gmm" and prior.run_info["data"] == "train400" and prior.components == 200
-    try:
-        folder = natural_folder("train400")
-    except Exception:
-        missing_data("train400", "shared/data/natural")
-    files = [rel for rel, _ in image_files(folder)]
-    _, val = split_indices(len(files), VAL_FRACTION, prior.run_info["seed"])
-    images, _ = read_images(folder, channels=1, files=[files[i] for i in val[:3]])
-    x = torch.cat([im.float()[None, :, 40:104, 40:104] / 255 for im in images])
+    x = held_out_crops(prior, channels=1, top=40, left=40, size=64)
     op = Denoising(GaussianNoise(25 / 255))
     y = op(x, generator=torch.Generator().manual_seed(0))
 

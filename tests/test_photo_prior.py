@@ -181,17 +181,13 @@ def test_the_shipped_colour_prior_is_used_for_colour_photos_and_beats_the_gray_o
     """`--prior ddpm` on a colour photo takes ddpm-photo-rgb, which denoises held-out colour photos (crops
     of the colour run's validation images, never a test image) better than the gray prior channel by
     channel: the point of a colour prior."""
-    from restore.data import VAL_FRACTION, image_files, natural_folder, read_images, split_indices
+    from conftest import held_out_crops
 
     colour = load_prior("ddpm", image_shape=(3, 96, 96))
     assert colour.image_shape[0] == 3 and colour.channel_groups == 1 and colour.run_info["data"] == "bsds400"
     gray = load_prior("ddpm-photo-gray", image_shape=(3, 96, 96))
     assert gray.channel_groups == 3
-    folder = natural_folder("bsds400")
-    files = [rel for rel, _ in image_files(folder)]
-    _, val = split_indices(len(files), VAL_FRACTION, colour.run_info["seed"])
-    images, _ = read_images(folder, channels=3, files=[files[i] for i in val[:3]])
-    x = torch.cat([im.float()[None, :, 100:196, 150:246] / 255 for im in images])
+    x = held_out_crops(colour, channels=3, top=100, left=150, size=96)
     op = Denoising(GaussianNoise(25 / 255))
     y = op(x, generator=torch.Generator().manual_seed(0))
     psnr = {name: float((-10 * torch.log10((DIFFUSION["tweedie"](y, op, p) - x).square().mean((1, 2, 3)))).mean())
