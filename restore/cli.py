@@ -63,11 +63,12 @@ DEFAULT_PRIOR_SOLVER = {"inpaint": ("dps", 100, {}), "deblur": ("dps", 100, {"fi
                         "superres": ("dps", 100, {}), "denoise": ("ddnm", 20, {}), "cs": ("pigdm", 50, {})}
 
 #: The same for a prior of photographs (any size), where one network evaluation of a 481x321 gray photo
-#: takes about 2-4 s on a 2-core CPU: solvers without backpropagation at 20 steps, Tweedie's one-step
-#: posterior mean for denoising, and DPS only for the valid-boundary blur, which has no closed-form SVD.
-#: Chosen for speed; the natural-image benchmark has not ranked them on photos yet.
-DEFAULT_PHOTO_SOLVER = {"inpaint": ("ddnm", 20, {}), "deblur": ("dps", 100, {"fidelity": 2.0}),
-                        "superres": ("ddnm", 20, {}), "denoise": ("tweedie", None, {}), "cs": ("pigdm", 50, {})}
+#: takes about 1-3 s on a 2-core CPU: DPIR's plug-and-play splitting with the prior's Tweedie denoiser (8
+#: evaluations, 24 for inpainting), and Tweedie's one-step posterior mean for denoising. Chosen on held-out
+#: training photos (benchmarks/results/tune/photo.md): DPIR beat DDNM at 20 steps by 4.4 dB on 80% random
+#: inpainting, DDRM and DiffPIR at 50 steps by 2.5 dB on Levin-kernel deblurring, and BM3D by 1.8 dB there.
+DEFAULT_PHOTO_SOLVER = {"inpaint": ("dpir", 24, {}), "deblur": ("dpir", 8, {}), "superres": ("dpir", 8, {}),
+                        "denoise": ("tweedie", None, {}), "cs": ("pigdm", 50, {})}
 
 #: A Gaussian mixture of patches restores with its own algorithm, EPLL's half-quadratic splitting, and
 #: the paper's schedule of beta for every task (restore.solvers.epll).

@@ -178,7 +178,7 @@ def _learned_methods(prior: str, solver: str, steps: int | None, shape) -> tuple
     kwargs = {"steps": steps} if steps is not None else {}
 
     def solve(y, op):
-        with torch.no_grad() if solver in ("tweedie", "ddrm", "ddnm", "epll") else torch.enable_grad():
+        with torch.no_grad() if solver in ("tweedie", "ddrm", "ddnm", "epll", "dpir") else torch.enable_grad():
             return fn(y, op, model, generator=torch.Generator().manual_seed(0), **kwargs).detach()
 
     name = f"{prior} + {solver}" + (f" {steps}" if steps is not None else "")

@@ -430,7 +430,7 @@ def test_info_names_family_size_and_data(cli, ddpm_dir):
     assert fields["family"].strip() == "ddpm" and fields["image_size"].strip() == "8x8"
     assert fields["channels"].strip() == "1" and "pigdm" in fields["solvers"] and "repaint" in fields["solvers"]
     data = json.loads(_ok(cli("info", "--prior", ddpm_dir, "--json")).out)
-    assert data["timesteps"] == 20 and set(data["solvers"]) == {"ddrm", "ddnm", "pigdm", "dps", "diffpir", "repaint", "tweedie",
+    assert data["timesteps"] == 20 and set(data["solvers"]) == {"ddrm", "ddnm", "pigdm", "dps", "diffpir", "repaint", "dpir", "tweedie",
                                                                  "annealed-langevin"}
 
 

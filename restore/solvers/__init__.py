@@ -5,6 +5,7 @@ from .bm3d import bm3d
 from .classical import SOLVERS
 from .ddrm import ddnm, ddrm
 from .diffpir import diffpir
+from .dpir import dpir
 from .epll import epll
 from .guidance import dps, pigdm
 from .langevin import annealed_langevin, langevin, map_estimate, pixelcnn_inpaint
@@ -17,7 +18,7 @@ CLASSICAL = {**SOLVERS, "bm3d": bm3d}
 
 #: Diffusion solvers: they need a prior with Tweedie's estimate (a DDPM, or the Gaussian reference).
 DIFFUSION = {"ddrm": ddrm, "ddnm": ddnm, "pigdm": pigdm, "dps": dps, "diffpir": diffpir, "repaint": repaint,
-             "tweedie": tweedie}
+             "dpir": dpir, "tweedie": tweedie}
 
 #: Latent-optimization solvers: they need a prior that decodes a latent (VAE, GAN).
 LATENT = {"csgm": csgm}
@@ -39,7 +40,7 @@ PRIOR_SOLVERS: dict = {**DIFFUSION, **LATENT, **DENSITY, **PATCH}
 
 #: The prior solvers that return one estimate (a MAP), not a posterior sample: several runs differ
 #: only by their random starts, so a mean and a standard deviation over them mean little.
-ESTIMATORS = ("csgm", "map")
+ESTIMATORS = ("csgm", "map", "dpir")
 
 
 def solvers_for(prior) -> list[str]:

@@ -35,13 +35,24 @@ def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callbac
         raise RestoreError("the tweedie solver denoises (the identity operator); for blur use dps, ddnm or diffpir")
     check_fidelity(fidelity)
     check_prior(y, operator, prior)
-    sigma = 2 * effective_sigma(y, operator) / math.sqrt(fidelity)  # in model space
-    a_bar = prior.alpha_bar.to(torch.float64)
-    levels = ((1 - a_bar) / a_bar).sqrt()  # sigma_t of each timestep, increasing, (T,)
+    sigma = effective_sigma(y, operator) / math.sqrt(fidelity)
     if sigma <= 0:
         return y.clamp(0, 1)
+    x0 = denoise(prior, y, sigma)
+    if callback is not None:
+        callback(0, None)
+    return x0.clamp(0, 1).to(y.dtype)
+
+
+def denoise(prior, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """E[x0 | x0 + sigma n = x] under the prior for an image ``x`` in [0, 1] and noise level ``sigma`` (on
+    [0, 1]), as an image in [0, 1] (float64, not clipped): Tweedie's estimate at the timestep whose noise
+    level is sigma, interpolated linearly in sigma between the two nearest timesteps."""
+    sigma = 2 * sigma  # in model space
+    a_bar = prior.alpha_bar.to(torch.float64)
+    levels = ((1 - a_bar) / a_bar).sqrt()  # sigma_t of each timestep, increasing, (T,)
     if sigma > float(levels[-1]):
-        raise RestoreError(f"sigma_y {sigma / 2:.3g} is beyond the prior's largest noise level {float(levels[-1]) / 2:.3g}")
+        raise RestoreError(f"sigma {sigma / 2:.3g} is beyond the prior's largest noise level {float(levels[-1]) / 2:.3g}")
     # The two timesteps around sigma, and the weight of the upper one.
     hi = int(torch.searchsorted(levels, torch.tensor(sigma, dtype=torch.float64)).clamp(0, len(levels) - 1))
     lo = max(hi - 1, 0)
@@ -49,11 +60,9 @@ def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callbac
     estimates = []
     for t in sorted({lo, hi}):
         a = float(a_bar[t])
-        # The state at timestep t that y is a sample of, up to the small mismatch in noise level.
-        x_t = (math.sqrt(a) * to_model(y.double())).to(prior.dtype)
+        # The state at timestep t that x is a sample of, up to the small mismatch in noise level.
+        x_t = (math.sqrt(a) * to_model(x.double())).to(prior.dtype)
         with torch.no_grad():
             estimates.append(prior.eps_and_x0(x_t, t)[1].double())
     x0 = estimates[0] if len(estimates) == 1 else (1 - w) * estimates[0] + w * estimates[1]
-    if callback is not None:
-        callback(0, None)
-    return to_image(x0).clamp(0, 1).to(y.dtype)
+    return to_image(x0)

@@ -1,0 +1,117 @@
+"""Choosing a learned method's solver and settings for the natural-image benchmark on held-out
+training photos, never on its test images.
+
+The photographs a prior's training run held out for validation (its run.json names the data and the
+split's seed) are degraded exactly as a benchmark setting degrades its test images (same operator,
+same seeded noise), and each (prior, solver, steps, setting) is scored on the first ``-n`` of them:
+
+    python benchmarks/tune_photo.py --setting inpaint/cbsd68/random80 --prior ddpm-photo-rgb \
+        --solver ddnm --steps 20,50 --grid '{"eta": [0.85, 1.0]}' -n 3
+
+Cells are cached in benchmarks/results/tune/photo_cells.jsonl (one line per image and setting, with
+every hyperparameter the solver ran with), and the table of all cached cells is rewritten to
+benchmarks/results/tune/photo.md. Seconds are wall-clock beside whatever else ran: compare within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from restore import photo_bench
+from restore.runtime import keep_freed_memory, machine
+
+OUT = Path(__file__).parent / "results" / "tune"
+
+
+def held_out_photos(prior, n: int, modcrop: int) -> tuple[list[torch.Tensor], list[str]]:
+    """The first ``n`` validation photos of ``prior``'s training data, (1, C, H, W) in [0, 1]."""
+    from restore.operators import functional as Fn
+    from restore.data import VAL_FRACTION, image_files, natural_folder, read_images, split_indices
+
+    run = prior.run_info
+    folder = natural_folder(run["data"])
+    files = [rel for rel, _ in image_files(folder)]
+    _, val = split_indices(len(files), VAL_FRACTION, run["seed"])
+    names = [files[i] for i in val[:n]]
+    images, _ = read_images(folder, channels=prior.image_shape[0], files=names)
+    return [Fn.modcrop(im.float()[None] / 255, modcrop) for im in images], names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", required=True, help="a benchmark setting, e.g. deblur/set12/sigma2.55")
+    parser.add_argument("--prior", required=True)
+    parser.add_argument("--solver", required=True)
+    parser.add_argument("--steps", default="", help="comma-separated step counts (default: the solver's)")
+    parser.add_argument("--grid", default="{}", help='JSON object: hyperparameter -> list of values')
+    parser.add_argument("-n", type=int, default=3, help="held-out photos")
+    parser.add_argument("--items", type=int, default=1, help="measurements per photo (e.g. kernels)")
+    parser.add_argument("--table", action="store_true", help="only rewrite the table")
+    args = parser.parse_args()
+
+    from restore.bench import solver_settings
+    from restore.priors import load_prior
+    from restore.solvers import CLASSICAL, PRIOR_SOLVERS
+
+    cells = photo_bench.Cells(OUT / "photo_cells.jsonl")
+    if not args.table:
+        setting = next(s for s in photo_bench.settings() if s.name == args.setting)
+        prior = load_prior(args.prior)
+        images, names = held_out_photos(prior, args.n, setting.modcrop)
+        classical = args.solver in CLASSICAL  # a baseline on the same photos; --prior still names them
+        fn = CLASSICAL[args.solver] if classical else PRIOR_SOLVERS[args.solver]
+        grid = json.loads(args.grid)
+        steps_list = [int(s) for s in args.steps.split(",")] if args.steps else [None]
+        for steps, values in itertools.product(steps_list, itertools.product(*grid.values())):
+            override = dict(zip(grid, values))
+            model = load_prior(args.prior, image_shape=tuple(images[0].shape[1:]))
+            config = {**solver_settings(fn, steps, override), "photos": names}
+            if not classical:
+                config["prior_steps"] = model.info().get("training_steps")
+            label = (args.solver if classical else f"{args.prior} + {args.solver}") + (f" {steps}" if steps else "") + \
+                (" " + ", ".join(f"{k}={v}" for k, v in override.items()) if override else "")
+            rows = []
+            for i, x in enumerate(images):
+                for j in range(args.items):
+                    item = i * setting.items_per_image + j
+                    found = cells.get(setting.name, label, item, config)
+                    if found is None:
+                        model = load_prior(args.prior, image_shape=tuple(x.shape[1:]))
+                        op, y = photo_bench.measurement(setting, x, item)
+                        kwargs = {"steps": steps} if steps else {}
+                        t0 = time.perf_counter()
+                        grad = args.solver in ("dps", "pigdm")
+                        with torch.enable_grad() if grad else torch.no_grad():
+                            x_hat = fn(y, op, None) if classical else fn(y, op, model, generator=torch.Generator().manual_seed(0), **kwargs, **override)
+                        x_hat = op.field_of_view(x_hat.detach())
+                        seconds = time.perf_counter() - t0
+                        p, s = photo_bench.score(x_hat, x, setting.shave)
+                        found = {"setting": setting.name, "method": label, "item": item, "image": names[i],
+                                 "psnr": p, "ssim": s, "seconds": seconds, "settings": config}
+                        cells.add(found)
+                    rows.append(found)
+            print(f"{setting.name} {label}: {np.mean([r['psnr'] for r in rows]):.2f} dB "
+                  f"({np.median([r['seconds'] for r in rows]):.1f} s per measurement)", flush=True)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for (setting, method, _), r in sorted(cells.records.items()):
+        groups.setdefault((setting, method), []).append(r)
+    lines = ["| setting | method | measurements | PSNR (dB) | SSIM | s / measurement (median) |", "|---|---|---|---|---|---|"]
+    for (setting, method), rows in groups.items():
+        lines.append(f"| {setting} | {method} | {len(rows)} | {np.mean([r['psnr'] for r in rows]):.2f} | "
+                     f"{np.mean([r['ssim'] for r in rows]):.3f} | {np.median([r['seconds'] for r in rows]):.1f} |")
+    (OUT / "photo.md").write_text(
+        f"# Learned methods on held-out training photos\n\nProduced by `python benchmarks/tune_photo.py` on "
+        f"{machine()}. Each prior's validation photos (never a benchmark test image), degraded as the named "
+        f"benchmark setting degrades its test images; mean over the measurements.\n\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    keep_freed_memory()
+    main()

@@ -1,0 +1,92 @@
+"""Plug-and-play image restoration with a diffusion prior's denoiser: the half-quadratic splitting of
+DPIR, Zhang, Li, Zuo, Zhang, Van Gool & Timofte (2021), "Plug-and-Play Image Restoration with Deep
+Denoiser Prior" (TPAMI), Section 4, with Tweedie's posterior mean as the denoiser.
+
+The estimate minimises 1/(2 sigma_y^2) ||y - A x||^2 + R(x). Splitting x from an auxiliary z with the
+penalty mu/2 ||x - z||^2 and alternating gives, for k = 1..K with a noise level sigma_k falling
+geometrically from ``sigma_max`` (their 49/255) to sigma_y:
+
+1. data step: x_k = argmin ||y - A x||^2 + rho_k ||x - z_{k-1}||^2,  rho_k = lam sigma_y^2 / sigma_k^2
+   (their equation 11 with alpha_k = mu_k sigma_y^2 and lam their lambda = 0.23): closed form in the
+   operator's spectral domain, V^T x = (s U^T y + rho V^T z) / (s^2 + rho), where it has an SVD, else
+   conjugate gradients on (A^T A + rho I) x = A^T y + rho z;
+2. prior step: z_k = D(x_k, sigma_k), the MMSE denoiser at noise level sigma_k. DPIR trains a DRUNet for
+   it; any diffusion prior already is one: Tweedie's E[x_0 | x_t] at the timestep whose noise level is
+   sigma_k (:func:`restore.solvers.tweedie.denoise`).
+
+Eight iterations are their deblurring setting; their super-resolution uses more. The estimate is
+deterministic (one MAP-like answer, not a posterior sample), and it costs one network evaluation per
+iteration. A noiseless measurement is treated as having the noise floor 0.255/255 (as DPIR's code does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Callback, effective_sigma, hyperparameters, requires
+from .classical import SIGMA_FLOOR
+from .diffusion import TWEEDIE, check_fidelity, check_prior
+from .epll import _initial
+from .tweedie import denoise
+
+SVD = ("V", "V_adjoint", "U_adjoint", "singular_values")
+
+
+def noise_levels(sigma_max: float, sigma_min: float, steps: int) -> list[float]:
+    """DPIR's schedule: ``steps`` noise levels spaced geometrically from sigma_max down to sigma_min."""
+    if steps == 1:
+        return [sigma_min]
+    ratio = math.log(sigma_min / sigma_max) / (steps - 1)
+    return [sigma_max * math.exp(k * ratio) for k in range(steps)]
+
+
+class _DataStep:
+    """x = argmin ||y - A x||^2 + rho ||x - z||^2 for any rho: spectral where the operator has an SVD, else CG."""
+
+    def __init__(self, y: torch.Tensor, operator, cg_steps: int):
+        self.operator, self.cg_steps = operator, cg_steps
+        self.spectral = all(hasattr(operator, m) for m in SVD)
+        if self.spectral:
+            self.uty = operator.U_adjoint(y.double())
+            self.s = operator.singular_values(self.uty.real if self.uty.is_complex() else self.uty).to(torch.float64)
+        else:
+            self.aty = operator.A_adjoint(y)
+
+    def __call__(self, z: torch.Tensor, rho: float, x: torch.Tensor) -> torch.Tensor:
+        op = self.operator
+        if self.spectral:
+            v = (self.s * self.uty + rho * op.V_adjoint(z.double())) / (self.s.square() + rho)
+            return op.V(v).to(z.dtype)
+        from ..operators.base import conjugate_gradient
+
+        def apply(v):
+            return op.A_adjoint(op.A(v)) + rho * v
+
+        b = self.aty + rho * z
+        return x + conjugate_gradient(apply, b - apply(x), max_iter=self.cg_steps, tol=1e-6)
+
+
+@hyperparameters(steps="[1, 1000]", fidelity="(0, inf)", lam="(0, inf)", sigma_max="(0, inf)", cg_steps="[1, 10000]")
+@requires("A_adjoint", noise=("gaussian",), prior=TWEEDIE)
+def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | None = None, callback: Callback = None,
+         fidelity: float = 1.0, lam: float = 0.23, sigma_max: float = 49 / 255, cg_steps: int = 50):
+    """DPIR's plug-and-play half-quadratic splitting (Zhang et al. 2021) with Tweedie's denoiser: ``steps``
+    data and denoising steps, the denoiser's noise level falling geometrically from ``sigma_max`` to sigma_y
+    (divided by sqrt(``fidelity``)), the data weight lam sigma_y^2 / sigma_k^2. Starts from y (or the
+    biharmonic fill of missing pixels, or the pseudo-inverse). Deterministic: ``generator`` is not used."""
+    check_prior(y, operator, prior)
+    check_fidelity(fidelity)
+    sigma_y = max(effective_sigma(y, operator), SIGMA_FLOOR) / math.sqrt(fidelity)
+    data = _DataStep(y, operator, cg_steps)
+    z = _initial(y, operator).to(y.dtype)
+    x = z
+    for k, sigma in enumerate(noise_levels(max(sigma_max, sigma_y), sigma_y, steps)):
+        x = data(z, lam * sigma_y**2 / sigma**2, x)  # 1. data step
+        z = denoise(prior, x, sigma).to(y.dtype)  # 2. prior step: the MMSE denoiser at sigma_k
+        if getattr(prior, "clip_sample", False):  # a prior of images in [0, 1] (not the Gaussian reference)
+            z = z.clamp(0, 1)
+        if callback is not None:
+            callback(k, z)
+    return z.clamp(0, 1)
