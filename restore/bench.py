@@ -7,8 +7,8 @@ several tables share) as JSON plus its first estimates (safetensors), keyed by t
 steps, so a rerun or an interrupted run computes only what is missing; a cell records its solver's
 settings (defaults included) and is recomputed when they change. Metrics per cell: PSNR and SSIM of
 the estimate (the mean of ``samples`` posterior samples for samplers), PSNR of one sample,
-calibration (the share of pixels whose true error lies within +-2 posterior standard deviations),
-seconds per image, network evaluations per sample, and for MNIST the accuracy of the shipped
+calibration (the share of true pixels inside the samples' 95% predictive interval, which an exact
+posterior sampler meets for any number of samples: ``metrics.coverage``), seconds per image, network evaluations per sample, and for MNIST the accuracy of the shipped
 classifier on the restored digits against the originals' labels (does the digit keep its identity?).
 """
 
@@ -129,7 +129,7 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, sett
     pictures = {"x": mean[:SHOWN]}
     if samples > 1:
         std = xs.std(1)
-        figures["calibration"] = float(((mean - x).abs() <= 2 * std).float().mean())
+        figures["calibration"] = metrics.coverage(xs, x)
         pictures["std"] = std[:SHOWN]
     return figures, pictures
 
@@ -216,6 +216,8 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
         # Prior solvers return y on noiselessly observed pixels (solvers.base.keep_observed) since
         # 2026-11-30: an inpainting cell computed before that is recomputed, not read back.
         observed = {"keeps_observed": True} if getattr(op, "mask", None) is not None else {}
+        # Calibration was "truth within +-2 sample std" before 2026-11-30 (83% for an exact sampler with 4
+        # samples); a sampler's cell records the rule, so a cell of the old rule is recomputed.
         for name in CLASSICAL:
             if not missing_capabilities(CLASSICAL[name], op):
                 cells.append(Cell(task, name, f"{where}{task}/classical/{name}/{n}",
@@ -245,7 +247,8 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                                               t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k,
                                               batch, se), {**solver_settings(PRIOR_SOLVERS[solver], st, settings),
                                                            "data": data_id, "prior_weights": weights[pname],
-                                                           **observed}))
+                                                           **observed,
+                                                           **({"calibration": metrics.COVERAGE_RULE} if k > 1 else {})}))
     return cells
 
 
@@ -327,7 +330,7 @@ def paper_table(found: list[dict]) -> str:
 
 #: Column headers of the HTML report, in order.
 HEADERS = {"method": "method", "steps": "steps", "psnr": "PSNR (dB)", "ssim": "SSIM",
-           "psnr_one_sample": "PSNR, one sample (dB)", "calibration": "truth within 2 std",
+           "psnr_one_sample": "PSNR, one sample (dB)", "calibration": "truth in 95% interval",
            "digit_accuracy": "digit kept", "seconds_per_image": "s / image", "nfe": "network evaluations",
            "n": "images"}
 

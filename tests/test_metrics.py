@@ -114,3 +114,31 @@ def test_standard_error_is_the_sample_deviation_over_root_n_for_tensors_arrays_a
     assert standard_error(np.asarray(values)) == pytest.approx(expected, rel=1e-12)
     assert standard_error(torch.tensor(values, dtype=torch.float32)) == pytest.approx(expected, rel=1e-6)
     assert math.isnan(standard_error([3.0]))
+
+
+def test_coverage_of_an_exact_posterior_sampler_is_its_level_for_any_number_of_samples():
+    """The Gaussian prior's closed-form posterior: the truth drawn from the prior is a posterior draw given y,
+    so k exact posterior samples must cover it 95% of the time, whatever k; the naive +-2 std did not."""
+    from restore.metrics import coverage
+    from restore.operators import GaussianNoise, Inpainting
+    from restore.priors import load_prior
+
+    prior = load_prior("gaussian")
+    g = torch.Generator().manual_seed(0)
+    x = prior.sample(24, generator=g, clip=False).double()  # a draw of the prior itself, not clipped
+    op = Inpainting.random(prior.image_shape, 0.5, seed=0, noise=GaussianNoise(0.1))
+    y = op(x.float(), generator=g)
+    mean, cov = prior.posterior(y, op)
+    L = torch.linalg.cholesky(cov + 1e-9 * torch.eye(cov.shape[0], dtype=cov.dtype))
+    for k in (2, 4, 16):
+        z = torch.randn(24, k, cov.shape[0], generator=g, dtype=torch.float64)
+        samples = mean.double().reshape(24, 1, -1) + z @ L.T
+        samples = samples.reshape(24, k, *prior.image_shape)
+        assert abs(coverage(samples, x) - 0.95) < 0.015, k
+        naive = float(((samples.mean(1) - x).abs() <= 2 * samples.std(1)).double().mean())
+        if k == 4:
+            assert abs(naive - 0.83) < 0.02  # what the bench reported before: an exact sampler looked narrow
+    # A sampler half as wide as the posterior is caught.
+    z = torch.randn(24, 4, cov.shape[0], generator=g, dtype=torch.float64)
+    narrow = (mean.double().reshape(24, 1, -1) + 0.5 * z @ L.T).reshape(24, 4, *prior.image_shape)
+    assert coverage(narrow, x) < 0.85
