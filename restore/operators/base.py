@@ -129,17 +129,27 @@ class SVDOperator(LinearOperator):
         """s shaped (C, H, W) like the spectral domain of x, on x's device; zero where A has no gain."""
         raise NotImplementedError
 
+    def spectral(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U^T y, s): a measurement in the spectral domain (complex for a blur, through the DFT) and the
+        singular value of each of its components (real, shaped alike)."""
+        z = self.U_adjoint(y)
+        return z, self.singular_values(z.real if z.is_complex() else z)
+
+    def prox_l2(self, x: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
+        """argmin_v ||A v - y||^2 + rho ||v - x||^2, in closed form: V^T v = (s U^T y + rho V^T x) / (s^2 + rho)."""
+        z, s = self.spectral(y)
+        return self.V((s * z + rho * self.V_adjoint(x)) / (s.square() + rho))
+
     def A(self, x):
         return self.U(self.singular_values(x) * self.V_adjoint(x))
 
     def A_adjoint(self, y):
-        z = self.U_adjoint(y)
-        return self.V(self.singular_values(z.real if z.is_complex() else z) * z)
+        z, s = self.spectral(y)
+        return self.V(s * z)
 
     def A_pinv(self, y, *, rcond: float = DEFAULT_RCOND, max_iter: int = 200):
         """V diag(1/s) U^T y, where singular values below rcond * max(s) count as zero."""
-        z = self.U_adjoint(y)
-        s = self.singular_values(z.real if z.is_complex() else z)
+        z, s = self.spectral(y)
         keep = s > rcond * s.max()
         s_inv = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(s))
         return self.V(s_inv * z)

@@ -23,8 +23,8 @@ SVD_CAPABILITIES = ("V", "V_adjoint", "U_adjoint", "singular_values")
 
 def _spectral_measurement(y, operator, shape, sigma_y: float, rcond: float):
     """(y_bar, keep, nu): spectral measurement, observed components, their noise sigma_y' / s."""
-    z = operator.U_adjoint(model_measurement(y, operator, shape))
-    s = operator.singular_values(z.real if z.is_complex() else z).to(torch.float64)  # (C, H, W)
+    z, s = operator.spectral(model_measurement(y, operator, shape))
+    s = s.to(torch.float64)  # (C, H, W)
     keep = s > rcond * s.max()
     s_safe = torch.where(keep, s, torch.ones_like(s))
     y_bar = torch.where(keep, z / s_safe, torch.zeros_like(z))

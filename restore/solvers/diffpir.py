@@ -34,8 +34,7 @@ def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator 
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
     sigma = 2 * max(effective_sigma(y, operator), SIGMA_FLOOR) / math.sqrt(fidelity)  # model space
-    z_y = operator.U_adjoint(model_measurement(y, operator, shape))  # U^T y', spectral
-    s = operator.singular_values(z_y.real if z_y.is_complex() else z_y).to(torch.float64)
+    y_model = model_measurement(y, operator, shape).double()
     x = noise_like(shape, generator, y.device)  # x_T
     for i, (t, t_prev) in enumerate(schedule(prior, steps)):
         a, a_prev = alpha_bars(prior, t, t_prev, x)
@@ -43,7 +42,7 @@ def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator 
             x0 = clip(prior, prior.eps_and_x0(x, t)[1])
         # 1. Data proximal step (their equation 13), diagonal in the spectral domain.
         rho = lam * sigma**2 * a / (1 - a)
-        x0_hat = operator.V((s * z_y + rho * operator.V_adjoint(x0.double())) / (s**2 + rho)).to(x.dtype)
+        x0_hat = operator.prox_l2(x0.double(), y_model, float(rho)).to(x.dtype)
         # 2. The effective noise of x_t given x0_hat, then a step mixing it with fresh noise (equation 15).
         eps_hat = (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
         z = noise_like(shape, generator, y.device)

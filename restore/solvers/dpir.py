@@ -31,9 +31,6 @@ from .diffusion import TWEEDIE, check_fidelity, check_prior
 from .epll import _initial
 from .tweedie import denoise
 
-SVD = ("V", "V_adjoint", "U_adjoint", "singular_values")
-
-
 def noise_levels(sigma_max: float, sigma_min: float, steps: int) -> list[float]:
     """DPIR's schedule: ``steps`` noise levels spaced geometrically from sigma_max down to sigma_min."""
     if steps == 1:
@@ -43,22 +40,19 @@ def noise_levels(sigma_max: float, sigma_min: float, steps: int) -> list[float]:
 
 
 class _DataStep:
-    """x = argmin ||y - A x||^2 + rho ||x - z||^2 for any rho: spectral where the operator has an SVD, else CG."""
+    """x = argmin ||y - A x||^2 + rho ||x - z||^2 for any rho: in closed form where the operator has an SVD
+    (``prox_l2``), else by conjugate gradients from the current x."""
 
     def __init__(self, y: torch.Tensor, operator, cg_steps: int):
-        self.operator, self.cg_steps = operator, cg_steps
-        self.spectral = all(hasattr(operator, m) for m in SVD)
-        if self.spectral:
-            self.uty = operator.U_adjoint(y.double())
-            self.s = operator.singular_values(self.uty.real if self.uty.is_complex() else self.uty).to(torch.float64)
-        else:
+        self.operator, self.y, self.cg_steps = operator, y, cg_steps
+        self.spectral = hasattr(operator, "prox_l2")
+        if not self.spectral:
             self.aty = operator.A_adjoint(y)
 
     def __call__(self, z: torch.Tensor, rho: float, x: torch.Tensor) -> torch.Tensor:
         op = self.operator
         if self.spectral:
-            v = (self.s * self.uty + rho * op.V_adjoint(z.double())) / (self.s.square() + rho)
-            return op.V(v).to(z.dtype)
+            return op.prox_l2(z.double(), self.y.double(), rho).to(z.dtype)
         from ..operators.base import conjugate_gradient
 
         def apply(v):

@@ -81,8 +81,8 @@ def pigdm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | N
         x0 = prior.eps_and_x0(x, t)[1]
         # 1. v = A^T (r^2 A A^T + sigma^2 I)^-1 (y - A x0), spectrally: V (s / (r^2 s^2 + sigma^2)) U^T (y - A x0).
         with torch.no_grad():
-            z = operator.U_adjoint(y_model - operator.A(x0.detach()))
-            s = operator.singular_values(z.real if z.is_complex() else z).to(torch.float64)
+            z, s = operator.spectral(y_model - operator.A(x0.detach()))
+            s = s.to(torch.float64)
             keep = s > rcond * s.max()
             weight = torch.where(keep, s / torch.where(keep, (1 - a) * s**2 + sigma**2, torch.ones_like(s)),
                                  torch.zeros_like(s))
