@@ -93,3 +93,18 @@ def test_dpir_runs_on_a_valid_blur_without_an_svd_and_on_colour():
     y = op(x, generator=torch.Generator().manual_seed(1))
     out = DIFFUSION["dpir"](y, op, prior, steps=2, cg_steps=5)
     assert out.shape == x.shape and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+
+
+def test_on_a_real_blur_without_wrap_around_dpir_beats_tv_in_the_frame():
+    """The CLI's model of a blurred photo (ValidBlur: the frame is a valid convolution of a larger scene),
+    on held-out crops: DPIR (conjugate-gradient data step, edge-extended start) against TV in the frame."""
+    from restore.metrics import psnr
+
+    prior = load_prior("ddpm-photo-gray")
+    x = held_out_crops(prior, channels=1, top=30, left=30, size=112, n=2)
+    op = ValidBlur(levin_kernel(3), GaussianNoise(0.01))
+    y = op(x, generator=torch.Generator().manual_seed(0))
+    frame = op.field_of_view(x)
+    ours = psnr(op.field_of_view(DIFFUSION["dpir"](y, op, prior)), frame).mean()
+    tv = psnr(op.field_of_view(CLASSICAL["tv"](y, op, None)).clamp(0, 1), frame).mean()
+    assert ours > tv + 0.5, (ours, tv)

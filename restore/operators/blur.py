@@ -151,6 +151,12 @@ class ValidBlur(LinearOperator):
         rh, rw = self.radius
         return x[..., rh : x.shape[-2] - rh, rw : x.shape[-1] - rw]
 
+    def extend(self, y: torch.Tensor) -> torch.Tensor:
+        """y (B, C, H, W) continued to x's frame by repeating its edge pixels: a starting image for iterative
+        solvers (zeros there, as ``grow`` gives, make a dark frame that a prior cannot undo in a few steps)."""
+        rh, rw = self.radius
+        return torch.nn.functional.pad(y, (rw, rw, rh, rh), mode="replicate")
+
     def grow(self, y: torch.Tensor) -> torch.Tensor:
         """y (B, C, H, W) padded with zeros by the radius on every side: the adjoint of the crop."""
         rh, rw = self.radius

@@ -45,10 +45,10 @@ def schedule(operator, sigma_y: float, steps: int | None = None) -> list[float]:
 
 
 def _initial(y: torch.Tensor, operator) -> torch.Tensor:
-    """The starting image: y where it is one (denoising, circular blur), y mirrored to x's frame for a valid
-    blur, missing pixels filled by biharmonic inpainting, else the pseudo-inverse."""
-    if hasattr(operator, "grow"):
-        return operator.grow(y)
+    """The starting image: y where it is one (denoising, circular blur), y with its edge pixels repeated to
+    x's frame for a valid blur, missing pixels filled by biharmonic inpainting, else the pseudo-inverse."""
+    if hasattr(operator, "extend"):
+        return operator.extend(y)
     if hasattr(operator, "mask"):
         from .classical import biharmonic
 
