@@ -787,7 +787,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     for start in range(0, samples, per_batch):
         n = min(per_batch, samples - start)
         parts.append(fn(y.repeat(n, *[1] * (y.dim() - 1)), op, counted, steps=steps, generator=generator,
-                        callback=lambda i, _x: bar.update(1), **hyper).detach())
+                        callback=lambda info: bar.update(1), **hyper).detach())
     x = op.field_of_view(torch.cat(parts)).cpu()  # (samples, C, H, W): the frame only, for a valid blur
     seconds = time.perf_counter() - t0
     bar.close()
@@ -853,7 +853,7 @@ def _progress(fn, steps):
     if not isinstance(total, int):
         return None
     bar = tqdm(total=total, desc=fn.__name__, unit="step", disable=None, leave=False)
-    bar.update_to = lambda k, _x: bar.update(k + 1 - bar.n)
+    bar.update_to = lambda info: bar.update(info["i"] + 1 - bar.n)
     return bar
 
 
@@ -1142,7 +1142,7 @@ def sample(
     bar = tqdm(total=steps, desc=f"sampling ({method})", unit="step", disable=None, leave=False)
     t0 = time.perf_counter()
     x = model.sample(n, steps=steps, method=method, variance=variance, eta=eta,
-                     generator=torch.Generator(device=dev).manual_seed(seed), callback=lambda i, _x: bar.update(1))
+                     generator=torch.Generator(device=dev).manual_seed(seed), callback=lambda info: bar.update(1))
     seconds = time.perf_counter() - t0
     bar.close()
     io.write_grid(out, x.cpu(), nrow=nrow)
@@ -1174,7 +1174,7 @@ def _sample_direct(model, n, out, prior, method, steps, truncation, temperature,
         kwargs["temperature"] = temperature
     bar = tqdm(total=model.image_shape[1], desc="sampling rows", unit="row", disable=None if sequential else True, leave=False)
     t0 = time.perf_counter()
-    x = model.sample(n, generator=torch.Generator(device=dev).manual_seed(seed), callback=lambda i, _x: bar.update(1),
+    x = model.sample(n, generator=torch.Generator(device=dev).manual_seed(seed), callback=lambda info: bar.update(1),
                      **kwargs)
     seconds = time.perf_counter() - t0
     bar.close()

@@ -167,7 +167,7 @@ def test_iterative_solvers_report_every_step(digits, name):
     op = O.Blur.gaussian(1.0, noise=O.GaussianNoise(0.05))
     y = measure(op, x)
     seen = []
-    final = solve(name, y, op, steps=7, callback=lambda k, x_k: seen.append((k, x_k.shape)))
+    final = solve(name, y, op, steps=7, callback=lambda info: seen.append((info["i"], info["x"].shape)))
     assert seen == [(k, x.shape) for k in range(7)]
     assert final.shape == x.shape
 

@@ -332,3 +332,25 @@ def test_tweedie_refuses_what_is_not_denoising():
     with pytest.raises(RestoreError, match="denoises"):
         DIFFUSION["tweedie"](_measure(prior, op), op, prior)
     assert missing_capabilities(DIFFUSION["tweedie"], _operator("inpaint", 0.05)) == ["kernel"]
+
+
+def test_every_diffusion_solver_reports_each_step_as_a_dict():
+    """The callback gets {"i", ...} once per step, i counting from 0; the samplers add their timestep and
+    denoised estimate (an image of the batch's shape), DPIR its estimate."""
+    prior = _correlated()
+    op = _operator("inpaint", 0.05)
+    y = _measure(prior, op)
+    for name, fn in DIFFUSION.items():
+        if missing_capabilities(fn, op) or name == "tweedie":
+            continue
+        seen = []
+        fn(y, op, prior, steps=4, generator=torch.Generator().manual_seed(0), callback=seen.append)
+        steps = [info["i"] for info in seen]
+        assert steps == list(range(len(seen))) and len(seen) >= 4, (name, steps)
+        if name == "dpir":
+            assert seen[-1]["x"].shape == (2, *SHAPE)
+        elif name != "repaint":
+            assert seen[0]["t"] > seen[-1]["t"] and seen[-1]["x0_hat"].shape == (2, *SHAPE), name
+    seen = []
+    DIFFUSION["tweedie"](y, O.Denoising(O.GaussianNoise(0.05)), prior, callback=seen.append)
+    assert [info["i"] for info in seen] == [0] and seen[0]["x0_hat"].shape == (2, *SHAPE)

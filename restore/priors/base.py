@@ -68,7 +68,7 @@ class LatentPrior(torch.nn.Module):
         for i, start in enumerate(range(0, n, batch_size)):
             out.append(self.decode(z[start : start + batch_size]))
             if callback is not None:
-                callback(i, None)
+                callback({"i": i})
         return torch.cat(out)
 
 

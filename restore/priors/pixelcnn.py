@@ -149,7 +149,7 @@ class PixelCNNPrior(nn.Module):
                 x[:, 0, i, j] = torch.where(obs, x[:, 0, i, j], value.to(x.dtype) / 255)
                 drawn_before = drawn_before | ~obs
             if callback is not None:
-                callback(i, None)
+                callback({"i": i})
         return x, log_w
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, callback=None) -> torch.Tensor:

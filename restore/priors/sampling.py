@@ -83,6 +83,6 @@ def reverse_diffusion(prior, n: int, *, steps: int | None = None, method: str = 
         else:
             x = ddim_step(x, x0, a_t, a_prev, eta, generator)
         if callback is not None:
-            callback(i, x)
+            callback({"i": i, "t": t, "x0_hat": (x0 + 1) / 2})
     x = (x + 1) / 2
     return x.clamp(0, 1) if clip else x

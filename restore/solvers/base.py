@@ -19,8 +19,16 @@ import torch
 
 from ..errors import RestoreError
 
-#: ``callback(step, x)`` is called after each iteration with the current estimate (or None).
-Callback = Optional[Callable[[int, Optional[torch.Tensor]], None]]
+#: A solver calls ``callback(info)`` after each iteration with a dict, as k-diffusion's samplers do: ``i``
+#: (the iteration, from 0) and, where the solver has them, ``x`` (its current estimate, an image in [0, 1]),
+#: ``x0_hat`` (a diffusion solver's denoised estimate, an image in [0, 1]) and ``t`` (its timestep).
+Callback = Optional[Callable[[dict], None]]
+
+
+def report(callback: Callback, i: int, **state) -> None:
+    """Call ``callback`` (if any) with ``{"i": i, **state}``."""
+    if callback is not None:
+        callback({"i": i, **state})
 
 
 def requires(*capabilities: str, noise: tuple[str, ...] = ("gaussian", "poisson"), prior: tuple[str, ...] = ()):

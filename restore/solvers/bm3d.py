@@ -17,7 +17,7 @@ import torch
 
 from ..errors import RestoreError
 from ..operators import functional as Fn
-from .base import Callback, effective_sigma, requires
+from .base import Callback, effective_sigma, report, requires
 from .classical import SIGMA_FLOOR, circular_domain
 
 #: Smallest side the package is given; smaller images are mirrored up to it.
@@ -71,8 +71,7 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
         else:
             x = np.asarray(package.bm3d(z[..., 0], sigma, profile=profile)).reshape(z.shape)
         out.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
-        if callback is not None:
-            callback(i, None)
+        report(callback, i)
     x_hat = torch.stack(out).to(y.dtype).to(y.device)
     x_hat = x_hat[..., (ph + 1) // 2 : (ph + 1) // 2 + H, (pw + 1) // 2 : (pw + 1) // 2 + W] if ph or pw else x_hat
     return (crop(x_hat) if deblur else x_hat).clamp(0, 1)

@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..operators import functional as Fn
-from .base import Callback, effective_sigma, hyperparameters, requires
+from .base import Callback, effective_sigma, hyperparameters, report, requires
 
 #: Smallest noise level assumed when regularising, even for a noiseless measurement: float32
 #: round-off and 8-bit quantisation (1/255/sqrt(12) ~ 1e-3) make exact inversion meaningless.
@@ -48,8 +48,7 @@ def biharmonic(y, operator, prior=None, *, steps=None, generator=None, callback:
             continue
         filled = inpaint_biharmonic(img.transpose(1, 2, 0), missing, channel_axis=-1)  # (H, W, C)
         out.append(torch.from_numpy(filled.transpose(2, 0, 1).copy()))
-        if callback is not None:
-            callback(len(out), None)
+        report(callback, len(out) - 1)
     return torch.stack(out).to(y.dtype).to(y.device).clamp(0, 1)
 
 
@@ -113,8 +112,7 @@ def richardson_lucy(y, operator, prior=None, *, steps: int = 50, generator=None,
     for k in range(steps):
         ratio = y / operator.A(x).clamp_min(1e-12)
         x = torch.where(seen, x * operator.A_adjoint(ratio).clamp_min(0) / norm, x)
-        if callback is not None:
-            callback(k, x)
+        report(callback, k, x=x)
     return x.clamp(0, 1)
 
 
@@ -169,8 +167,8 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
         # 3. Over-relaxation.
         x_bar = 2 * x_new - x
         x = x_new
-        if callback is not None and k % 10 == 9:
-            callback(k // 10, x)
+        if k % 10 == 9:
+            report(callback, k // 10, x=x)
     return x
 
 
@@ -207,8 +205,7 @@ def lasso(y, operator, prior=None, *, steps: int = 500, generator=None, callback
         t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
         v = w_new + (t - 1) / t_new * (w_new - w)
         w, t = w_new, t_new
-        if callback is not None:
-            callback(k, None)
+        report(callback, k)
     return to_image(w).clamp(0, 1)
 
 
@@ -284,7 +281,7 @@ def _tv_admm(y, structure, lam: float, steps: int, rho: float, callback: Callbac
         # 5. Scaled dual ascent.
         du, dv, dw = du + Hz - u, dv + Dz - v, dw + z - wb
         if callback is not None:
-            callback(k, crop(wb))
+            report(callback, k, x=crop(wb))
     return crop(wb)
 
 

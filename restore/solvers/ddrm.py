@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, effective_sigma, hyperparameters, requires
+from .base import Callback, effective_sigma, hyperparameters, report, requires
 from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
                         schedule, to_image)
 
@@ -75,8 +75,7 @@ def ddrm(y, operator, prior, *, steps: int = 20, generator: torch.Generator | No
         high = (1 - eta_b) * xb_0 + eta_b * y_bar + (sigma_prev**2 - eta_b**2 * nu**2).clamp_min(0).sqrt() * z
         xb = torch.where(~keep, null, torch.where(sigma_prev < nu, low, high))
         x = (a_prev.sqrt() * operator.V(xb)).to(prior.dtype)
-        if callback is not None:
-            callback(i, None)
+        report(callback, i, t=t, x0_hat=to_image(x0))
     return to_image(x)
 
 
@@ -123,6 +122,5 @@ def ddnm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | No
                                 step_noise * torch.ones_like(nu))
         x = (a_prev.sqrt() * x0c + (1 - a_prev).sqrt() * math.sqrt(1 - eta**2) * eps.double()
              + operator.V(noise_std * z)).to(prior.dtype)
-        if callback is not None:
-            callback(i, None)
+        report(callback, i, t=t, x0_hat=to_image(x0c))
     return to_image(x)

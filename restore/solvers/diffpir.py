@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .base import Callback, effective_sigma, hyperparameters, requires
+from .base import Callback, effective_sigma, hyperparameters, report, requires
 from .classical import SIGMA_FLOOR
 from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
                         schedule, to_image)
@@ -48,6 +48,5 @@ def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator 
         z = noise_like(shape, generator, y.device)
         x = (a_prev.sqrt() * x0_hat
              + (1 - a_prev).sqrt() * (math.sqrt(1 - zeta) * eps_hat + math.sqrt(zeta) * z)).to(prior.dtype)
-        if callback is not None:
-            callback(i, None)
+        report(callback, i, t=t, x0_hat=to_image(x0_hat))
     return to_image(x)

@@ -92,10 +92,10 @@ class CountingPrior:
         attr = getattr(self._prior, name)
         if name == "sample_conditional":
             def passes(*args, callback=None, **kwargs):
-                def count(i, x):
+                def count(info):
                     self.calls += self._prior.image_shape[-1]  # one call per row drawn: a pass per pixel
                     if callback is not None:
-                        callback(i, x)
+                        callback(info)
 
                 return attr(*args, callback=count, **kwargs)
 

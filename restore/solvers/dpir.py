@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .base import Callback, effective_sigma, hyperparameters, requires
+from .base import Callback, effective_sigma, hyperparameters, report, requires
 from .classical import SIGMA_FLOOR
 from .diffusion import TWEEDIE, check_fidelity, check_prior
 from .epll import _initial
@@ -81,6 +81,5 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
         z = denoise(prior, x, sigma).to(y.dtype)  # 2. prior step: the MMSE denoiser at sigma_k
         if getattr(prior, "clip_sample", False):  # a prior of images in [0, 1] (not the Gaussian reference)
             z = z.clamp(0, 1)
-        if callback is not None:
-            callback(k, z)
+        report(callback, k, x=z)
     return z.clamp(0, 1)

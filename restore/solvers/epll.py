@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Callback, effective_sigma, hyperparameters, progress, requires
+from .base import Callback, effective_sigma, hyperparameters, progress, report, requires
 
 #: The paper's schedules: denoising beta = [1, 4, 8, 16, 32] / sigma^2 (64 and 128 added for high noise,
 #: as its demo advises), everything else its deblurring schedule 50 * [1, 2, ..., 64].
@@ -102,7 +102,6 @@ def epll(y, operator, prior, *, steps: int | None = None, generator=None, callba
         for _ in range(iterations):
             z_bar = prior.patch_average(x, beta**-0.5, rule)  # 1. z-step, averaged over the patches
             x = _x_step(operator, Aty, z_bar, w, s2, beta, x, cg_steps)  # 2. x-step
-            if callback is not None:
-                callback(k, x)
+            report(callback, k, x=x)
             k += 1
     return x.clamp(0, 1)

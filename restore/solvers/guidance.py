@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .base import Callback, effective_sigma, hyperparameters, requires
+from .base import Callback, effective_sigma, hyperparameters, report, requires
 from ..priors.sampling import ddim_step
 from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
                         schedule, to_image)
@@ -50,8 +50,7 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
         with torch.no_grad():
             x_prev = ddim_step(x.detach(), clip(prior, x0.detach()), a, a_prev, eta, generator)
             x = x_prev - zeta * fidelity * grad
-        if callback is not None:
-            callback(i, None)
+        report(callback, i, t=t, x0_hat=to_image(clip(prior, x0.detach())))
     return to_image(x.detach())
 
 
@@ -93,6 +92,5 @@ def pigdm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | N
             # x_t = sqrt(a) x0_c + sqrt(1 - a) eps_c still holds, with eps_c = eps - sqrt(1 - a) g.
             x0_c = clip(prior, x0 + (1 - a) / a.sqrt() * g)
             x = ddim_step(x.detach(), x0_c, a, a_prev, eta, generator)
-        if callback is not None:
-            callback(i, None)
+        report(callback, i, t=t, x0_hat=to_image(x0_c))
     return to_image(x.detach())

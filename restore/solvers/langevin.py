@@ -26,7 +26,7 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, check_measurement, effective_sigma, hyperparameters, progress, requires
+from .base import Callback, check_measurement, effective_sigma, hyperparameters, progress, report, requires
 from .diffusion import TWEEDIE, check_fidelity
 from .latent import csgm
 
@@ -96,8 +96,7 @@ def langevin(y, operator, prior, *, steps: int = 500, generator: torch.Generator
         grad = prior.image_score(x) + _data_grad(y, operator, x, weight)
         noise = torch.randn(shape, generator=generator, device=y.device)
         x = (x + delta * grad + math.sqrt(2 * delta) * noise).clamp(0, 1).detach()
-        if callback is not None:
-            callback(k, None)
+        report(callback, k)
     return x
 
 
@@ -151,8 +150,7 @@ def _latent_langevin(y, operator, prior, shape, steps, generator, callback, step
         eps = (eps - step_size * g * grad + (2 * step_size * g).sqrt() * noise).detach()
         if bound is not None:
             eps = eps.clamp(-bound, bound)
-        if callback is not None:
-            callback(k, None)
+        report(callback, k)
     with torch.no_grad():
         x = prior.decode(eps)
         finite = torch.isfinite(x).flatten(1).all(1).view(B, 1, 1, 1)
@@ -203,8 +201,7 @@ def annealed_langevin(y, operator, prior, *, steps: int = 100, generator: torch.
             data = _data_grad(y, operator, (x + 1) / 2, weight) / 2
             noise = torch.randn(shape, generator=generator, device=y.device)
             x = (x + alpha * (score + data) + math.sqrt(2 * alpha) * noise).detach()
-        if callback is not None:
-            callback(i, None)
+        report(callback, i)
     # Tweedie at the last level removes its remaining noise.
     t = int(torch.searchsorted(sig_all, torch.tensor(sigma_min, dtype=torch.float64)).clamp(max=len(a) - 1))
     x0 = prior.eps_and_x0(x * math.sqrt(float(a[t])), t)[1]
@@ -235,8 +232,7 @@ def map_estimate(y, operator, prior, *, steps: int = 500, generator: torch.Gener
         opt.zero_grad(set_to_none=True)
         objective.backward()
         opt.step()
-        if callback is not None:
-            callback(k, None)
+        report(callback, k)
     return torch.sigmoid(u).detach()
 
 

@@ -20,7 +20,7 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, check_measurement, effective_sigma, hyperparameters, requires
+from .base import Callback, check_measurement, effective_sigma, hyperparameters, report, requires
 
 #: What the latent solver needs from its prior: a generator from a latent.
 LATENT = ("decode", "latent_shape", "image_shape")
@@ -73,8 +73,7 @@ def csgm(y, operator, prior, *, steps: int = 500, generator: torch.Generator | N
         if bound is not None:
             with torch.no_grad():
                 z.clamp_(-bound, bound)  # projected step: stay where the prior's generator is reliable
-        if callback is not None:
-            callback(i, None)
+        report(callback, i)
     # 3. Per image, the start whose estimate fits y best (Bora et al.: "the one with the least measurement error");
     #    a start whose estimate is not finite never wins.
     with torch.no_grad():

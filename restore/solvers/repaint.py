@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Callback, hyperparameters, progress, requires
+from .base import Callback, hyperparameters, progress, report, requires
 from ..errors import RestoreError
 from ..priors.sampling import ancestral_step
 from .diffusion import TWEEDIE, alpha_bars, check_prior, clip, noise_like, schedule, to_image, to_model
@@ -66,6 +66,5 @@ def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator |
             a_next, a = alpha_bars(prior, t_next, t, x)
             ratio = a_next / a
             x = (ratio.sqrt() * x + (1 - ratio).sqrt() * noise_like(shape, generator, y.device)).to(prior.dtype)
-        if callback is not None:
-            callback(i, None)
+        report(callback, i, t=t)
     return to_image(x)

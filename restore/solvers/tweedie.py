@@ -19,7 +19,7 @@ import math
 import torch
 
 from ..errors import RestoreError
-from .base import Callback, effective_sigma, hyperparameters, requires
+from .base import Callback, effective_sigma, hyperparameters, report, requires
 from .diffusion import TWEEDIE, check_fidelity, check_prior, to_image, to_model
 
 
@@ -39,8 +39,7 @@ def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callbac
     if sigma <= 0:
         return y.clamp(0, 1)
     x0 = denoise(prior, y, sigma)
-    if callback is not None:
-        callback(0, None)
+    report(callback, 0, x0_hat=x0)
     return x0.clamp(0, 1).to(y.dtype)
 
 
