@@ -354,3 +354,26 @@ def test_every_diffusion_solver_reports_each_step_as_a_dict():
     seen = []
     DIFFUSION["tweedie"](y, O.Denoising(O.GaussianNoise(0.05)), prior, callback=seen.append)
     assert [info["i"] for info in seen] == [0] and seen[0]["x0_hat"].shape == (2, *SHAPE)
+
+
+def test_a_solver_takes_its_schedule_as_a_list_of_timesteps():
+    from restore.priors.sampling import strided_timesteps, trailing_timesteps
+
+    assert strided_timesteps(1000, 4) == [750, 500, 250, 0]
+    assert trailing_timesteps(1000, 4) == [999, 749, 499, 249]
+    assert trailing_timesteps(10, 3) == [9, 6, 2]
+    prior = _correlated()
+    T = prior.num_timesteps
+    op = _operator("deblur", 0.05)
+    y = _measure(prior, op)
+    for name in ("ddnm", "dps", "diffpir"):
+        fn = DIFFUSION[name]
+        counted = fn(y, op, prior, steps=5, generator=torch.Generator().manual_seed(0))
+        listed = fn(y, op, prior, steps=strided_timesteps(T, 5), generator=torch.Generator().manual_seed(0))
+        assert torch.equal(counted, listed), name
+    seen = []
+    DIFFUSION["ddnm"](y, op, prior, steps=trailing_timesteps(T, 5), callback=seen.append)
+    assert [info["t"] for info in seen] == trailing_timesteps(T, 5)
+    for bad in ([3, 5], [T, 2], [], [4, 4]):
+        with pytest.raises(RestoreError, match="descending"):
+            DIFFUSION["ddnm"](y, op, prior, steps=bad)

@@ -6,6 +6,8 @@ The prior supplies ``eps_and_x0(x_t, t)`` in model space [-1, 1], ``alpha_bar`` 
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from ..errors import RestoreError
@@ -19,9 +21,31 @@ def strided_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return [i * ratio for i in reversed(range(steps))]
 
 
-def step_pairs(num_timesteps: int, steps: int) -> list[tuple[int, int]]:
-    """(t, t_prev) pairs of the strided reverse process, t_prev = -1 at the end (alpha_bar = 1 there)."""
-    ts = strided_timesteps(num_timesteps, steps)
+def trailing_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """``steps`` evenly spaced timesteps, descending, starting at T - 1 ("trailing" spacing: Lin et al. 2024,
+    "Common diffusion noise schedules and sample steps are flawed", Table 2; diffusers' ``timestep_spacing=
+    "trailing"``), so that the first step starts where the forward process ends. Pass the list as a
+    solver's ``steps`` to use it."""
+    if not 1 <= steps <= num_timesteps:
+        raise RestoreError(f"steps must be between 1 and {num_timesteps}, got {steps}")
+    return [round(num_timesteps - k * num_timesteps / steps) - 1 for k in range(steps)]
+
+
+def timesteps_of(num_timesteps: int, steps) -> list[int]:
+    """A reverse schedule: ``steps`` is a count (:func:`strided_timesteps`, the default spacing) or the
+    timesteps themselves, distinct and descending (e.g. :func:`trailing_timesteps`, or any list)."""
+    if isinstance(steps, numbers.Integral):
+        return strided_timesteps(num_timesteps, int(steps))
+    ts = [int(t) for t in steps]
+    if not ts or not all(0 <= t < num_timesteps for t in ts) or any(a <= b for a, b in zip(ts, ts[1:])):
+        raise RestoreError(f"timesteps must be distinct, descending and within 0..{num_timesteps - 1}, got {ts}")
+    return ts
+
+
+def step_pairs(num_timesteps: int, steps) -> list[tuple[int, int]]:
+    """(t, t_prev) pairs of the reverse process over ``steps`` (a count or the timesteps, see
+    :func:`timesteps_of`), t_prev = -1 at the end (alpha_bar = 1 there)."""
+    ts = timesteps_of(num_timesteps, steps)
     return [(t, ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)]
 
 

@@ -49,8 +49,10 @@ def check_fidelity(fidelity: float) -> None:
         raise RestoreError(f"fidelity must be a positive number, got {fidelity}")
 
 
-def schedule(prior, steps: int) -> list[tuple[int, int]]:
-    """(t, t_prev) pairs of a strided reverse process, t_prev = -1 at the end (alpha_bar = 1)."""
+def schedule(prior, steps) -> list[tuple[int, int]]:
+    """(t, t_prev) pairs of the reverse process, t_prev = -1 at the end (alpha_bar = 1). ``steps`` is a
+    count (evenly spaced from 0, the default) or the descending timesteps themselves, as k-diffusion's
+    samplers take their sigmas: e.g. ``steps=trailing_timesteps(T, 20)`` (:mod:`restore.priors.sampling`)."""
     return step_pairs(prior.num_timesteps, steps)
 
 

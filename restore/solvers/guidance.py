@@ -36,10 +36,11 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
     """
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
+    pairs = schedule(prior, steps)
     if zeta is None:
-        zeta = math.sqrt(prior.num_timesteps / steps)
+        zeta = math.sqrt(prior.num_timesteps / len(pairs))
     x = noise_like(shape, generator, y.device)  # x_T
-    for i, (t, t_prev) in enumerate(schedule(prior, steps)):
+    for i, (t, t_prev) in enumerate(pairs):
         a, a_prev = alpha_bars(prior, t, t_prev, x)
         x = x.detach().requires_grad_(True)
         x0 = prior.eps_and_x0(x, t)[1]

@@ -33,7 +33,8 @@ def jump_schedule(steps: int, jump_length: int, resamplings: int) -> list[int]:
 
 @hyperparameters(fidelity="(0, inf)", jump_length="[1, inf)", resamplings="[1, inf)")
 @requires("mask", noise=("gaussian",), prior=TWEEDIE)
-@progress(lambda y, operator, steps, hyper: len(jump_schedule(steps, hyper["jump_length"], hyper["resamplings"])) - 1)
+@progress(lambda y, operator, steps, hyper: len(jump_schedule(steps if isinstance(steps, int) else len(steps),
+                                                             hyper["jump_length"], hyper["resamplings"])) - 1)
 def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
             callback: Callback = None, fidelity: float = 1.0, jump_length: int = 10, resamplings: int = 10):
     """Each reverse step t -> t' combines the known pixels, noised to level t' from y
@@ -50,7 +51,7 @@ def repaint(y, operator, prior, *, steps: int = 50, generator: torch.Generator |
     pairs = schedule(prior, steps)  # pairs[i] = (t, t_prev), t descending
     level_t = [-1] + [t for t, _ in reversed(pairs)]  # level l -> its timestep; level 0 -> clean (-1)
     x = noise_like(shape, generator, y.device)  # x at level ``steps``
-    path = jump_schedule(steps, jump_length, resamplings)
+    path = jump_schedule(len(pairs), jump_length, resamplings)
     for i, (here, there) in enumerate(zip(path[:-1], path[1:])):
         t, t_next = level_t[here], level_t[there]
         if there < here:
