@@ -23,7 +23,7 @@ from restore.data import mnist_images
 from restore.priors import load_prior
 from restore.runtime import keep_freed_memory, machine
 from restore.solvers import DIFFUSION, missing_capabilities
-from restore.solvers.diffusion import CountingPrior
+from restore.solvers.counting import CountingPrior
 from restore.tasks import standard_operator
 
 RESULTS = Path(__file__).parent / "results"

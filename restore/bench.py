@@ -107,7 +107,7 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, sett
     """All images' ``samples`` estimates in batches of ``batch`` (samples included), the solver run
     with its defaults updated by ``settings``."""
     from .solvers import PRIOR_SOLVERS
-    from .solvers.diffusion import CountingPrior
+    from .solvers.counting import CountingPrior
 
     op, y = measure(task, x)
     fn = PRIOR_SOLVERS[solver]

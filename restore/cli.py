@@ -702,7 +702,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
 
     from . import io, metrics
     from .solvers import PRIOR_SOLVERS, check_compatible, solvers_for
-    from .solvers.diffusion import CountingPrior
+    from .solvers.counting import CountingPrior
 
     if samples < 1:
         raise RestoreError(f"--samples must be a positive integer, got {samples}")

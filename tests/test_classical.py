@@ -7,7 +7,6 @@ thresholds keep about half of it, so a method that degrades to the trivial answe
 """
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ EPLL solver against the exact minimiser of its objective on a one-component mixt
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -9,7 +9,7 @@ from restore import operators as O
 from restore.errors import RestoreError
 from restore.priors.pixelcnn import PixelCNN, PixelCNNPrior
 from restore.solvers import PRIOR_SOLVERS, solvers_for
-from restore.solvers.langevin import langevin, map_estimate, pixelcnn_inpaint
+from restore.solvers import langevin, map_estimate, pixelcnn_inpaint
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -75,7 +75,7 @@ def test_conditional_sampling_keeps_known_pixels_and_weights_only_later_ones():
 
 
 def test_the_benchmark_counts_one_network_pass_per_drawn_pixel_row_position():
-    from restore.solvers.diffusion import CountingPrior
+    from restore.solvers.counting import CountingPrior
 
     prior = CountingPrior(PixelCNNPrior(PixelCNN(6, 2, 4, 3)).eval())
     known = torch.zeros(1, 1, 6, 6, dtype=torch.bool)

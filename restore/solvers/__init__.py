@@ -1,15 +1,20 @@
 """Solvers: recover x from y = noise(A(x)); all share one call shape (see :mod:`restore.solvers.base`)."""
 
+from .annealed_langevin import annealed_langevin
 from .base import check_compatible, keep_observed, missing_capabilities, requires
 from .bm3d import bm3d
 from .classical import SOLVERS
-from .ddrm import ddnm, ddrm
+from .ddnm import ddnm
+from .ddrm import ddrm
 from .diffpir import diffpir
 from .dpir import dpir
+from .dps import dps
 from .epll import epll
-from .guidance import dps, pigdm
-from .langevin import annealed_langevin, langevin, map_estimate, pixelcnn_inpaint
+from .langevin import langevin
 from .latent import csgm
+from .map import map_estimate
+from .pigdm import pigdm
+from .pixelcnn_inpaint import pixelcnn_inpaint
 from .repaint import repaint
 from .tweedie import tweedie
 

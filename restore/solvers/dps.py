@@ -1,0 +1,55 @@
+"""Diffusion posterior sampling (DPS), Chung, Kim, Mccann, Klasky & Ye (2023), "Diffusion Posterior
+Sampling for General Noisy Inverse Problems" (ICLR).
+
+Guidance turns the prior's score into an approximate posterior score, grad log p(x_t | y) = grad log
+p(x_t) + grad log p(y | x_t), with p(y | x_t) approximated by p(y | x0_hat(x_t)); the gradient goes through
+the network (k-diffusion's "guidance wraps a denoiser").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..priors.sampling import ddim_step
+from .base import Callback, hyperparameters, report, requires
+from .diffusion import TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, noise_like, schedule, to_image
+
+
+@hyperparameters(fidelity="(0, inf)", zeta="(0, inf)", eta="[0, 1]")
+@requires(noise=("gaussian", "poisson"), prior=TWEEDIE)
+def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | None = None,
+        callback: Callback = None, fidelity: float = 1.0, zeta: float | None = None, eta: float = 1.0):
+    """Diffusion posterior sampling, Algorithm 1 of Chung et al. (2023).
+
+    Each step is the unconditional step (DDIM with ``eta``; eta = 1 is their ancestral step)
+    followed by x_{t'} -= zeta grad_{x_t} ||y - A(x0_hat(x_t))||, the step of the authors' code, with
+    which their zeta values were tuned (the paper's zeta_i = zeta / ||y - A(x0_hat)|| on the squared
+    norm would be twice as long). The residual is measured in the model's [-1, 1] units, as in the
+    paper, and is a plain l2 norm also for Poisson noise (the paper weights it). Works for any
+    differentiable operator, linear or not; ``fidelity`` multiplies zeta.
+
+    zeta defaults to sqrt(T / steps): the paper's 1.0 at its T = 1000 steps, longer steps when
+    fewer are taken, each of which then stands for several of the paper's (the sweep that chose it:
+    benchmarks/results/tune/results.md; ``benchmarks/tune_solvers.py`` reruns such sweeps).
+    """
+    shape = check_prior(y, operator, prior)
+    check_fidelity(fidelity)
+    pairs = schedule(prior, steps)
+    if zeta is None:
+        zeta = math.sqrt(prior.num_timesteps / len(pairs))
+    x = noise_like(shape, generator, y.device)  # x_T
+    for i, (t, t_prev) in enumerate(pairs):
+        a, a_prev = alpha_bars(prior, t, t_prev, x)
+        x = x.detach().requires_grad_(True)
+        x0 = prior.eps_and_x0(x, t)[1]
+        # 1. The residual norm ||y - A(x0_hat)|| per image, in [-1, 1] units (twice the [0, 1] residual).
+        norm = (2 * (y - operator.A(to_image(x0)))).flatten(1).norm(dim=1)
+        (grad,) = torch.autograd.grad(norm.sum(), x)
+        # 2. Unconditional step, then the measurement-gradient step (lines 4-7 of Algorithm 1).
+        with torch.no_grad():
+            x_prev = ddim_step(x.detach(), clip(prior, x0.detach()), a, a_prev, eta, generator)
+            x = x_prev - zeta * fidelity * grad
+        report(callback, i, t=t, x0_hat=to_image(clip(prior, x0.detach())))
+    return to_image(x.detach())
