@@ -331,7 +331,8 @@ def test_tweedie_refuses_what_is_not_denoising():
     op = _operator("deblur", 0.05)
     with pytest.raises(RestoreError, match="denoises"):
         DIFFUSION["tweedie"](_measure(prior, op), op, prior)
-    assert missing_capabilities(DIFFUSION["tweedie"], _operator("inpaint", 0.05)) == ["kernel"]
+    assert missing_capabilities(DIFFUSION["tweedie"], _operator("inpaint", 0.05)) == ["identity"]
+    assert missing_capabilities(DIFFUSION["tweedie"], _operator("denoise", 0.05)) == []
 
 
 def test_every_diffusion_solver_reports_each_step_as_a_dict():

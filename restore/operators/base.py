@@ -178,6 +178,7 @@ class Denoising(IdentityBasisOperator):
     """A = I: the measurement is the image plus noise."""
 
     name = "denoise"
+    identity = True  # A = I (the Tweedie solver needs it)
 
     @property
     def kernel(self) -> torch.Tensor:

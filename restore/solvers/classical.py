@@ -117,7 +117,7 @@ def richardson_lucy(y, operator, prior=None, *, steps: int = 50, generator=None,
 
 
 @hyperparameters(weight="(0, inf)")
-@requires("A_adjoint")
+@requires("A_adjoint", "A_pinv", "norm_squared")
 def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: Callback = None,
        weight: float | None = None):
     """Total-variation regularised least squares: min_{x in [0,1]^n} 1/2 ||A x - y||^2 + lam TV(x).
@@ -173,7 +173,7 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
 
 
 @hyperparameters(weight="(0, inf)")
-@requires("A_adjoint")
+@requires("A_adjoint", "norm_squared")
 def lasso(y, operator, prior=None, *, steps: int = 500, generator=None, callback: Callback = None,
           weight: float = 0.1, basis: str = "wavelet"):
     """Lasso, min_x 1/2 ||A x - y||^2 + weight ||Psi x||_1, by FISTA (Beck & Teboulle 2009).

@@ -11,8 +11,8 @@ import torch
 
 from ..errors import RestoreError
 from .base import Callback, effective_sigma, hyperparameters, report, requires
-from .ddrm import SVD_CAPABILITIES, _spectral_measurement
-from .diffusion import TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, noise_like, schedule, to_image
+from .ddrm import _spectral_measurement
+from .diffusion import SVD_CAPABILITIES, TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, noise_like, schedule, to_image
 
 
 @hyperparameters(fidelity="(0, inf)", eta="[0, 1]", rcond="(0, 1)")

@@ -14,11 +14,8 @@ import math
 import torch
 
 from .base import Callback, effective_sigma, hyperparameters, report, requires
-from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
+from .diffusion import (SVD_CAPABILITIES, TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
                         schedule, to_image)
-
-SVD_CAPABILITIES = ("V", "V_adjoint", "U_adjoint", "singular_values")
-
 
 def _spectral_measurement(y, operator, shape, sigma_y: float, rcond: float):
     """(y_bar, keep, nu): spectral measurement, observed components, their noise sigma_y' / s."""

@@ -8,12 +8,12 @@ import torch
 
 from .base import Callback, effective_sigma, hyperparameters, report, requires
 from .classical import SIGMA_FLOOR
-from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
-                        schedule, to_image)
+from .diffusion import (SVD_CAPABILITIES, TWEEDIE, alpha_bars, check_fidelity, check_prior, clip,
+                        model_measurement, noise_like, schedule, to_image)
 
 
 @hyperparameters(fidelity="(0, inf)", lam="(0, inf)", zeta="[0, 1]")
-@requires("V", "V_adjoint", "U_adjoint", "singular_values", noise=("gaussian",), prior=TWEEDIE)
+@requires(*SVD_CAPABILITIES, noise=("gaussian",), prior=TWEEDIE)
 def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator | None = None,
             callback: Callback = None, fidelity: float = 1.0, lam: float = 7.0, zeta: float = 1.0):
     """Each step: x0 = D(x_t) (Tweedie), the data proximal step

@@ -26,6 +26,9 @@ from .base import check_measurement
 #: What a diffusion solver needs from its prior: Tweedie's estimate and the noise schedule.
 TWEEDIE = ("eps_and_x0", "alpha_bar", "num_timesteps", "image_shape")
 
+#: What the SVD-based solvers call on an operator (restore.operators.base.SVDOperator).
+SVD_CAPABILITIES = ("V", "V_adjoint", "U_adjoint", "singular_values", "spectral", "prox_l2")
+
 
 def to_model(x: torch.Tensor) -> torch.Tensor:
     return 2 * x - 1

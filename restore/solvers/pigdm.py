@@ -13,12 +13,12 @@ import torch
 
 from ..priors.sampling import ddim_step
 from .base import Callback, effective_sigma, hyperparameters, report, requires
-from .diffusion import (TWEEDIE, alpha_bars, check_fidelity, check_prior, clip, model_measurement, noise_like,
-                        schedule, to_image)
+from .diffusion import (SVD_CAPABILITIES, TWEEDIE, alpha_bars, check_fidelity, check_prior, clip,
+                        model_measurement, noise_like, schedule, to_image)
 
 
 @hyperparameters(fidelity="(0, inf)", eta="[0, 1]", rcond="(0, 1)")
-@requires("V", "V_adjoint", "U_adjoint", "singular_values", noise=("gaussian",), prior=TWEEDIE)
+@requires(*SVD_CAPABILITIES, noise=("gaussian",), prior=TWEEDIE)
 def pigdm(y, operator, prior, *, steps: int = 50, generator: torch.Generator | None = None,
           callback: Callback = None, fidelity: float = 1.0, eta: float = 1.0, rcond: float = 1e-3):
     """Pseudoinverse-guided diffusion, Song, Vahdat, Mardani & Kautz (2023).

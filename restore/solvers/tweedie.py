@@ -24,15 +24,15 @@ from .diffusion import TWEEDIE, check_fidelity, check_prior, to_image, to_model
 
 
 @hyperparameters(fidelity="(0, inf)")
-@requires("kernel", noise=("gaussian",), prior=TWEEDIE)
+@requires("identity", noise=("gaussian",), prior=TWEEDIE)
 def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callback = None, fidelity: float = 1.0):
     """The posterior mean E[x | y] of a denoising problem in one network evaluation (Tweedie's formula).
 
     Needs the identity operator (denoising) and Gaussian noise; ``fidelity`` scales the assumed noise
     level to sigma_y / sqrt(fidelity), as for the other diffusion solvers. ``steps`` is not used.
     """
-    if operator.kernel.numel() != 1:
-        raise RestoreError("the tweedie solver denoises (the identity operator); for blur use dps, ddnm or diffpir")
+    if not getattr(operator, "identity", False):
+        raise RestoreError("the tweedie solver denoises (the identity operator); for blur use dpir, ddnm or dps")
     check_fidelity(fidelity)
     check_prior(y, operator, prior)
     sigma = effective_sigma(y, operator) / math.sqrt(fidelity)
