@@ -257,14 +257,7 @@ def train(
     out = Path(out)
     ckpt_dir = out / "checkpoint"
     if d.is_main:
-        if out.exists() and not out.is_dir():
-            raise RestoreError(f"'{out}' exists and is not a folder")
-        if (ckpt_dir / "checkpoint.json").exists() and not resume:
-            raise RestoreError(f"'{out}' already holds a checkpoint: pass --resume to continue it, or choose another --out")
-        try:  # the parents of --out too: `--out runs/NAME` works in a fresh clone
-            (out / "samples").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RestoreError(f"cannot create the run folder '{out}': {exc.strerror or exc}") from None
+        _prepare_folder(out, resume)
     if (loss_fn is None) == (phases is None):
         raise ValueError("give either loss_fn or phases")
     phases = phases or [Phase("loss", loss_fn)]
@@ -274,33 +267,7 @@ def train(
             for ph in phases]
     start, minutes_before = 0, 0.0  # minutes_before: training time of the segments before a resume
     if resume:
-        found = load_checkpoint(ckpt_dir)
-        if found is None:
-            raise RestoreError(f"--resume: no checkpoint in '{ckpt_dir}'")
-        tensors, meta = found
-        if meta.get("config", {}).get("family") != config.get("family"):
-            raise RestoreError(f"--resume: '{out}' holds a {meta.get('config', {}).get('family')} run, not {config.get('family')}")
-        try:
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        except RuntimeError:
-            raise RestoreError(f"--resume: the checkpoint in '{ckpt_dir}' was made for a different model "
-                               "(resume with the options of the original run, see its run.json)") from None
-        try:
-            groups = [meta["param_groups"], *meta.get("more_param_groups", [])]
-            for j, opt in enumerate(opts):
-                _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, groups[j], _prefix(phases, j))
-        except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
-            raise RestoreError(f"--resume: the optimiser state in '{ckpt_dir}' is damaged or made for another "
-                               f"model ({io._one_line(exc)})") from None
-        start = meta["step"]
-        # Where the run started is the original's: a resume (which takes no --init) keeps its init record.
-        first = meta.get("config", {})
-        if config.get("init") is None and first.get("init") is not None:
-            config = {**config, **{k: first[k] for k in ("init", "init_steps") if k in first}}
-        logged = _truncate_log(out / "log.jsonl", start) if d.is_main else None
-        # Checkpoints from before the "minutes" field: the log's last kept record has the time.
-        minutes_before = meta.get("minutes", logged or 0.0)
+        start, minutes_before, config = _resume(out, model, ema, opts, phases, config, d)
     if d.is_main:
         io.write_json(out / "run.json", {**config, "steps": steps, "batch_size": batch_size, "lr": lr,
                                          "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size,
@@ -327,22 +294,6 @@ def train(
     stopped_by_budget = False
     interrupted = _Interrupt()  # Ctrl-C or SIGTERM: finish the step, checkpoint, export, say how to resume
 
-    def checkpoint(step: int) -> None:
-        if not d.is_main:
-            return
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-        groups = []
-        for j, opt in enumerate(opts):
-            optim_tensors, phase_groups = _optimizer_tensors(opt, _prefix(phases, j))
-            tensors.update(optim_tensors)
-            groups.append(phase_groups)
-        minutes = minutes_before + (time.monotonic() - t_start) / 60
-        meta = {"step": step, "param_groups": groups[0], "config": config, "minutes": minutes}
-        if len(groups) > 1:
-            meta["more_param_groups"] = groups[1:]
-        save_checkpoint(ckpt_dir, tensors, meta)
-
     try:
         while step < steps:
             g = torch.Generator().manual_seed(seed * 1_000_003 + step * d.world_size + d.rank)
@@ -354,24 +305,11 @@ def train(
                     x = _batch(train_images, per_rank, g, flip).to(d.device)
                     with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
                         loss, values = _scalars(phase.loss_fn(net, x, g, step))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    for group in opt.param_groups:
-                        group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-                    if grad_clip is not None:
-                        params = [p for group in opt.param_groups for p in group["params"]]
-                        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                        if not torch.isfinite(norm):
-                            skipped += 1
-                            continue
-                    opt.step()
+                    rate = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+                    skipped += not _optimizer_step(opt, loss, rate, grad_clip)
                 logged.update(values if len(phases) == 1 else {f"{phase.name}_{k}": v for k, v in values.items()})
             # 2. EMA of the weights, identical on every rank because the weights are.
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), model.parameters()):
-                    p_ema.lerp_(p, 1 - ema_decay)
-                for b_ema, b in zip(ema.buffers(), model.buffers()):
-                    b_ema.copy_(b)
+            _update_ema(ema, model, ema_decay)
             step += 1
             seen += per_rank * d.world_size
             minutes = minutes_before + (time.monotonic() - t_start) / 60  # training time over all segments
@@ -397,8 +335,9 @@ def train(
                 flag = torch.tensor([float(over_budget)], device=d.device)
                 torch.distributed.all_reduce(flag)
                 over_budget = bool(flag.item() > 0)
-            if step % checkpoint_every == 0 or step == steps or over_budget:
-                checkpoint(step)
+            if d.is_main and (step % checkpoint_every == 0 or step == steps or over_budget):
+                _checkpoint(ckpt_dir, step, model, ema, opts, phases, config,
+                            minutes_before + (time.monotonic() - t_start) / 60)
             if over_budget:
                 stopped_by_budget = True
                 break
@@ -410,18 +349,109 @@ def train(
                **({"interrupted_by": interrupted.signal} if interrupted.signal else {}),
                "minutes": segment, "minutes_total": minutes_before + segment, "ranks_identical": ranks_identical(model, d)}
     if d.is_main:
-        if export_fn is not None:
-            export_fn(ema, out)
-        final_grid = out / "samples" / f"step-{step}.png"
-        if sample_fn is not None and step > start and not final_grid.exists():
-            # A run shorter than --sample-every (or stopped between grids) still shows what it learned.
-            io.write_grid(final_grid, sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
-        # run.json also records how far the exported weights were trained.
-        run = json.loads((out / "run.json").read_text())
-        io.write_json(out / "run.json", {**run, "steps_done": step, "minutes_total": round(minutes_before + segment, 2)})
-        with open(log_path, "a") as f:
-            f.write(json.dumps({"summary": summary}) + "\n")
+        _finish(out, ema, summary, export_fn, sample_fn if step > start else None, seed)
     return summary
+
+
+def _prepare_folder(out: Path, resume: bool) -> None:
+    """Check and create the run folder (its parents too: `--out runs/NAME` works in a fresh clone); a folder
+    holding a checkpoint is continued only with ``resume``."""
+    if out.exists() and not out.is_dir():
+        raise RestoreError(f"'{out}' exists and is not a folder")
+    if (out / "checkpoint" / "checkpoint.json").exists() and not resume:
+        raise RestoreError(f"'{out}' already holds a checkpoint: pass --resume to continue it, or choose another --out")
+    try:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RestoreError(f"cannot create the run folder '{out}': {exc.strerror or exc}") from None
+
+
+def _resume(out: Path, model, ema, opts, phases, config: dict, d: Dist) -> tuple[int, float, dict]:
+    """Load the checkpoint of ``out`` into the model, its EMA and the optimisers; returns the step reached,
+    the training minutes before this segment and the config (keeping the original run's init record)."""
+    ckpt_dir = out / "checkpoint"
+    found = load_checkpoint(ckpt_dir)
+    if found is None:
+        raise RestoreError(f"--resume: no checkpoint in '{ckpt_dir}'")
+    tensors, meta = found
+    if meta.get("config", {}).get("family") != config.get("family"):
+        raise RestoreError(f"--resume: '{out}' holds a {meta.get('config', {}).get('family')} run, not {config.get('family')}")
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    except RuntimeError:
+        raise RestoreError(f"--resume: the checkpoint in '{ckpt_dir}' was made for a different model "
+                           "(resume with the options of the original run, see its run.json)") from None
+    try:
+        groups = [meta["param_groups"], *meta.get("more_param_groups", [])]
+        for j, opt in enumerate(opts):
+            _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, groups[j], _prefix(phases, j))
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+        raise RestoreError(f"--resume: the optimiser state in '{ckpt_dir}' is damaged or made for another "
+                           f"model ({io._one_line(exc)})") from None
+    start = meta["step"]
+    # Where the run started is the original's: a resume (which takes no --init) keeps its init record.
+    first = meta.get("config", {})
+    if config.get("init") is None and first.get("init") is not None:
+        config = {**config, **{k: first[k] for k in ("init", "init_steps") if k in first}}
+    logged = _truncate_log(out / "log.jsonl", start) if d.is_main else None
+    # Checkpoints from before the "minutes" field: the log's last kept record has the time.
+    return start, meta.get("minutes", logged or 0.0), config
+
+
+def _checkpoint(folder: Path, step: int, model, ema, opts, phases, config: dict, minutes: float) -> None:
+    """Save the model, its EMA and every phase's optimiser state atomically (``save_checkpoint``)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    groups = []
+    for j, opt in enumerate(opts):
+        optim_tensors, phase_groups = _optimizer_tensors(opt, _prefix(phases, j))
+        tensors.update(optim_tensors)
+        groups.append(phase_groups)
+    meta = {"step": step, "param_groups": groups[0], "config": config, "minutes": minutes}
+    if len(groups) > 1:
+        meta["more_param_groups"] = groups[1:]
+    save_checkpoint(folder, tensors, meta)
+
+
+def _optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float, grad_clip: float | None) -> bool:
+    """Backpropagate ``loss`` and step ``opt`` at learning rate ``lr``; with ``grad_clip``, the gradient is
+    rescaled to at most that norm and a non-finite one skips the step. Returns whether it stepped."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for group in opt.param_groups:
+        group["lr"] = lr
+    if grad_clip is not None:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        if not torch.isfinite(torch.nn.utils.clip_grad_norm_(params, grad_clip)):
+            return False
+    opt.step()
+    return True
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay ema + (1 - decay) model for the weights; buffers are copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def _finish(out: Path, ema, summary: dict, export_fn, sample_fn, seed: int) -> None:
+    """Export the EMA model, draw a last sample grid if this segment trained and has none, and record in
+    run.json and the log how far the exported weights were trained."""
+    step = summary["step"]
+    if export_fn is not None:
+        export_fn(ema, out)
+    final_grid = out / "samples" / f"step-{step}.png"
+    if sample_fn is not None and not final_grid.exists():
+        # A run shorter than --sample-every (or stopped between grids) still shows what it learned.
+        io.write_grid(final_grid, sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
+    run = json.loads((out / "run.json").read_text())
+    io.write_json(out / "run.json", {**run, "steps_done": step, "minutes_total": round(summary["minutes_total"], 2)})
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps({"summary": summary}) + "\n")
 
 
 class _Interrupt:
