@@ -12,7 +12,7 @@ Methods:
 
 The error is the per-pixel squared error ||x_hat - x||^2 / 784 (their "reconstruction error per
 pixel"), mean and standard error over the first ``-n`` MNIST test images. Cells are cached under
-benchmarks/results/csgm_cells/ (keyed by the prior's training steps), so a rerun only computes what
+benchmarks/results/csgm_cells/ (on this machine, not in git; keyed by the prior's training steps), so a rerun only computes what
 is missing. Writes benchmarks/results/csgm_cs.{md,json,svg} and csgm_cs_m<m>.png picture grids.
 
     python benchmarks/csgm_cs.py                      # vae and gan, 50 test images

@@ -1,4 +1,4 @@
-r"""The project's solver table: ``restore bench`` on MNIST with the shipped priors, cells committed.
+r"""The project's solver table: ``restore bench`` on MNIST with the shipped priors.
 
     python benchmarks/solvers.py                 # the six priors on 20 images, into results/bench
     python benchmarks/solvers.py --diffusion     # the diffusion solvers' table, into results/bench-diffusion
@@ -11,8 +11,9 @@ r"""The project's solver table: ``restore bench`` on MNIST with the shipped prio
 six Tweedie solvers at 20, 50 and 100 steps on 100 images, the papers' step counts (DPS 1000,
 RePaint 250) on the first 20, the classical baselines, and the settings chosen on held-out
 images (``TUNED``) as rows of their own. Every cell is cached under
-benchmarks/results/bench/cells/ (committed, shared by both tables, keyed by each prior's training
-steps), so a later session or an interrupted run computes only what is missing. Writes
+benchmarks/results/bench/cells/ (on this machine, not in git: a fresh clone recomputes them; shared by both
+tables, keyed by the data, the settings and a digest of each prior's weights), so an interrupted run computes
+only what is missing. Writes
 {results.json,results.md,summary.md,report.html,<task>.png} into its folder.
 """
 
