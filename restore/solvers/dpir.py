@@ -12,7 +12,7 @@ geometrically from ``sigma_max`` (their 49/255) to sigma_y:
    conjugate gradients on (A^T A + rho I) x = A^T y + rho z;
 2. prior step: z_k = D(x_k, sigma_k), the MMSE denoiser at noise level sigma_k. DPIR trains a DRUNet for
    it; any diffusion prior already is one: Tweedie's E[x_0 | x_t] at the timestep whose noise level is
-   sigma_k (:func:`restore.solvers.tweedie.denoise`).
+   sigma_k (:func:`restore.solvers.tweedie.denoise`, at the nearest timestep: one network evaluation).
 
 Eight iterations are their deblurring setting; their super-resolution uses more. The estimate is
 deterministic (one MAP-like answer, not a posterior sample), and it costs one network evaluation per
@@ -78,7 +78,7 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
     x = z
     for k, sigma in enumerate(noise_levels(max(sigma_max, sigma_y), sigma_y, steps)):
         x = data(z, lam * sigma_y**2 / sigma**2, x)  # 1. data step
-        z = denoise(prior, x, sigma).to(y.dtype)  # 2. prior step: the MMSE denoiser at sigma_k
+        z = denoise(prior, x, sigma, nearest=True).to(y.dtype)  # 2. prior step: the MMSE denoiser at sigma_k
         if getattr(prior, "clip_sample", False):  # a prior of images in [0, 1] (not the Gaussian reference)
             z = z.clamp(0, 1)
         report(callback, k, x=z)

@@ -43,10 +43,11 @@ def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callbac
     return x0.clamp(0, 1).to(y.dtype)
 
 
-def denoise(prior, x: torch.Tensor, sigma: float) -> torch.Tensor:
+def denoise(prior, x: torch.Tensor, sigma: float, *, nearest: bool = False) -> torch.Tensor:
     """E[x0 | x0 + sigma n = x] under the prior for an image ``x`` in [0, 1] and noise level ``sigma`` (on
     [0, 1]), as an image in [0, 1] (float64, not clipped): Tweedie's estimate at the timestep whose noise
-    level is sigma, interpolated linearly in sigma between the two nearest timesteps."""
+    level is sigma, interpolated linearly in sigma between the two nearest timesteps (two network
+    evaluations), or with ``nearest`` at the nearer of them alone (one)."""
     sigma = 2 * sigma  # in model space
     a_bar = prior.alpha_bar.to(torch.float64)
     levels = ((1 - a_bar) / a_bar).sqrt()  # sigma_t of each timestep, increasing, (T,)
@@ -56,6 +57,9 @@ def denoise(prior, x: torch.Tensor, sigma: float) -> torch.Tensor:
     hi = int(torch.searchsorted(levels, torch.tensor(sigma, dtype=torch.float64)).clamp(0, len(levels) - 1))
     lo = max(hi - 1, 0)
     w = 0.0 if hi == lo else float((sigma - levels[lo]) / (levels[hi] - levels[lo]))
+    if nearest:
+        lo = hi = hi if w >= 0.5 else lo
+        w = 0.0
     estimates = []
     for t in sorted({lo, hi}):
         a = float(a_bar[t])
