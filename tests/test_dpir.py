@@ -62,7 +62,8 @@ def test_the_spectral_data_step_solves_the_normal_equations(make):
 
 def test_one_step_of_denoising_is_tweedies_posterior_mean():
     prior = load_prior("gaussian")
-    op = Denoising(GaussianNoise(0.2))
+    a = float(prior.alpha_bar[100])
+    op = Denoising(GaussianNoise(math.sqrt((1 - a) / a) / 2))  # a timestep's own noise level: no interpolation
     x = prior.sample(2, generator=torch.Generator().manual_seed(0))
     y = op(x, generator=torch.Generator().manual_seed(1))
     one = DIFFUSION["dpir"](y, op, prior, steps=1)
