@@ -1,0 +1,5 @@
+"""``python -m restore.cli``: the same as the ``restore`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,526 @@
+"""The restore commands (inpaint, deblur, superres, denoise, cs): one image, a measurement spec, or a folder."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import RestoreError
+from .app import TASKS, _threads, app
+from .common import (Boundary, Box, DEFAULT_PATCH_SOLVER, DEFAULT_PHOTO_SOLVER, DEFAULT_PRIOR_SOLVER, DEFAULT_SOLVER,
+    Device, Estimate, Factor, Filter, Force, Input, Json, Kernel, Mask, Noise, Output, Param, Poisson, Precision,
+    Prior, Random, Reference, Resize, Samples, Seed, Solver, Spec, Steps, _NOTES, _check_observed, _check_seed,
+    _default_steps, _device, _input_files, _noise, _operator, _output_check, _parse_box, _parse_params, _progress,
+    _read_reference, _refuse_overwrite)
+
+
+def _fit_to(y, alpha, target, task: str, factor: Optional[int]):
+    """A plain damaged image (and its alpha) resized and converted to what a prior of images
+    ``target`` (C, H, W) needs: bilinear (antialiased) for pixels, nearest for the alpha mask."""
+    import torch
+
+    C, H, W = target
+    if task == "superres":
+        k = 4 if factor is None else factor
+        if H % k or W % k:
+            raise RestoreError(f"--resize: the prior's {W}x{H} images are not divisible by the factor {k}")
+        H, W = H // k, W // k
+    if y.shape[1] == 3 and C == 1:
+        y = (y * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    elif y.shape[1] == 1 and C == 3:
+        y = y.repeat(1, 3, 1, 1)
+    y = torch.nn.functional.interpolate(y, size=(H, W), mode="bilinear", antialias=True, align_corners=False)
+    if alpha is not None:  # (1, 1, h, w) as io.read_image returns it
+        alpha = torch.nn.functional.interpolate(alpha.float().reshape(1, 1, *alpha.shape[-2:]), size=(H, W),
+                                                mode="nearest").reshape(*alpha.shape[:-2], H, W)
+    return y.clamp(0, 1), alpha
+
+
+def _load_measurement(task: str, input: str, spec: Optional[str], op_options: dict, target=None):
+    """(y, operator, image_shape, source, notes) from a spec or from a plain image plus options.
+
+    ``notes`` are messages for stderr, printed once every check has passed, so that a failing
+    command prints its one error line only. ``target`` (C, H, W): resize a plain image to it.
+    """
+    from .. import io, measurement
+
+    path = Path(input)
+    if path.suffix.lower() == ".json" or spec is not None:
+        if any(v is not None for k, v in op_options.items() if k != "seed"):
+            raise RestoreError("operator options cannot be combined with a measurement spec: the spec fixes the operator")
+        if path.suffix.lower() == ".json" and spec is not None:
+            raise RestoreError("give the measurement spec once: as the input or with --spec, not both")
+        spec_path = path if path.suffix.lower() == ".json" else Path(spec)
+        if target is not None:
+            raise RestoreError("--resize works on plain images, not on a measurement spec (its operator fixes the size)")
+        if not path.exists():
+            raise RestoreError(f"input '{path}' does not exist")
+        y, op, meta = measurement.load(spec_path)
+        if meta["task"] not in TASKS:
+            raise RestoreError(f"'{spec_path}' has an unknown task {meta['task']!r} (known: {', '.join(TASKS)})")
+        if meta["task"] != task:
+            raise RestoreError(f"'{spec_path}' describes a {meta['task']} measurement: run `restore {meta['task']}`")
+        preview = meta.get("preview")
+        if spec is not None and isinstance(preview, str) and (spec_path.parent / preview).resolve() != path.resolve():
+            # `restore TASK y.png --spec y.json` reads y.json; another image would be silently ignored.
+            raise RestoreError(f"'{path}' is not the preview of '{spec_path}' (that is '{spec_path.parent / preview}'): "
+                               f"the spec holds the measurement, so pass it alone: restore {task} {spec_path}")
+        _check_observed(op)
+        return y, op, tuple(meta["image_shape"]), f"{spec_path} ({Path(spec_path).parent / meta['arrays']['y']})", []
+    if path.suffix.lower() in (".npy", ".safetensors"):
+        raise RestoreError(f"a float measurement '{path}' needs the JSON spec written beside it: pass --spec")
+    if task == "cs":
+        raise RestoreError("compressed-sensing measurements are vectors: pass the .json spec written by `restore degrade`")
+    if path.is_dir():
+        raise RestoreError(f"'{path}' is a directory: give one image file")
+    y, alpha = io.read_image(path)
+    if target is not None:
+        h0, w0 = y.shape[-2:]
+        y, alpha = _fit_to(y, alpha, target, task, op_options.get("factor"))
+        h1, w1 = y.shape[-2:]
+        if op_options.get("box") is not None:  # a box is given in the input's pixels: scale it with the image
+            bx, by, bw, bh = _parse_box(op_options["box"])
+            x0, y0 = round(bx * w1 / w0), round(by * h1 / h0)
+            x1, y1 = max(x0 + 1, round((bx + bw) * w1 / w0)), max(y0 + 1, round((by + bh) * h1 / h0))
+            op_options["box"] = f"{x0},{y0},{x1 - x0},{y1 - y0}"
+    C, h, w = y.shape[1:]
+    from ..runtime import check_allocation
+
+    if task == "superres":
+        k = 4 if op_options["factor"] is None else op_options["factor"]
+        shape = (C, h * k, w * k)
+        # A solver holds a few dozen float copies of the restored image.
+        check_allocation(C * h * k * w * k * 4 * 32, f"the {w * k}x{h * k} restored image (x{k})",
+                         "use a smaller --factor, or a smaller input")
+    else:
+        shape = (C, h, w)
+        check_allocation(C * h * w * 4 * 32, f"restoring a {w}x{h} image", "crop or tile the image first")
+    noise_opts = (op_options.pop("noise"), op_options.pop("poisson"))
+    notes = []
+    if task == "denoise" and noise_opts == (None, None):
+        from ..operators.noise import estimate_sigma
+
+        sigma = estimate_sigma(y)
+        notes.append(f"estimated noise sigma_y = {sigma:.4f} (pass --noise to set it)")
+        noise_opts = (sigma, None)
+    op = _operator(task, shape, alpha=alpha, noise=_noise(*noise_opts), **op_options)
+    shape = tuple(op.input_shape(tuple(y.shape))[1:])  # a valid blur's x is the frame grown by the kernel
+    if task == "inpaint":
+        y = op.mask * y
+    return y, op, shape, str(path), notes
+
+
+def _default_boundary(task: str, input: str, spec, op_options: dict, any_size: bool = True) -> None:
+    """Fill in --boundary for a plain blurred image: valid (a camera's blur), but circular for a prior of
+    fixed-size images, which cannot model the scene beyond the frame. A spec fixes its own boundary."""
+    if task == "deblur" and op_options.get("boundary") is None and spec is None and not input.lower().endswith(".json"):
+        op_options["boundary"] = "valid" if any_size else "circular"
+
+
+#: Priors loaded by this process, so that a folder of images loads its prior once.
+_PRIORS: dict = {}
+
+
+def _load_prior_once(prior: str, dev, shape):
+    """load_prior, remembered per (prior, device, shipped choice for the image shape, channels)."""
+    from ..priors import SHIPPED, load_prior, shipped_for
+
+    key = (prior, str(dev), shipped_for(prior, shape) if prior in SHIPPED else None, shape and shape[0])
+    if key not in _PRIORS:
+        _PRIORS[key] = load_prior(prior, device=dev, image_shape=shape)
+    return _PRIORS[key]
+
+
+def _peek_shape(task: str, input: str, spec, op_options: dict):
+    """(C, H, W) of the image to restore, read cheaply (a spec's JSON, an image's header) to choose the
+    shipped prior; None when it cannot be read (the full read later gives the error)."""
+    import json
+
+    try:
+        path = Path(spec) if spec is not None else Path(input)
+        if path.suffix.lower() == ".json":
+            shape = json.loads(path.read_text()).get("image_shape")
+            return tuple(shape) if isinstance(shape, list) and len(shape) == 3 else None
+        from PIL import Image
+
+        from ..data import _GRAY_MODES
+
+        with Image.open(path) as im:
+            w, h = im.size
+            channels = 1 if im.mode in _GRAY_MODES else 3
+    except (OSError, ValueError, AttributeError):
+        return None
+    k = (op_options.get("factor") or 4) if task == "superres" else 1
+    return (channels, h * k, w * k)
+
+
+def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[str], steps: Optional[int],
+         reference: Optional[str], json_out: bool, device: str, seed: int, op_options: dict,
+         learned: Optional[dict] = None):
+    import torch
+
+    from .. import io, metrics
+    from ..solvers import CLASSICAL, check_compatible
+
+    learned = dict(learned or {})
+    force = learned.pop("force", False)
+    if _COLLECTED is None:  # a new command, not the next image of a folder: load priors afresh
+        _PRIORS.clear()
+    if Path(input).is_dir():
+        _run_folder(task, input, output, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
+                    learned, force)
+        return
+    out = _output_check(output)
+    _check_seed(seed)
+    if prior != "classical":
+        _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed,
+                            op_options, **learned)
+        return
+    _refuse_overwrite([out], _input_files(input, spec, reference, op_options))
+    if learned.get("samples", 1) != 1 or learned.get("params") or learned.get("resize") \
+            or learned.get("precision", "fp32") != "fp32":
+        raise RestoreError("--samples, --param, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
+    _default_boundary(task, input, spec, op_options)
+    y, op, shape, source, notes = _load_measurement(task, input, spec, op_options)
+    name = solver or DEFAULT_SOLVER[task]
+    if name not in CLASSICAL:
+        raise RestoreError(f"unknown solver {name!r} for prior {prior!r}; known: {', '.join(CLASSICAL)}")
+    fn = CLASSICAL[name]
+    check_compatible(name, fn, op, CLASSICAL)
+    truth = _read_reference(reference, shape, op)
+    dev = _device(device)
+    op = op.to(dev)
+    y = y.to(dev)
+    kwargs = {"generator": torch.Generator(device=dev).manual_seed(seed)}
+    if steps is not None:
+        # Iterative solvers have an integer default for steps; the others accept steps=None and ignore it.
+        if not isinstance(_default_steps(fn), int):
+            raise RestoreError(f"--steps is for iterative solvers (tv, richardson-lucy), not {name}")
+        if steps < 1:
+            raise RestoreError(f"--steps must be a positive integer, got {steps}")
+        kwargs["steps"] = steps
+    for note in notes:
+        typer.echo(note, err=True)
+    bar = _progress(fn, steps)
+    t0 = time.perf_counter()
+    x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
+    seconds = time.perf_counter() - t0
+    if bar:
+        bar.close()
+    io.write_png(out, x_hat.cpu())
+    result = {"input": source, "output": str(out), "task": task, "prior": prior, "solver": name, "operator": op.spec(),
+              "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape), "seed": seed}
+    if truth is not None:
+        result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
+        result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
+        result.update(_NOTES)
+    _report(result, json_out, f"wrote {out} ({prior} / {name}, {seconds:.2f} s)")
+
+
+#: While a folder is restored, each image's result is collected here instead of printed.
+_COLLECTED: list | None = None
+
+
+def _matching(folder: Path, rel: str, what: str) -> str:
+    """The file of ``folder`` that goes with image ``rel``: the same relative path, any image extension."""
+    from ..io import IMAGE_EXTENSIONS
+
+    stem = Path(rel).with_suffix("")
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (folder / stem.with_suffix(ext), folder / stem.with_suffix(ext.upper())):
+            if candidate.is_file():
+                return str(candidate)
+    raise RestoreError(f"no {what} for '{rel}' in '{folder}' (expected '{stem}' with an image extension)")
+
+
+def _run_folder(task, input, output, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
+                learned, force) -> None:
+    """Restore every image under the folder ``input`` into the folder ``output`` (same relative paths, .png).
+
+    A file that fails is reported and skipped; the rest still run, and the exit code is 2 if any failed.
+    Images whose output exists are skipped unless ``force``. A mask or reference folder gives each image
+    the file of the same relative name. Under torchrun, rank r takes every world-size-th file.
+    """
+    import json
+    import os
+
+    from tqdm.auto import tqdm
+
+    from ..data import image_files
+
+    global _COLLECTED
+    src, dst = Path(input), Path(output)
+    if spec is not None:
+        raise RestoreError("--spec describes one measurement; it cannot go with a folder of images")
+    if dst.suffix.lower() in (".png", ".jpg", ".jpeg") or (dst.exists() and not dst.is_dir()):
+        raise RestoreError(f"the input '{src}' is a folder, so -o must be a folder too, got '{dst}'")
+    if not dst.resolve().parent.is_dir():
+        raise RestoreError(f"cannot create the output folder '{dst}': '{dst.parent}' does not exist")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise RestoreError(f"the output folder '{dst}' is inside the input folder '{src}': choose another -o")
+    folders = {"mask": op_options.get("mask"), "reference": reference}
+    for what, folder in folders.items():
+        if folder is not None and not Path(folder).is_dir():
+            raise RestoreError(f"with a folder of images, --{what} must be a folder of {what}s named like the "
+                               f"images, got '{folder}'")
+    files = [rel for rel, _ in image_files(src)]
+    if not files:
+        raise RestoreError(f"no images in folder '{src}'")
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    mine = files[rank::world]
+    dst.mkdir(exist_ok=True)
+    log = dst / "results.jsonl"
+    counts = {"restored": 0, "skipped": 0, "failed": 0}
+    psnrs = []
+    for rel in tqdm(mine, desc=f"{task} {src.name or src}", unit="image", disable=None):
+        out = (dst / rel).with_suffix(".png")
+        if out.exists() and not force:
+            counts["skipped"] += 1
+            continue
+        record = {"file": rel}
+        _COLLECTED = []
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            options = dict(op_options)
+            if folders["mask"] is not None:
+                options["mask"] = _matching(Path(folders["mask"]), rel, "mask")
+            ref = _matching(Path(reference), rel, "reference") if reference is not None else None
+            _run(task, str(src / rel), str(out), None, prior, solver, steps, ref, False, device, seed, options,
+                 learned)
+            record.update(_COLLECTED[0])
+            counts["restored"] += 1
+            if "psnr" in record:
+                psnrs.append(record["psnr"])
+        except RestoreError as exc:
+            record["error"] = str(exc)
+            counts["failed"] += 1
+            tqdm.write(f"skipped {src / rel}: {exc}", file=sys.stderr)
+        finally:
+            _COLLECTED = None
+        with open(log, "a") as f:  # one short line per append: ranks can share the file
+            f.write(json.dumps(record) + "\n")
+    summary = {"input": str(src), "output": str(dst), "images": len(mine), **counts, "results": str(log)}
+    if psnrs:
+        summary.update(mean_psnr=float(sum(psnrs) / len(psnrs)))
+    line = (f"{dst}: restored {counts['restored']} of {len(mine)} images"
+            + (f", {counts['skipped']} already done (--force redoes them)" if counts["skipped"] else "")
+            + (f", mean PSNR {summary['mean_psnr']:.2f} dB" if psnrs else "") + f"; per image: {log}")
+    typer.echo(json.dumps(summary) if json_out else line)
+    if counts["failed"]:
+        raise RestoreError(f"{counts['failed']} of {len(mine)} images failed (see {log})")
+
+
+def _report(result: dict, json_out: bool, line: str) -> None:
+    """Print the result as JSON, or as one line (with PSNR and SSIM when a reference was given)."""
+    if _COLLECTED is not None:
+        _COLLECTED.append(result)
+        return
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result))
+        return
+    if "psnr" in result:
+        line += f"  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}"
+    typer.echo(line)
+
+
+def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
+                        *, samples: int = 1, estimate: str = "mean", params=(), resize: bool = False,
+                        precision: str = "fp32"):
+    """Restore with a learned prior and a diffusion solver: estimate, sample grid, std map and a JSON record."""
+    import torch
+
+    from .. import io, metrics
+    from ..solvers import PRIOR_SOLVERS, check_compatible, solvers_for
+    from ..solvers.counting import CountingPrior
+
+    if samples < 1:
+        raise RestoreError(f"--samples must be a positive integer, got {samples}")
+    if estimate not in ("mean", "sample"):
+        raise RestoreError(f"--estimate must be mean or sample, got {estimate!r}")
+    if precision not in ("fp32", "bf16"):
+        raise RestoreError(f"--precision must be fp32 or bf16, got {precision!r}")
+    stem = out.with_suffix("")
+    paths = {"samples": Path(f"{stem}.samples.png"), "std": Path(f"{stem}.std.png"), "json": Path(f"{stem}.json")}
+    for p in (out, *paths.values()):
+        io.output_path_check(p)
+    _refuse_overwrite([out, *paths.values()], _input_files(input, spec, reference, op_options))
+    # Before the prior loads (seconds): a mistyped name, broken link or link loop fails at once.
+    io._check_input_file(Path(input), "measurement spec" if input.lower().endswith(".json") else "image")
+    dev = _device(device)
+    model = _load_prior_once(prior, dev, _peek_shape(task, input, spec, op_options))
+    if precision == "bf16":
+        if not hasattr(model, "with_autocast"):
+            raise RestoreError(f"--precision bf16 is for DDPM priors; the {model.family} prior runs in float32")
+        model = model.with_autocast(torch.bfloat16)
+    usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
+    # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
+    any_size = getattr(model, "any_size", False)
+    defaults = (DEFAULT_PATCH_SOLVER if "epll" in usable else DEFAULT_PHOTO_SOLVER if any_size
+                else DEFAULT_PRIOR_SOLVER)
+    default_name, default_steps, default_params = defaults[task]
+    name = solver or (default_name if default_name in usable else next(iter(usable), "none"))
+    if name not in PRIOR_SOLVERS:
+        raise RestoreError(f"unknown solver {name!r} for a learned prior; known: {', '.join(PRIOR_SOLVERS)}")
+    if name not in usable:
+        raise RestoreError(f"solver {name!r} cannot use the {model.family} prior; solvers that can: {', '.join(usable) or 'none'}")
+    fn = usable[name]
+    # The default solver comes with its per-task hyperparameters; a --param of the same name wins.
+    chosen = solver is None and name == default_name
+    hyper = _parse_params([*(f"{k}={v}" for k, v in default_params.items() if chosen), *params], fn)
+    if resize and any_size:
+        raise RestoreError(f"--resize is for priors of fixed-size images; {prior!r} restores images of any size")
+    _default_boundary(task, input, spec, op_options, any_size=any_size)
+    y, op, shape, source, notes = _load_measurement(task, input, spec, op_options,
+                                                    target=model.image_shape if resize else None)
+    check_compatible(name, fn, op, usable)
+    if getattr(model, "channel_groups", 1) > 1:  # fitted by load_prior: a gray photo prior on a colour photo
+        notes.append(f"the prior {prior!r} models gray images: restoring R, G and B each as a gray image")
+    if not any_size and tuple(shape) != tuple(model.image_shape):
+        have, want = "x".join(map(str, shape)), "x".join(map(str, model.image_shape))
+        hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
+        raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
+    truth = _read_reference(reference, shape, op)
+    most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
+    if steps is None:
+        steps = default_steps if chosen else _default_steps(fn)
+        if steps is not None and most is not None:
+            steps = min(steps, most)  # a default step count fits a model trained with fewer timesteps
+    elif _default_steps(fn) is None and "steps" not in getattr(fn, "ranges", {}):  # not EPLL's schedule length
+        raise RestoreError(f"--steps is not used by the {name} solver")
+    if steps is not None and (steps < 1 or (most is not None and steps > most)):
+        raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
+                           else f"--steps must be a positive integer, got {steps}")
+    for note in notes:
+        typer.echo(note, err=True)
+    from tqdm.auto import tqdm
+
+    # Progress: what the solver declares (RePaint's jumps, EPLL's betas, a PixelCNN's rows), else the steps.
+    total = (fn.progress_total(y, op, steps, hyper) if hasattr(fn, "progress_total")
+             else steps if steps is not None else 1)
+    from ..runtime import check_allocation
+
+    values = math.prod(shape)
+    check_allocation(samples * values * 4 * 3, f"{samples} samples of a {'x'.join(map(str, shape))} image",
+                     "pass fewer --samples")
+    # Samples are drawn in batches of at most 2**18 values (334 digits, one photo), which bounds the
+    # network's activations; one generator runs through the batches, so the draw is reproducible.
+    per_batch = max(1, min(samples, (1 << 18) // values))
+    batches = math.ceil(samples / per_batch)
+    bar = tqdm(total=total * batches, desc=f"{name} ({samples} sample{'s' * (samples > 1)})", unit="step",
+               disable=None, leave=False)
+    counted = CountingPrior(model)
+    op, y = op.to(dev), y.to(dev)
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    t0 = time.perf_counter()
+    parts = []
+    for start in range(0, samples, per_batch):
+        n = min(per_batch, samples - start)
+        parts.append(fn(y.repeat(n, *[1] * (y.dim() - 1)), op, counted, steps=steps, generator=generator,
+                        callback=lambda info: bar.update(1), **hyper).detach())
+    x = op.field_of_view(torch.cat(parts)).cpu()  # (samples, C, H, W): the frame only, for a valid blur
+    seconds = time.perf_counter() - t0
+    bar.close()
+    x_hat = (x.mean(0, keepdim=True) if estimate == "mean" else x[:1]).clamp(0, 1)
+    result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
+              "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": estimate,
+              "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
+              "image_shape": list(shape),
+              "seed": seed, "device": str(dev), "resize": resize, "precision": precision}
+    if getattr(model, "channel_groups", 1) > 1:
+        result["channelwise"] = True  # a gray prior applied to each colour channel
+    if samples > 1:
+        std = x.std(0, keepdim=True)
+        result.update(sample_grid=str(paths["samples"]), std_map=str(paths["std"]), std_map_scale=4.0,
+                      mean_std=float(std.mean()))
+    if truth is not None:
+        result["psnr"] = float(metrics.psnr(x_hat, truth)[0])
+        result["ssim"] = float(metrics.ssim(x_hat, truth)[0])
+        result.update(_NOTES)
+        if samples > 1:
+            result["psnr_one_sample"] = float(metrics.psnr(x[:1].clamp(0, 1), truth)[0])
+    size_note = ""
+    if resize:  # say that the output is the prior's size, not the input's
+        before = _peek_shape(task, input, None, {"factor": op_options.get("factor")})
+        size_note = f"{shape[2]}x{shape[1]}, resized from {before[2]}x{before[1]}; " if before else ""
+        result["resized_from"] = list(before) if before else None
+    with io.together():  # the estimate, grid, std map and record land together or not at all
+        io.write_png(out, x_hat)
+        if samples > 1:
+            io.write_grid(paths["samples"], x.clamp(0, 1))
+            io.write_png(paths["std"], (4 * std.mean(1, keepdim=True)).clamp(0, 1))  # white = std 0.25 or more
+        io.write_json(paths["json"], result)
+    plural = "s" * (samples > 1)
+    stepped = f"{steps} steps, " if steps is not None else ""
+    _report(result, json_out, f"wrote {out} ({size_note}{prior} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
+
+
+@app.command()
+def inpaint(input: Input, output: Output = "restored.png", box: Box = None, random: Random = None, mask: Mask = None,
+            noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
+            solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
+            device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
+        precision: Precision = "fp32"):
+    """Fill in missing pixels. Without --box/--random/--mask, transparent pixels are the missing ones."""
+    _run("inpaint", input, output, spec, prior, solver, steps, reference, json, device, seed,
+         dict(box=box, random=random, mask=mask, noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
+              precision=precision))
+
+
+@app.command()
+def deblur(input: Input, output: Output = "restored.png", kernel: Kernel = None, boundary: Boundary = None,
+           noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
+           solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
+           device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
+        precision: Precision = "fp32"):
+    """Remove blur by a known kernel (default gaussian:2), with no wrap-around at the borders of a photo."""
+    _run("deblur", input, output, spec, prior, solver, steps, reference, json, device, seed,
+         dict(kernel=kernel, boundary=boundary, noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
+              precision=precision))
+
+
+@app.command()
+def superres(input: Input, output: Output = "restored.png", factor: Factor = None, filter: Filter = None,
+             noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
+             solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
+             device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
+        precision: Precision = "fp32"):
+    """Upsample a low-resolution image by --factor (default 4)."""
+    _run("superres", input, output, spec, prior, solver, steps, reference, json, device, seed,
+         dict(factor=factor, filter=filter, noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
+              precision=precision))
+
+
+@app.command()
+def denoise(input: Input, output: Output = "restored.png", noise: Noise = None, poisson: Poisson = None,
+            spec: Spec = None, prior: Prior = "classical", solver: Solver = None, steps: Steps = None,
+            reference: Reference = None, json: Json = False, device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
+        precision: Precision = "fp32"):
+    """Remove noise; without --noise, sigma_y is estimated from the image."""
+    _run("denoise", input, output, spec, prior, solver, steps, reference, json, device, seed,
+         dict(noise=noise, poisson=poisson, seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
+              precision=precision))
+
+
+@app.command()
+def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: Prior = "classical",
+       solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
+       device: Device = "auto", seed: Seed = 0,
+        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, precision: Precision = "fp32"):
+    """Recover an image from compressed-sensing measurements (the .json written by `restore degrade --task cs`)."""
+    _run("cs", input, output, spec, prior, solver, steps, reference, json, device, seed, dict(seed=seed),
+         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, precision=precision))
