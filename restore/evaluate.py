@@ -19,14 +19,15 @@ from .errors import RestoreError
 
 
 def draw_samples(prior, n: int, *, generator: torch.Generator, steps: int = 50, batch: int = 500) -> torch.Tensor:
-    """n samples from any family with its cheap default: DDIM for diffusion priors, exact draws for
-    the Gaussian, one decoder pass for latent priors, raster order for a PixelCNN."""
+    """n samples from any family with its cheap default: exact draws where the family has them (the Gaussian,
+    a patch mixture), DDIM for other diffusion priors, one decoder pass for latent priors, raster order for a
+    PixelCNN."""
     out = []
     for start in range(0, n, batch):
         m = min(batch, n - start)
-        if prior.family == "gaussian":
+        if "exact_samples" in prior.offers:
             out.append(prior.sample(m, method="exact", generator=generator))
-        elif hasattr(prior, "eps_and_x0"):
+        elif "tweedie" in prior.offers:
             out.append(prior.sample(m, steps=steps, method="ddim", generator=generator))
         else:
             out.append(prior.sample(m, generator=generator))

@@ -107,3 +107,17 @@ def test_info_reports_shape_and_training_data(ddpm_dir, tmp_path):
     info = load_prior(str(run)).info()
     assert info["family"] == "ddpm" and info["image_size"] == [8, 8] and info["channels"] == 1
     assert info["training_data"] == "mnist" and info["timesteps"] == 20 and info["parameters"] > 0
+
+
+def test_every_prior_says_what_it_offers():
+    """One Prior interface: what each shipped family offers solvers, read from the methods it has."""
+    from restore.priors import load_prior
+    from restore.priors.base import Prior
+
+    expected = {"ddpm": {"tweedie"}, "gaussian": {"tweedie", "density", "exact_samples"}, "vae": {"decode"},
+                "gan": {"decode"}, "flow": {"decode", "density", "score"}, "pixelcnn": {"conditionals", "density"},
+                "gmm-photo-gray": {"tweedie", "patches", "exact_samples"}}
+    for name, offers in expected.items():
+        prior = load_prior(name)
+        assert isinstance(prior, Prior) and prior.offers == offers, name
+        assert prior.source == name and prior.family in name

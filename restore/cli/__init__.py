@@ -10,8 +10,10 @@ and helpers), ``degrade``, ``restoration`` (inpaint, deblur, superres, denoise, 
 """
 
 # Importing a command module registers its commands, in this order in `restore --help`.
-from . import degrade, restoration, training, sampling, benchmarks  # noqa: F401, I001
+from . import degrade, restoration, training, sampling, benchmarks  # noqa: I001
 from .app import TASKS, app, main
 from .restoration import _load_measurement
 
-__all__ = ["TASKS", "app", "main", "_load_measurement"]
+COMMAND_MODULES = (degrade, restoration, training, sampling, benchmarks)
+
+__all__ = ["COMMAND_MODULES", "TASKS", "app", "main", "_load_measurement"]

@@ -56,12 +56,12 @@ def sample(
     model = load_prior(prior, device=dev)
     if temperature is not None and model.family != "flow":
         raise RestoreError(f"--temperature is for flow priors, not {model.family}")
-    if hasattr(model, "latent_shape") or hasattr(model, "sample_conditional"):
+    if model.offers & {"decode", "conditionals"}:
         _sample_direct(model, n, out, prior, method, steps, truncation, temperature, nrow, json, dev, seed)
         return
     if truncation is not None:
         raise RestoreError(f"--truncation is for priors with a latent (vae, gan, flow), not {model.family}")
-    exact = model.family in ("gaussian", "gmm")  # the families with exact draws (gmm: of single patches)
+    exact = "exact_samples" in model.offers  # the Gaussian; the patch mixture (of single patches)
     method = method or ("exact" if exact else "ancestral")
     if method == "exact" and not exact:
         raise RestoreError(f"--method exact is for the gaussian and gmm priors; a {model.family} prior samples by "
@@ -101,7 +101,7 @@ def _sample_direct(model, n, out, prior, method, steps, truncation, temperature,
 
     if method is not None or steps is not None:
         raise RestoreError(f"a {model.family} prior has its own sampler: --method and --steps are for diffusion priors")
-    sequential = not hasattr(model, "latent_shape")
+    sequential = "decode" not in model.offers
     if sequential and truncation is not None:
         raise RestoreError("--truncation is for priors with a latent (vae, gan, flow), not pixelcnn")
     kwargs = {"truncation": truncation} if not sequential else {}

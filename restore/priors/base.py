@@ -15,7 +15,40 @@ from ..errors import RestoreError
 from .sampling import strided_timesteps
 
 
-class DiffusionPrior(torch.nn.Module):
+#: What a prior can offer, each the attributes that provide it: Tweedie's estimate (the diffusion solvers), a
+#: decoder of latents (latent optimization), an exact density and score (MAP, Langevin), raster-order
+#: conditionals (PixelCNN inpainting), a patch average (EPLL), and exact draws.
+OFFERS = {
+    "tweedie": ("eps_and_x0", "alpha_bar", "num_timesteps"),
+    "decode": ("decode", "latent_shape"),
+    "density": ("log_prob",),
+    "score": ("image_score",),
+    "conditionals": ("sample_conditional",),
+    "patches": ("patch_average", "coverage"),
+    "exact_samples": ("exact_samples",),
+}
+
+
+class Prior(torch.nn.Module):
+    """What every prior is: a ``family`` name, the images it models (``image_shape`` (C, H, W)), where it came
+    from (``source``: what --prior named, set by :func:`restore.priors.load_prior`; ``run_info``: its training
+    run's run.json, if the folder has one), ``info()`` and ``sample(n, ...)``, and what it ``offers``: the
+    keys of :data:`OFFERS` whose attributes it has. Solvers, ``restore sample`` and ``evaluate`` ask ``offers``
+    rather than the family's name."""
+
+    family = "prior"
+
+    def __init__(self):
+        super().__init__()
+        self.source: str | None = None
+        self.run_info: dict | None = None
+
+    @property
+    def offers(self) -> frozenset:
+        return frozenset(k for k, attrs in OFFERS.items() if all(hasattr(self, a) for a in attrs))
+
+
+class DiffusionPrior(Prior):
     """Base class of priors with a noise schedule and a denoiser (DDPM, Gaussian)."""
 
     @property
@@ -35,7 +68,7 @@ class DiffusionPrior(torch.nn.Module):
         return strided_timesteps(self.num_timesteps, steps)
 
 
-class LatentPrior(torch.nn.Module):
+class LatentPrior(Prior):
     """Base class of priors that decode a latent z ~ N(0, I) into an image (VAE decoder, GAN generator).
 
     A subclass sets ``latent_shape`` and ``image_shape`` and supplies ``decode(z)`` -> images in

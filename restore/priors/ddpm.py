@@ -35,8 +35,6 @@ class DDPMPrior(DiffusionPrior):
 
     def __init__(self, unet, betas: torch.Tensor, *, prediction_type: str = "epsilon", clip_sample: bool = True):
         super().__init__()
-        self.source: str | None = None  # what --prior named, set by restore.priors.load_prior
-        self.run_info: dict | None = None  # run.json of a restore training run, if the folder has one
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise RestoreError(f"unknown DDPM prediction type {prediction_type!r} (known: epsilon, sample, v_prediction)")
         self.unet = unet

@@ -268,8 +268,6 @@ class FlowPrior(LatentPrior):
     def __init__(self, glow: Glow):
         super().__init__()
         self.glow = glow
-        self.source: str | None = None
-        self.run_info: dict | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -187,8 +187,6 @@ class GANPrior(LatentPrior):
     def __init__(self, generator: Generator):
         super().__init__()
         self.generator = generator
-        self.source: str | None = None
-        self.run_info: dict | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -31,6 +31,7 @@ class GaussianPrior(DiffusionPrior):
     """N(mu, W W^T + diag(d)) on images of shape ``image_shape``, with a DDPM noise schedule."""
 
     family = "gaussian"
+    exact_samples = True  # sample(method="exact") draws from the density itself
 
     def __init__(self, mean: torch.Tensor, factor: torch.Tensor, diag: torch.Tensor, image_shape,
                  betas: torch.Tensor | None = None):
@@ -39,8 +40,6 @@ class GaussianPrior(DiffusionPrior):
         D = math.prod(self.image_shape)
         if mean.numel() != D or factor.shape[0] != D or diag.numel() != D:
             raise RestoreError(f"Gaussian prior parameters do not match the image shape {self.image_shape}")
-        self.source: str | None = None
-        self.run_info: dict | None = None
         self.register_buffer("mean", mean.reshape(D).double())  # mu, (D,)
         self.register_buffer("factor", factor.double())  # W, (D, k)
         self.register_buffer("diag", diag.reshape(D).double())  # d, (D,)

@@ -53,6 +53,7 @@ class GMMPatchPrior(DiffusionPrior):
     """A mixture of K Gaussians over the zero-mean part of C x p x p patches, applied to images of any size."""
 
     family = "gmm"
+    exact_samples = True  # sample draws patches from the mixture itself
     any_size = True
 
     def __init__(self, log_weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor, patch: int,
@@ -63,8 +64,6 @@ class GMMPatchPrior(DiffusionPrior):
         if means.shape != (K, d) or covs.shape != (K, d, d):
             raise RestoreError(f"GMM parameters do not match {K} components of {channels}x{patch}x{patch} patches")
         self.patch, self.channels, self.channel_groups = int(patch), int(channels), 1
-        self.source: str | None = None
-        self.run_info: dict | None = None
         # Parameters as stored: pixel space, (K,), (K, d), (K, d, d); the means and covariances have zero DC.
         self.register_buffer("log_weights", torch.log_softmax(log_weights.double(), 0).float())
         self.register_buffer("means", means.float())

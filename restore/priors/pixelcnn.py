@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RestoreError
-from .base import load_weights, read_run
+from .base import Prior, load_weights, read_run
 from .likelihood import quantize
 
 FORMAT = "restore.pixelcnn"
@@ -98,7 +98,7 @@ def pixel_bits_per_dim(net, images: torch.Tensor) -> torch.Tensor:
     return nll.flatten(1).sum(1) / (target[0].numel() * math.log(2))
 
 
-class PixelCNNPrior(nn.Module):
+class PixelCNNPrior(Prior):
     """A trained :class:`PixelCNN` as an image prior: exact ``log_prob`` of 8-bit images,
     ``bits_per_dim``, sequential ``sample`` and ``sample_conditional`` (observed pixels clamped)."""
 
@@ -107,8 +107,6 @@ class PixelCNNPrior(nn.Module):
     def __init__(self, net: PixelCNN):
         super().__init__()
         self.net = net
-        self.source: str | None = None
-        self.run_info: dict | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -116,8 +116,6 @@ class VAEPrior(LatentPrior):
     def __init__(self, vae: VAE):
         super().__init__()
         self.vae = vae
-        self.source: str | None = None
-        self.run_info: dict | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
