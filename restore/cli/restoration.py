@@ -337,7 +337,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     import torch
 
     from .. import io, metrics
-    from ..solvers import PRIOR_SOLVERS, check_compatible, solvers_for
+    from ..solvers import check_compatible
     from ..solvers.counting import CountingPrior
 
     if samples < 1:
@@ -359,21 +359,8 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         if not hasattr(model, "with_autocast"):
             raise RestoreError(f"--precision bf16 is for DDPM priors; the {model.family} prior runs in float32")
         model = model.with_autocast(torch.bfloat16)
-    usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
-    # The per-task default where the prior can use it (a diffusion prior), else its first solver (csgm).
     any_size = getattr(model, "any_size", False)
-    defaults = (DEFAULT_PATCH_SOLVER if "epll" in usable else DEFAULT_PHOTO_SOLVER if any_size
-                else DEFAULT_PRIOR_SOLVER)
-    default_name, default_steps, default_params = defaults[task]
-    name = solver or (default_name if default_name in usable else next(iter(usable), "none"))
-    if name not in PRIOR_SOLVERS:
-        raise RestoreError(f"unknown solver {name!r} for a learned prior; known: {', '.join(PRIOR_SOLVERS)}")
-    if name not in usable:
-        raise RestoreError(f"solver {name!r} cannot use the {model.family} prior; solvers that can: {', '.join(usable) or 'none'}")
-    fn = usable[name]
-    # The default solver comes with its per-task hyperparameters; a --param of the same name wins.
-    chosen = solver is None and name == default_name
-    hyper = _parse_params([*(f"{k}={v}" for k, v in default_params.items() if chosen), *params], fn)
+    name, fn, usable, hyper, default_steps = _choose_solver(model, task, solver, params)
     if resize and any_size:
         raise RestoreError(f"--resize is for priors of fixed-size images; {prior!r} restores images of any size")
     _default_boundary(task, input, spec, op_options, any_size=any_size)
@@ -387,46 +374,13 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(reference, shape, op)
-    most = getattr(model, "num_timesteps", None)  # a diffusion prior cannot take more steps than it has timesteps
-    if steps is None:
-        steps = default_steps if chosen else _default_steps(fn)
-        if steps is not None and most is not None:
-            steps = min(steps, most)  # a default step count fits a model trained with fewer timesteps
-    elif _default_steps(fn) is None and "steps" not in getattr(fn, "ranges", {}):  # not EPLL's schedule length
-        raise RestoreError(f"--steps is not used by the {name} solver")
-    if steps is not None and (steps < 1 or (most is not None and steps > most)):
-        raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
-                           else f"--steps must be a positive integer, got {steps}")
+    steps = _solver_steps(fn, name, steps, default_steps, getattr(model, "num_timesteps", None))
     for note in notes:
         typer.echo(note, err=True)
-    from tqdm.auto import tqdm
-
-    # Progress: what the solver declares (RePaint's jumps, EPLL's betas, a PixelCNN's rows), else the steps.
-    total = (fn.progress_total(y, op, steps, hyper) if hasattr(fn, "progress_total")
-             else steps if steps is not None else 1)
-    from ..runtime import check_allocation
-
-    values = math.prod(shape)
-    check_allocation(samples * values * 4 * 3, f"{samples} samples of a {'x'.join(map(str, shape))} image",
-                     "pass fewer --samples")
-    # Samples are drawn in batches of at most 2**18 values (334 digits, one photo), which bounds the
-    # network's activations; one generator runs through the batches, so the draw is reproducible.
-    per_batch = max(1, min(samples, (1 << 18) // values))
-    batches = math.ceil(samples / per_batch)
-    bar = tqdm(total=total * batches, desc=f"{name} ({samples} sample{'s' * (samples > 1)})", unit="step",
-               disable=None, leave=False)
     counted = CountingPrior(model)
-    op, y = op.to(dev), y.to(dev)
-    generator = torch.Generator(device=dev).manual_seed(seed)
     t0 = time.perf_counter()
-    parts = []
-    for start in range(0, samples, per_batch):
-        n = min(per_batch, samples - start)
-        parts.append(fn(y.repeat(n, *[1] * (y.dim() - 1)), op, counted, steps=steps, generator=generator,
-                        callback=lambda info: bar.update(1), **hyper).detach())
-    x = op.field_of_view(torch.cat(parts)).cpu()  # (samples, C, H, W): the frame only, for a valid blur
+    x = _draw(fn, name, y.to(dev), op.to(dev), counted, samples, steps, hyper, seed, dev)
     seconds = time.perf_counter() - t0
-    bar.close()
     x_hat = (x.mean(0, keepdim=True) if estimate == "mean" else x[:1]).clamp(0, 1)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": estimate,
@@ -459,6 +413,70 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     plural = "s" * (samples > 1)
     stepped = f"{steps} steps, " if steps is not None else ""
     _report(result, json_out, f"wrote {out} ({size_note}{prior} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
+
+
+def _choose_solver(model, task: str, solver, params):
+    """(name, solver, the solvers the prior can use, hyperparameters, default steps or None): --solver, or the
+    per-task default where the prior can use it (``DEFAULT_*_SOLVER``), else the prior's first solver (csgm).
+    The default comes with its per-task hyperparameters; a --param of the same name wins."""
+    from ..solvers import PRIOR_SOLVERS, solvers_for
+
+    usable = {n: PRIOR_SOLVERS[n] for n in solvers_for(model)}
+    defaults = (DEFAULT_PATCH_SOLVER if "epll" in usable else DEFAULT_PHOTO_SOLVER if getattr(model, "any_size", False)
+                else DEFAULT_PRIOR_SOLVER)
+    default_name, default_steps, default_params = defaults[task]
+    name = solver or (default_name if default_name in usable else next(iter(usable), "none"))
+    if name not in PRIOR_SOLVERS:
+        raise RestoreError(f"unknown solver {name!r} for a learned prior; known: {', '.join(PRIOR_SOLVERS)}")
+    if name not in usable:
+        raise RestoreError(f"solver {name!r} cannot use the {model.family} prior; solvers that can: {', '.join(usable) or 'none'}")
+    fn = usable[name]
+    chosen = solver is None and name == default_name
+    hyper = _parse_params([*(f"{k}={v}" for k, v in default_params.items() if chosen), *params], fn)
+    return name, fn, usable, hyper, (default_steps if chosen else _default_steps(fn))
+
+
+def _solver_steps(fn, name: str, steps, default_steps, most):
+    """The step count: --steps, checked against the solver and the prior's ``most`` timesteps, or the default
+    (cut to ``most``: a default step count fits a model trained with fewer timesteps)."""
+    if steps is None:
+        return min(default_steps, most) if default_steps is not None and most is not None else default_steps
+    if _default_steps(fn) is None and "steps" not in getattr(fn, "ranges", {}):  # not EPLL's schedule length
+        raise RestoreError(f"--steps is not used by the {name} solver")
+    if steps < 1 or (most is not None and steps > most):
+        raise RestoreError(f"--steps must be between 1 and {most} for this prior, got {steps}" if most
+                           else f"--steps must be a positive integer, got {steps}")
+    return steps
+
+
+def _draw(fn, name: str, y, op, prior, samples: int, steps, hyper: dict, seed: int, dev):
+    """``samples`` runs of the solver on y as (samples, C, H, W) on the CPU, the frame only for a valid blur,
+    with a progress bar. Samples are drawn in batches of at most 2**18 values (334 digits, one photo),
+    which bounds the network's activations; one generator runs through the batches, so the draw is
+    reproducible."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..runtime import check_allocation
+
+    shape = op.input_shape(tuple(y.shape))[1:]
+    values = math.prod(shape)
+    check_allocation(samples * values * 4 * 3, f"{samples} samples of a {'x'.join(map(str, shape))} image",
+                     "pass fewer --samples")
+    per_batch = max(1, min(samples, (1 << 18) // values))
+    # Progress: what the solver declares (RePaint's jumps, EPLL's betas, a PixelCNN's rows), else the steps.
+    total = (fn.progress_total(y, op, steps, hyper) if hasattr(fn, "progress_total")
+             else steps if steps is not None else 1)
+    bar = tqdm(total=total * math.ceil(samples / per_batch), desc=f"{name} ({samples} sample{'s' * (samples > 1)})",
+               unit="step", disable=None, leave=False)
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    parts = []
+    for start in range(0, samples, per_batch):
+        n = min(per_batch, samples - start)
+        parts.append(fn(y.repeat(n, *[1] * (y.dim() - 1)), op, prior, steps=steps, generator=generator,
+                        callback=lambda info: bar.update(1), **hyper).detach())
+    bar.close()
+    return op.field_of_view(torch.cat(parts)).cpu()
 
 
 @app.command()
