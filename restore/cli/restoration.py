@@ -479,66 +479,49 @@ def _draw(fn, name: str, y, op, prior, samples: int, steps, hyper: dict, seed: i
     return op.field_of_view(torch.cat(parts)).cpu()
 
 
-@app.command()
-def inpaint(input: Input, output: Output = "restored.png", box: Box = None, random: Random = None, mask: Mask = None,
-            noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
-            solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
-            device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
-        precision: Precision = "fp32"):
-    """Fill in missing pixels. Without --box/--random/--mask, transparent pixels are the missing ones."""
-    _run("inpaint", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(box=box, random=random, mask=mask, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
-              precision=precision))
+#: The restore commands, built from one table: per task, its help and the options that describe its
+#: operator, which come after input and output and before the options every task shares (``_SHARED``).
+_NOISE = [("noise", Noise, None), ("poisson", Poisson, None)]
+TASK_COMMANDS = {
+    "inpaint": ("Fill in missing pixels. Without --box/--random/--mask, transparent pixels are the missing ones.",
+                [("box", Box, None), ("random", Random, None), ("mask", Mask, None), *_NOISE]),
+    "deblur": ("Remove blur by a known kernel (default gaussian:2), with no wrap-around at the borders of a photo.",
+               [("kernel", Kernel, None), ("boundary", Boundary, None), *_NOISE]),
+    "superres": ("Upsample a low-resolution image by --factor (default 4).",
+                 [("factor", Factor, None), ("filter", Filter, None), *_NOISE]),
+    "denoise": ("Remove noise; without --noise, sigma_y is estimated from the image.", _NOISE),
+    "cs": ("Recover an image from compressed-sensing measurements (the .json written by `restore degrade --task cs`).",
+           []),
+}
+_SHARED = [("spec", Spec, None), ("prior", Prior, "classical"), ("solver", Solver, None), ("steps", Steps, None),
+           ("reference", Reference, None), ("json", Json, False), ("device", Device, "auto"), ("seed", Seed, 0),
+           ("samples", Samples, 1), ("estimate", Estimate, "mean"), ("param", Param, None), ("resize", Resize, False),
+           ("force", Force, False), ("precision", Precision, "fp32")]
 
 
-@app.command()
-def deblur(input: Input, output: Output = "restored.png", kernel: Kernel = None, boundary: Boundary = None,
-           noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
-           solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
-           device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
-        precision: Precision = "fp32"):
-    """Remove blur by a known kernel (default gaussian:2), with no wrap-around at the borders of a photo."""
-    _run("deblur", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(kernel=kernel, boundary=boundary, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
-              precision=precision))
+def _task_command(task: str, doc: str, options: list) -> None:
+    """Register ``restore TASK``: input, output, the task's operator options, then the shared ones."""
+    import inspect
+
+    P = inspect.Parameter
+    params = [P("input", P.POSITIONAL_OR_KEYWORD, annotation=Input),
+              P("output", P.POSITIONAL_OR_KEYWORD, annotation=Output, default="restored.png")]
+    shared = [o for o in _SHARED if not (task == "cs" and o[0] == "force")]  # cs has never taken --force
+    params += [P(name, P.POSITIONAL_OR_KEYWORD, annotation=kind, default=default) for name, kind, default in
+               [*options, *shared]]
+
+    def command(**kw):
+        op_options = {name: kw[name] for name, _, _ in options} | {"seed": kw["seed"]}
+        extra = {"samples": kw["samples"], "estimate": kw["estimate"], "params": kw["param"] or (),
+                 "resize": kw["resize"], "precision": kw["precision"], **({"force": kw["force"]} if "force" in kw else {})}
+        _run(task, kw["input"], kw["output"], kw["spec"], kw["prior"], kw["solver"], kw["steps"], kw["reference"],
+             kw["json"], kw["device"], kw["seed"], op_options, extra)
+
+    command.__name__, command.__doc__ = task, doc
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {q.name: q.annotation for q in params}
+    app.command(name=task)(command)
 
 
-@app.command()
-def superres(input: Input, output: Output = "restored.png", factor: Factor = None, filter: Filter = None,
-             noise: Noise = None, poisson: Poisson = None, spec: Spec = None, prior: Prior = "classical",
-             solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
-             device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
-        precision: Precision = "fp32"):
-    """Upsample a low-resolution image by --factor (default 4)."""
-    _run("superres", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(factor=factor, filter=filter, noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
-              precision=precision))
-
-
-@app.command()
-def denoise(input: Input, output: Output = "restored.png", noise: Noise = None, poisson: Poisson = None,
-            spec: Spec = None, prior: Prior = "classical", solver: Solver = None, steps: Steps = None,
-            reference: Reference = None, json: Json = False, device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, force: Force = False,
-        precision: Precision = "fp32"):
-    """Remove noise; without --noise, sigma_y is estimated from the image."""
-    _run("denoise", input, output, spec, prior, solver, steps, reference, json, device, seed,
-         dict(noise=noise, poisson=poisson, seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, force=force,
-              precision=precision))
-
-
-@app.command()
-def cs(input: Input, output: Output = "restored.png", spec: Spec = None, prior: Prior = "classical",
-       solver: Solver = None, steps: Steps = None, reference: Reference = None, json: Json = False,
-       device: Device = "auto", seed: Seed = 0,
-        samples: Samples = 1, estimate: Estimate = "mean", param: Param = None, resize: Resize = False, precision: Precision = "fp32"):
-    """Recover an image from compressed-sensing measurements (the .json written by `restore degrade --task cs`)."""
-    _run("cs", input, output, spec, prior, solver, steps, reference, json, device, seed, dict(seed=seed),
-         dict(samples=samples, estimate=estimate, params=param or (), resize=resize, precision=precision))
+for _task, (_doc, _options) in TASK_COMMANDS.items():
+    _task_command(_task, _doc, _options)
