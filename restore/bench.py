@@ -8,8 +8,9 @@ steps, so a rerun or an interrupted run computes only what is missing; a cell re
 settings (defaults included) and is recomputed when they change. Metrics per cell: PSNR and SSIM of
 the estimate (the mean of ``samples`` posterior samples for samplers), PSNR of one sample,
 calibration (the share of true pixels inside the samples' 95% predictive interval, which an exact
-posterior sampler meets for any number of samples: ``metrics.coverage``), seconds per image, network evaluations per sample, and for MNIST the accuracy of the shipped
-classifier on the restored digits against the originals' labels (does the digit keep its identity?).
+posterior sampler meets for any number of samples: ``metrics.coverage``), seconds per image, network
+evaluations per sample, and for MNIST the accuracy of the shipped classifier on the restored digits
+against the originals' labels (does the digit keep its identity?).
 """
 
 from __future__ import annotations

@@ -135,9 +135,10 @@ class SVDOperator(LinearOperator):
         z = self.U_adjoint(y)
         return z, self.singular_values(z.real if z.is_complex() else z)
 
-    def prox_l2(self, x: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
-        """argmin_v ||A v - y||^2 + rho ||v - x||^2, in closed form: V^T v = (s U^T y + rho V^T x) / (s^2 + rho)."""
-        z, s = self.spectral(y)
+    def prox_l2(self, x: torch.Tensor, y: torch.Tensor, rho: float, *, measured=None) -> torch.Tensor:
+        """argmin_v ||A v - y||^2 + rho ||v - x||^2, in closed form: V^T v = (s U^T y + rho V^T x) / (s^2 + rho).
+        ``measured`` is ``spectral(y)`` when the caller has it (an iterative solver computes it once)."""
+        z, s = measured if measured is not None else self.spectral(y)
         return self.V((s * z + rho * self.V_adjoint(x)) / (s.square() + rho))
 
     def A(self, x):

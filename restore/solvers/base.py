@@ -167,3 +167,19 @@ def keep_observed(solver):
         return m * y.to(x) + (1 - m) * x
 
     return consistent
+
+
+def initial_image(y: torch.Tensor, operator) -> torch.Tensor:
+    """The starting image of an iterative solver (EPLL, DPIR): y where it is one (denoising, circular blur),
+    y with its edge pixels repeated to x's frame for a valid blur, missing pixels filled by biharmonic
+    inpainting, else the pseudo-inverse."""
+    if hasattr(operator, "extend"):
+        return operator.extend(y)
+    if hasattr(operator, "mask"):
+        from .classical import biharmonic
+
+        return biharmonic(y, operator)
+    shape = operator.input_shape(tuple(y.shape))
+    if tuple(shape) == tuple(y.shape):
+        return y.clone()
+    return operator.A_pinv(y).clamp(0, 1)

@@ -35,6 +35,7 @@ def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator 
     check_fidelity(fidelity)
     sigma = 2 * max(effective_sigma(y, operator), SIGMA_FLOOR) / math.sqrt(fidelity)  # model space
     y_model = model_measurement(y, operator, shape).double()
+    measured = operator.spectral(y_model)  # U^T y' and s, the same at every step
     x = noise_like(shape, generator, y.device)  # x_T
     for i, (t, t_prev) in enumerate(schedule(prior, steps)):
         a, a_prev = alpha_bars(prior, t, t_prev, x)
@@ -42,7 +43,7 @@ def diffpir(y, operator, prior, *, steps: int = 100, generator: torch.Generator 
             x0 = clip(prior, prior.eps_and_x0(x, t)[1])
         # 1. Data proximal step (their equation 13), diagonal in the spectral domain.
         rho = lam * sigma**2 * a / (1 - a)
-        x0_hat = operator.prox_l2(x0.double(), y_model, float(rho)).to(x.dtype)
+        x0_hat = operator.prox_l2(x0.double(), y_model, float(rho), measured=measured).to(x.dtype)
         # 2. The effective noise of x_t given x0_hat, then a step mixing it with fresh noise (equation 15).
         eps_hat = (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
         z = noise_like(shape, generator, y.device)

@@ -25,11 +25,11 @@ import math
 
 import torch
 
-from .base import Callback, effective_sigma, hyperparameters, report, requires
+from .base import Callback, effective_sigma, hyperparameters, initial_image, report, requires
 from .classical import SIGMA_FLOOR
 from .diffusion import TWEEDIE, check_fidelity, check_prior
-from .epll import _initial
 from .tweedie import denoise
+
 
 def noise_levels(sigma_max: float, sigma_min: float, steps: int) -> list[float]:
     """DPIR's schedule: ``steps`` noise levels spaced geometrically from sigma_max down to sigma_min."""
@@ -44,15 +44,18 @@ class _DataStep:
     (``prox_l2``), else by conjugate gradients from the current x."""
 
     def __init__(self, y: torch.Tensor, operator, cg_steps: int):
-        self.operator, self.y, self.cg_steps = operator, y, cg_steps
+        self.operator, self.cg_steps = operator, cg_steps
         self.spectral = hasattr(operator, "prox_l2")
-        if not self.spectral:
+        if self.spectral:  # U^T y and s, or A^T y: the same at every step
+            self.y = y.double()
+            self.measured = operator.spectral(self.y)
+        else:
             self.aty = operator.A_adjoint(y)
 
     def __call__(self, z: torch.Tensor, rho: float, x: torch.Tensor) -> torch.Tensor:
         op = self.operator
         if self.spectral:
-            return op.prox_l2(z.double(), self.y.double(), rho).to(z.dtype)
+            return op.prox_l2(z.double(), self.y, rho, measured=self.measured).to(z.dtype)
         from ..operators.base import conjugate_gradient
 
         def apply(v):
@@ -74,7 +77,7 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
     check_fidelity(fidelity)
     sigma_y = max(effective_sigma(y, operator), SIGMA_FLOOR) / math.sqrt(fidelity)
     data = _DataStep(y, operator, cg_steps)
-    z = _initial(y, operator).to(y.dtype)
+    z = initial_image(y, operator).to(y.dtype)
     x = z
     for k, sigma in enumerate(noise_levels(max(sigma_max, sigma_y), sigma_y, steps)):
         x = data(z, lam * sigma_y**2 / sigma**2, x)  # 1. data step

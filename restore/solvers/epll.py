@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Callback, effective_sigma, hyperparameters, progress, report, requires
+from .base import Callback, effective_sigma, hyperparameters, initial_image, progress, report, requires
 
 #: The paper's schedules: denoising beta = [1, 4, 8, 16, 32] / sigma^2 (64 and 128 added for high noise,
 #: as its demo advises), everything else its deblurring schedule 50 * [1, 2, ..., 64].
@@ -42,21 +42,6 @@ def schedule(operator, sigma_y: float, steps: int | None = None) -> list[float]:
         first, last = torch.tensor(betas[0]).log(), torch.tensor(betas[-1]).log()
         betas = [float(v) for v in torch.linspace(first, last, steps).exp()] if steps > 1 else [betas[-1]]
     return betas
-
-
-def _initial(y: torch.Tensor, operator) -> torch.Tensor:
-    """The starting image: y where it is one (denoising, circular blur), y with its edge pixels repeated to
-    x's frame for a valid blur, missing pixels filled by biharmonic inpainting, else the pseudo-inverse."""
-    if hasattr(operator, "extend"):
-        return operator.extend(y)
-    if hasattr(operator, "mask"):
-        from .classical import biharmonic
-
-        return biharmonic(y, operator)
-    shape = operator.input_shape(tuple(y.shape))
-    if tuple(shape) == tuple(y.shape):
-        return y.clone()
-    return operator.A_pinv(y).clamp(0, 1)
 
 
 def _x_step(operator, Aty: torch.Tensor, z_bar: torch.Tensor, w: torch.Tensor, s2: float, beta: float,
@@ -94,7 +79,7 @@ def epll(y, operator, prior, *, steps: int | None = None, generator=None, callba
     sigma_y = effective_sigma(y, operator)
     s2 = max(sigma_y, SIGMA_FLOOR) ** 2
     betas = list(betas) if betas is not None else schedule(operator, sigma_y, steps)
-    x = _initial(y, operator)
+    x = initial_image(y, operator)
     w = prior.coverage(x.shape[-2], x.shape[-1], x)  # (H, W)
     Aty = operator.A_adjoint(y) / s2
     k = 0
