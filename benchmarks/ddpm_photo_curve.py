@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from restore import metrics
-from restore.data import VAL_FRACTION, image_files, read_images, resolve_data, split_indices
+from restore.data import held_out_images
 from restore.operators import Denoising, GaussianNoise
 from restore.runtime import machine
 from restore.solvers import CLASSICAL, DIFFUSION
@@ -72,10 +72,7 @@ def main():
             prior = load_prior(args.prior, image_shape=(config["channels"], 64, 64))  # channelwise if need be
             where["images_of"] = str(args.images_of)
     # The run's held-out images: the split training made (patch_training_data's default fraction).
-    folder = Path(resolve_data(config["data"]))
-    files = [rel for rel, _ in image_files(folder)]
-    _, val_index = split_indices(len(files), VAL_FRACTION, config["seed"])
-    images, _ = read_images(folder, channels=config["channels"], files=[files[i] for i in val_index])
+    images, _ = held_out_images(config, channels=config["channels"])
     val = [image.float()[None] / 255 for image in images]
     row = {**where, "label": args.label, "images": len(val), "machine": machine()}
     t0 = time.perf_counter()

@@ -32,15 +32,10 @@ OUT = Path(__file__).parent / "results" / "tune"
 
 def held_out_photos(prior, n: int, modcrop: int) -> tuple[list[torch.Tensor], list[str]]:
     """The first ``n`` validation photos of ``prior``'s training data, (1, C, H, W) in [0, 1]."""
+    from restore.data import held_out_images
     from restore.operators import functional as Fn
-    from restore.data import VAL_FRACTION, image_files, natural_folder, read_images, split_indices
 
-    run = prior.run_info
-    folder = natural_folder(run["data"])
-    files = [rel for rel, _ in image_files(folder)]
-    _, val = split_indices(len(files), VAL_FRACTION, run["seed"])
-    names = [files[i] for i in val[:n]]
-    images, _ = read_images(folder, channels=prior.image_shape[0], files=names)
+    images, names = held_out_images(prior.run_info, channels=prior.image_shape[0], n=n)
     return [Fn.modcrop(im.float()[None] / 255, modcrop) for im in images], names
 
 
@@ -56,26 +51,22 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     args = parser.parse_args()
 
-    from restore.bench import solver_settings
     from restore.priors import load_prior
-    from restore.solvers import CLASSICAL, PRIOR_SOLVERS
+    from restore.solvers import CLASSICAL
 
     cells = photo_bench.Cells(OUT / "photo_cells.jsonl")
     if not args.table:
         setting = next(s for s in photo_bench.settings() if s.name == args.setting)
-        prior = load_prior(args.prior)
-        images, names = held_out_photos(prior, args.n, setting.modcrop)
+        images, names = held_out_photos(load_prior(args.prior), args.n, setting.modcrop)
         classical = args.solver in CLASSICAL  # a baseline on the same photos; --prior still names them
-        fn = CLASSICAL[args.solver] if classical else PRIOR_SOLVERS[args.solver]
         grid = json.loads(args.grid)
         steps_list = [int(s) for s in args.steps.split(",")] if args.steps else [None]
         for steps, values in itertools.product(steps_list, itertools.product(*grid.values())):
             override = dict(zip(grid, values))
-            model = load_prior(args.prior, image_shape=tuple(images[0].shape[1:]))
-            config = {**solver_settings(fn, steps, override), "photos": names}
-            if not classical:
-                config["prior_steps"] = model.info().get("training_steps")
-            label = (args.solver if classical else f"{args.prior} + {args.solver}") + (f" {steps}" if steps else "") + \
+            name, solve, settings = photo_bench.method(args.solver, None if classical else args.prior, steps,
+                                                       tuple(images[0].shape[1:]), override)
+            config = {**settings, "photos": names}
+            label = name + (f" {steps}" if steps and classical else "") + \
                 (" " + ", ".join(f"{k}={v}" for k, v in override.items()) if override else "")
             rows = []
             for i, x in enumerate(images):
@@ -83,14 +74,9 @@ def main() -> None:
                     item = i * setting.items_per_image + j
                     found = cells.get(setting.name, label, item, config)
                     if found is None:
-                        model = load_prior(args.prior, image_shape=tuple(x.shape[1:]))
                         op, y = photo_bench.measurement(setting, x, item)
-                        kwargs = {"steps": steps} if steps else {}
                         t0 = time.perf_counter()
-                        grad = args.solver in ("dps", "pigdm")
-                        with torch.enable_grad() if grad else torch.no_grad():
-                            x_hat = fn(y, op, None) if classical else fn(y, op, model, generator=torch.Generator().manual_seed(0), **kwargs, **override)
-                        x_hat = op.field_of_view(x_hat.detach())
+                        x_hat = op.field_of_view(solve(y, op))
                         seconds = time.perf_counter() - t0
                         p, s = photo_bench.score(x_hat, x, setting.shave)
                         found = {"setting": setting.name, "method": label, "item": item, "image": names[i],

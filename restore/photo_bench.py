@@ -162,20 +162,26 @@ class Cells:
             f.write(json.dumps(record) + "\n")
 
 
-def _learned_methods(prior: str, solver: str, steps: int | None, shape) -> tuple[str, Callable, dict] | None:
-    """(row name, solve(y, op), settings) of a learned prior with a solver on images of ``shape`` (C, H, W),
-    or None where the prior cannot serve them. The settings name the prior's training steps, so a retrained
-    prior's cells are computed again."""
+def method(solver: str, prior: str | None = None, steps: int | None = None, shape=None,
+           overrides: dict | None = None) -> tuple[str, Callable, dict] | None:
+    """(row name, solve(y, op), settings) of a classical solver (``prior`` None), or of a learned prior with a
+    solver on images of ``shape`` (C, H, W), or None where the prior cannot serve them; ``overrides`` set
+    hyperparameters (they are in the settings, not in the name). A learned method's settings name the
+    prior's training steps, so a retrained prior's cells are computed again."""
     from .bench import solver_settings
     from .priors import load_prior
-    from .solvers import PRIOR_SOLVERS
+    from .solvers import CLASSICAL, PRIOR_SOLVERS
 
+    overrides = overrides or {}
+    if prior is None:
+        fn = CLASSICAL[solver]
+        return solver, lambda y, op: fn(y, op, None, **overrides), solver_settings(fn, steps, overrides)
     model = load_prior(prior, image_shape=shape)  # a gray photo prior comes fitted to colour images
     if model.image_shape[0] != shape[0] or not (getattr(model, "any_size", False) or model.image_shape == shape):
         return None
     fn = PRIOR_SOLVERS[solver]
-    settings = {**solver_settings(fn, steps), "prior_steps": model.info().get("training_steps")}
-    kwargs = {"steps": steps} if steps is not None else {}
+    settings = {**solver_settings(fn, steps, overrides), "prior_steps": model.info().get("training_steps")}
+    kwargs = {**({"steps": steps} if steps is not None else {}), **overrides}
 
     def solve(y, op):
         with torch.no_grad() if solver in ("tweedie", "ddrm", "ddnm", "epll", "dpir") else torch.enable_grad():
@@ -193,7 +199,6 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
     steps) of ``learned``."""
     from tqdm.auto import tqdm
 
-    from .bench import solver_settings
     from .solvers import CLASSICAL, PRIOR_SOLVERS, missing_capabilities
 
     chosen = [s for s in settings() if setting_names is None or any(s.name.startswith(n) for n in setting_names)]
@@ -210,10 +215,10 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
         methods = []
         for name in (solvers if solvers is not None else [] if learned else list(CLASSICAL)):
             if not missing_capabilities(CLASSICAL[name], op0):
-                methods.append((name, lambda y, op, fn=CLASSICAL[name]: fn(y, op, None), solver_settings(CLASSICAL[name])))
+                methods.append(method(name))
         for prior, solver, steps in learned:
             if not missing_capabilities(PRIOR_SOLVERS[solver], op0):
-                found = _learned_methods(prior, solver, steps, tuple(images[0].shape[1:]))
+                found = method(solver, prior, steps, tuple(images[0].shape[1:]))
                 if found is not None:
                     methods.append(found)
         for name, solve, config in methods:

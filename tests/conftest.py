@@ -53,15 +53,11 @@ def one_thread():
 def held_out_crops(prior, *, channels: int, top: int, left: int, size: int, n: int = 3) -> torch.Tensor:
     """(n, C, size, size) crops in [0, 1] of the first n photos that the prior's training run held out for
     validation (its run.json names the data and the split's seed): never a training or a test image."""
-    from restore.data import VAL_FRACTION, image_files, natural_folder, read_images, split_indices
+    from restore.data import held_out_images
     from restore.errors import RestoreError
 
-    run = prior.run_info
     try:
-        folder = natural_folder(run["data"])
+        images, _ = held_out_images(prior.run_info, channels=channels, n=n)
     except RestoreError as exc:
-        missing_data(run["data"], exc)
-    files = [rel for rel, _ in image_files(folder)]
-    _, val = split_indices(len(files), VAL_FRACTION, run["seed"])
-    images, _ = read_images(folder, channels=channels, files=[files[i] for i in val[:n]])
+        missing_data(prior.run_info["data"], exc)
     return torch.cat([im.float()[None, :, top : top + size, left : left + size] / 255 for im in images])
