@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +44,34 @@ class Phase:
     module: str = ""
     repeats: int = 1
     betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class TrainOptions:
+    """The options every trained network shares: the run folder, the optimiser, the budget and the
+    machine. Each family's ``train_*`` function takes them as keyword arguments with its own defaults
+    (as ``restore train FAMILY`` does), and hands them to :func:`train` as one object."""
+
+    out: str | Path
+    steps: int = 10000
+    batch_size: int = 128
+    lr: float = 2e-4
+    ema_decay: float = 0.999
+    seed: int = 0
+    max_minutes: float | None = None
+    checkpoint_every: int = 500
+    val_every: int = 500
+    sample_every: int = 1000
+    resume: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    flip: bool = False
+
+    @classmethod
+    def pick(cls, arguments: dict) -> "TrainOptions":
+        """The options among ``arguments`` (a train_* function's ``locals()`` on entry); others are left out."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in arguments.items() if k in names})
 
 
 @dataclass
@@ -208,37 +236,24 @@ def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bo
 def train(
     *,
     model: torch.nn.Module,
+    data: dict,
+    config: dict,
+    options: TrainOptions,
     loss_fn: Callable | None = None,
     phases: list[Phase] | None = None,
     warn_fn: Callable[[dict], str | None] | None = None,
-    data: dict,
-    out: str | Path,
-    config: dict,
-    steps: int,
-    batch_size: int = 128,
-    lr: float = 2e-4,
-    ema_decay: float = 0.999,
-    max_minutes: float | None = None,
-    checkpoint_every: int = 500,
-    val_every: int = 500,
-    sample_every: int = 1000,
     sample_fn: Callable[[torch.nn.Module, torch.Generator], torch.Tensor] | None = None,
     export_fn: Callable[[torch.nn.Module, Path], None] | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    device: str = "auto",
-    precision: str = "auto",
-    flip: bool = False,
     grad_clip: float | None = None,
     warmup: int = 0,
     dist_info: Dist | None = None,
 ) -> dict:
-    """Train ``model`` on ``data["train"]`` (uint8 (N, C, H, W)); returns a summary dict.
+    """Train ``model`` on ``data["train"]`` (uint8 (N, C, H, W)) with ``options``; returns a summary dict.
 
-    ``out`` receives run.json (the resolved options and data description), log.jsonl,
+    ``options.out`` receives run.json (the resolved options and data description), log.jsonl,
     samples/step-N.png, checkpoint/ and, through ``export_fn``, the exported EMA model.
-    ``precision`` "bf16" runs the forward pass under bfloat16 autocast (weights, optimiser and EMA
-    stay float32); "auto" means bf16 on a GPU and fp32 on the CPU. ``flip`` mirrors training
+    ``options.precision`` "bf16" runs the forward pass under bfloat16 autocast (weights, optimiser and
+    EMA stay float32); "auto" means bf16 on a GPU and fp32 on the CPU. ``options.flip`` mirrors training
     images left-right at random (for data where that is natural; not for digits or text).
     Give either ``loss_fn`` or ``phases``; with one phase, validation reports its loss on the EMA
     model. ``warn_fn(record)`` may return a warning about a validation record (printed and logged).
@@ -248,13 +263,17 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    d = dist_info or setup_distributed(device)
+    o = options
+    steps, batch_size, lr, ema_decay, seed, max_minutes = o.steps, o.batch_size, o.lr, o.ema_decay, o.seed, o.max_minutes
+    checkpoint_every, val_every, sample_every, resume, precision, flip = (
+        o.checkpoint_every, o.val_every, o.sample_every, o.resume, o.precision, o.flip)
+    d = dist_info or setup_distributed(o.device)
     if precision not in ("auto", "fp32", "bf16"):
         raise RestoreError(f"unknown precision {precision!r} (known: auto, fp32, bf16)")
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise RestoreError(f"--max-minutes must be a positive number of minutes, got {max_minutes}")
     amp = precision == "bf16" or (precision == "auto" and d.device.type == "cuda")
-    out = Path(out)
+    out = Path(o.out)
     ckpt_dir = out / "checkpoint"
     if d.is_main:
         _prepare_folder(out, resume)

@@ -64,9 +64,10 @@ def test_wgan_gp_critic_steps_lower_the_critic_loss(spectral):
 def _run(out, steps, resume=False):
     torch.manual_seed(0)
     gan = GAN(Generator(8, 1, latent_dim=4, width=4), Discriminator(8, 1, width=4))
-    return training.train(model=gan, phases=gan_phases("ns", latent_dim=4), data={"train": _data()}, out=out,
-                          config={"family": "gan"}, steps=steps, batch_size=8, lr=2e-4, ema_decay=0.5,
-                          checkpoint_every=3, resume=resume)
+    return training.train(model=gan, phases=gan_phases("ns", latent_dim=4), data={"train": _data()},
+                          config={"family": "gan"},
+                          options=training.TrainOptions(out=out, steps=steps, batch_size=8, lr=2e-4, ema_decay=0.5,
+                                                        checkpoint_every=3, resume=resume))
 
 
 def test_two_phase_training_resumes_exactly(tmp_path):

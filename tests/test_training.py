@@ -27,8 +27,9 @@ def _run(out, steps, resume=False, ema_decay=0.9, width=8):
     scheduler = make_scheduler("linear", 50)
     return training.train(
         model=make_unet(28, 1, width), loss_fn=ddpm_loss(torch.cumprod(1 - scheduler.betas, 0)),
-        data={"train": _data(), "val": _data(16, seed=1)}, out=out, config={"family": "ddpm"}, steps=steps,
-        batch_size=8, lr=1e-3, ema_decay=ema_decay, checkpoint_every=3, val_every=3, resume=resume,
+        data={"train": _data(), "val": _data(16, seed=1)}, config={"family": "ddpm"},
+        options=training.TrainOptions(out=out, steps=steps, batch_size=8, lr=1e-3, ema_decay=ema_decay,
+                                      checkpoint_every=3, val_every=3, resume=resume),
     )
 
 
@@ -148,8 +149,9 @@ def test_warmup_ramps_the_rate_and_a_non_finite_gradient_skips_its_step(tmp_path
         return out * float("inf") if step == 2 else out  # step 2's gradient is inf * 0 or inf: not finite
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    training.train(model=model, loss_fn=loss_fn, data={"train": _data(16)}, out=tmp_path / "r", config={"family": "t"},
-                   steps=4, batch_size=4, lr=1e-2, ema_decay=0.0, checkpoint_every=100, warmup=4, grad_clip=1.0)
+    training.train(model=model, loss_fn=loss_fn, data={"train": _data(16)}, config={"family": "t"},
+                   options=training.TrainOptions(out=tmp_path / "r", steps=4, batch_size=4, lr=1e-2, ema_decay=0.0,
+                                                 checkpoint_every=100), warmup=4, grad_clip=1.0)
     records = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert [r.get("skipped", 0) for r in records if "step" in r] == [0, 0, 1, 1]
     tensors, _ = training.load_checkpoint(tmp_path / "r" / "checkpoint")
@@ -161,8 +163,9 @@ def test_warmup_ramps_the_rate_and_a_non_finite_gradient_skips_its_step(tmp_path
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    training.train(model=model, loss_fn=loss_fn, data={"train": _data(16)}, out=tmp_path / "one", config={"family": "t"},
-                   steps=1, batch_size=4, lr=1e-2, ema_decay=0.0, checkpoint_every=100, warmup=4)
+    training.train(model=model, loss_fn=loss_fn, data={"train": _data(16)}, config={"family": "t"},
+                   options=training.TrainOptions(out=tmp_path / "one", steps=1, batch_size=4, lr=1e-2, ema_decay=0.0,
+                                                 checkpoint_every=100), warmup=4)
     tensors, _ = training.load_checkpoint(tmp_path / "one" / "checkpoint")
     for k, v in before.items():
         assert torch.allclose((tensors[f"model.{k}"] - v).abs(), torch.full_like(v, 2.5e-3), rtol=1e-3)

@@ -45,9 +45,10 @@ def test_discretized_logistic_matches_the_cdf_difference():
 def _train(out, steps, resume=False):
     torch.manual_seed(0)
     return training.train(model=VAE(8, 1, latent_dim=4, width=4, hidden=16), loss_fn=vae_loss(1.0, kl_warmup=5),
-                          data={"train": _data(), "val": _data(16, seed=1)}, out=out, config={"family": "vae"},
-                          steps=steps, batch_size=16, lr=1e-2, ema_decay=0.0, checkpoint_every=10, val_every=10,
-                          resume=resume, warn_fn=collapse_warning)
+                          data={"train": _data(), "val": _data(16, seed=1)}, config={"family": "vae"},
+                          options=training.TrainOptions(out=out, steps=steps, batch_size=16, lr=1e-2, ema_decay=0.0,
+                                                        checkpoint_every=10, val_every=10, resume=resume),
+                          warn_fn=collapse_warning)
 
 
 def test_training_lowers_the_negative_elbo_and_logs_its_parts(tmp_path):

@@ -458,8 +458,7 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
         DDPMPipeline(unet=ema, scheduler=scheduler).save_pretrained(folder, safe_serialization=True)
 
     return training.train(
-        model=unet, loss_fn=ddpm_loss(alpha_bar), data=ds, out=out, config=config, steps=steps, batch_size=batch_size,
-        lr=lr, ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every, val_every=val_every,
-        sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume,
-        precision=precision, flip=flip, dist_info=d,
+        model=unet, loss_fn=ddpm_loss(alpha_bar), data=ds, config=config,
+        options=training.TrainOptions.pick(locals()),  # the arguments of those names
+        sample_fn=sample_fn, export_fn=export_fn, dist_info=d,
     )

@@ -364,8 +364,7 @@ def train_flow(*, data: str, out, size: int | None = None, channels: int | None 
         io.save_arrays(folder / "flow.safetensors", ema.state_dict())
 
     return training.train(
-        model=glow, loss_fn=flow_loss, data=ds, out=out, config=config, steps=steps, batch_size=batch_size, lr=lr,
-        ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every, val_every=val_every,
-        sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume,
-        precision=precision, flip=flip, grad_clip=grad_clip, warmup=warmup, dist_info=d,
+        model=glow, loss_fn=flow_loss, data=ds, config=config,
+        options=training.TrainOptions.pick(locals()),  # the arguments of those names
+        sample_fn=sample_fn, export_fn=export_fn, grad_clip=grad_clip, warmup=warmup, dist_info=d,
     )

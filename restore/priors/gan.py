@@ -264,8 +264,7 @@ def train_gan(*, data: str, out, size: int | None = None, channels: int | None =
         io.save_arrays(folder / "generator.safetensors", ema.generator.state_dict())
 
     return training.train(
-        model=gan, phases=phases, data={"train": ds["train"]}, out=out, config=config, steps=steps,
-        batch_size=batch_size, lr=lr, ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every,
-        sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume,
-        precision=precision, flip=flip, dist_info=d,
+        model=gan, phases=phases, data={"train": ds["train"]}, config=config,
+        options=training.TrainOptions.pick(locals()),  # the arguments of those names
+        sample_fn=sample_fn, export_fn=export_fn, dist_info=d,
     )

@@ -468,7 +468,7 @@ def sample_patches(patch_set, count: int, seed: int, *, dequantise: bool = True)
     return torch.cat(out)
 
 
-def train_gmm(*, data: str, out, patch: int = 8, components: int = 200, patches: int = 500_000,
+def train_gmm(*, data: str, out, patch: int = 8, components: int = 200, patches: int = 400_000,
               iterations: int = 30, channels: int | None = None, seed: int = 0, max_minutes: float | None = None,
               resume: bool = False, tol: float = 1e-4, data_root=None, log=print) -> dict:
     """Fit a GMMPatchPrior by EM to ``patches`` random patches of a folder of photographs (or a named set)

@@ -206,8 +206,7 @@ def train_pixelcnn(*, data: str, out, size: int | None = None, channels: int | N
         io.save_arrays(folder / "pixelcnn.safetensors", ema.state_dict())
 
     return training.train(
-        model=net, loss_fn=pixelcnn_loss, data=ds, out=out, config=config, steps=steps, batch_size=batch_size, lr=lr,
-        ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every, val_every=val_every,
-        sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed, resume=resume,
-        precision=precision, flip=flip, dist_info=d,
+        model=net, loss_fn=pixelcnn_loss, data=ds, config=config,
+        options=training.TrainOptions.pick(locals()),  # the arguments of those names
+        sample_fn=sample_fn, export_fn=export_fn, dist_info=d,
     )

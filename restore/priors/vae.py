@@ -216,8 +216,7 @@ def train_vae(*, data: str, out, size: int | None = None, channels: int | None =
         io.save_arrays(folder / "vae.safetensors", ema.state_dict())
 
     return training.train(
-        model=vae, loss_fn=vae_loss(beta, kl_warmup), data=ds, out=out, config=config, steps=steps,
-        batch_size=batch_size, lr=lr, ema_decay=ema_decay, max_minutes=max_minutes, checkpoint_every=checkpoint_every,
-        val_every=val_every, sample_every=sample_every, sample_fn=sample_fn, export_fn=export_fn, seed=seed,
-        resume=resume, precision=precision, flip=flip, dist_info=d, warn_fn=collapse_warning,
+        model=vae, loss_fn=vae_loss(beta, kl_warmup), data=ds, config=config,
+        options=training.TrainOptions.pick(locals()),  # the arguments of those names
+        sample_fn=sample_fn, export_fn=export_fn, dist_info=d, warn_fn=collapse_warning,
     )
