@@ -46,8 +46,9 @@ def main():
     parser.add_argument("--gray", action="store_true", help="a gray photo instead of RGB")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="options passed to every run")
     args = parser.parse_args()
+    from restore.data import levin_kernel
+    from restore.operators import Blur, GaussianNoise, make_operator
     from restore.solvers import CLASSICAL, DIFFUSION, missing_capabilities
-    from restore.cli import _operator, _noise  # the operators the command builds, to skip incompatible pairs
 
     with tempfile.TemporaryDirectory() as tmp:
         photo = io.read_image(sorted(natural_folder("bsds400").iterdir())[0])[0]
@@ -65,11 +66,9 @@ def main():
         for task in args.tasks:
             shape = (big.shape[1], height, width)
             for name in args.solvers:
-                options = dict(noise=_noise(0.01, None))
-                op = _operator(task, shape, random=0.8 if task == "inpaint" else None,
-                               kernel="levin:3" if task == "deblur" else None,
-                               factor=4 if task == "superres" else None, filter="bicubic" if task == "superres" else None,
-                               **options)
+                # The operator each command builds, to skip the solvers that cannot use it.
+                op = make_operator(task, shape, random=0.8, kernel=Blur(levin_kernel(3)), boundary="valid",
+                                   filter="bicubic", noise=GaussianNoise(0.01))
                 solver = (DIFFUSION if args.prior else CLASSICAL)[name]
                 if missing_capabilities(solver, op):
                     continue

@@ -22,13 +22,13 @@ STANDARD = {
 def standard_operator(name: str, image_shape, seed: int = 0) -> O.Operator:
     """The operator of standard task ``name`` for images of shape (C, H, W)."""
     if name == "inpaint-box":
-        return O.Inpainting.centre_box(image_shape, min(image_shape[-2:]) // 2)
+        return O.make_operator("inpaint", image_shape)  # a centred square of half the shorter side
     if name == "inpaint-random":
-        return O.Inpainting.random(image_shape, 0.7, seed)
+        return O.make_operator("inpaint", image_shape, random=0.7, seed=seed)
     if name == "deblur":
-        return O.Blur.gaussian(2.0, noise=O.GaussianNoise(0.05))
+        return O.make_operator("deblur", kernel=O.Blur.gaussian(2.0), noise=O.GaussianNoise(0.05))
     if name == "superres":
-        return O.Downsample(4, "box", noise=O.GaussianNoise(0.05))
+        return O.make_operator("superres", factor=4, filter="box", noise=O.GaussianNoise(0.05))
     if name == "denoise":
-        return O.Denoising(O.GaussianNoise(0.2))
+        return O.make_operator("denoise", noise=O.GaussianNoise(0.2))
     raise KeyError(f"unknown standard task {name!r} (known: {', '.join(STANDARD)})")

@@ -450,11 +450,11 @@ def _other_run(tmp_path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (lambda d, t: ["-n", "0"], "-n must be a positive integer"),
+        (lambda d, t: ["-n", "0"], "Invalid value for '-n'"),
         (lambda d, t: ["--steps", "21"], "--steps must be between 1 and 20"),
-        (lambda d, t: ["--method", "euler"], "--method must be ancestral, ddim or exact"),
+        (lambda d, t: ["--method", "euler"], "'euler' is not one of 'ancestral', 'ddim', 'exact'"),
         (lambda d, t: ["--method", "exact"], "--method exact is for the gaussian and gmm priors"),
-        (lambda d, t: ["--variance", "large"], "--variance must be beta_tilde or beta"),
+        (lambda d, t: ["--variance", "large"], "'large' is not one of 'beta_tilde', 'beta'"),
         (lambda d, t: ["--eta", "-1"], "--eta must be a non-negative number"),
         (lambda d, t: ["-o", t / "missing" / "x.png"], "does not exist"),
         (lambda d, t: ["-o", t / "x.jpg"], "must be a .png file"),
@@ -658,7 +658,7 @@ BAD_INPUT_HINTS = {
     "no-alpha-no-mask": "--mask",
     "float-npy-without-spec": "--spec",
     "spec-of-another-task": "restore inpaint",
-    "unknown-task-degrade": "inpaint, deblur, superres, denoise, cs",
+    "unknown-task-degrade": "'inpaint', 'deblur', 'superres', 'denoise', 'cs'",
     "pickled-npy-measurement": "evil.npy",
 }
 
@@ -821,8 +821,8 @@ def test_size_mismatch_names_both_and_resize_fits(cli, tmp_path, ddpm_dir, digit
         (["deblur", "--kernel", "gaussian:1:3", "--poisson", "50", "--solver", "ddrm"], "poisson noise"),
         (["denoise", "--noise", "0.1", "--param", "zeta=1"], "expected KEY=VALUE with KEY one of fidelity, eta, rcond (ddnm"),
         (["denoise", "--noise", "0.1", "--param", "eta=abc"], "eta takes a float"),
-        (["denoise", "--noise", "0.1", "--samples", "0"], "--samples must be a positive integer"),
-        (["denoise", "--noise", "0.1", "--estimate", "median"], "--estimate must be mean or sample"),
+        (["denoise", "--noise", "0.1", "--samples", "0"], "Invalid value for '--samples'"),
+        (["denoise", "--noise", "0.1", "--estimate", "median"], "'median' is not one of 'mean', 'sample'"),
         (["denoise", "--noise", "0.1", "--steps", "21"], "--steps must be between 1 and 20"),
         (["denoise", "--noise", "0.1", "--solver", "tv"], "unknown solver 'tv' for a learned prior"),
     ],
@@ -1355,7 +1355,7 @@ def test_threads_option_and_its_record(cli, tmp_path, images, monkeypatch):
                                 "-o", tmp_path / "o.png")).out)
     assert result["threads"] == 1 == torch.get_num_threads()
     monkeypatch.setenv("RESTORE_THREADS", "0")
-    assert "--threads must be a positive integer" in _assert_user_error(
+    assert "Invalid value for '--threads'" in _assert_user_error(
         cli("denoise", images / "small.png", "--noise", "0.1", "-o", tmp_path / "o.png"))
 
 

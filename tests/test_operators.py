@@ -564,3 +564,28 @@ def test_float32(shape, op):
     assert torch.all(norms(p32.double() - p64) <= 1e-3 * norms(p64))
     if isinstance(op, O.SVDOperator):
         assert op32.singular_values(x32).dtype == torch.float32
+
+
+def test_one_factory_builds_the_operators_of_options_standard_tasks_and_specs():
+    """make_operator is where the CLI's options, the standard tasks and specs become operators: each task's
+    operator is the class and measurement its parameters describe."""
+    from restore.tasks import standard_operator
+
+    shape = (1, 12, 10)
+    x = randn(1, *shape, seed=3)
+    assert torch.equal(O.make_operator("inpaint", shape).mask, O.Inpainting.centre_box(shape, 5).mask)
+    assert torch.equal(O.make_operator("inpaint", shape, box=(1, 2, 3, 4)).mask, O.Inpainting.box(shape, 1, 2, 3, 4).mask)
+    assert torch.equal(O.make_operator("inpaint", shape, random=0.5, seed=7).mask,
+                       O.Inpainting.random(shape, 0.5, 7).mask)
+    valid = O.make_operator("deblur", kernel=torch.ones(3, 3), boundary="valid", noise=O.GaussianNoise(0.1))
+    assert type(valid) is O.ValidBlur and valid.noise.spec() == O.GaussianNoise(0.1).spec()
+    assert type(O.make_operator("superres", factor=2, filter="bicubic")) is O.Downsample
+    assert O.make_operator("cs", shape, seed=1).A(x).shape[-1] == 30  # n / 4 measurements by default
+    # The standard benchmark tasks are the factory's operators.
+    assert torch.equal(standard_operator("inpaint-random", shape, 2).mask, O.Inpainting.random(shape, 0.7, 2).mask)
+    big = randn(1, 1, 16, 16, seed=4)  # the standard blur's kernel is 13x13
+    torch.testing.assert_close(standard_operator("deblur", (1, 16, 16)).A(big), O.Blur.gaussian(2.0).A(big))
+    with pytest.raises(RestoreError, match="unknown task 'sharpen'"):
+        O.make_operator("sharpen", shape)
+    with pytest.raises(RestoreError, match="unknown blur boundary"):
+        O.make_operator("deblur", kernel=torch.ones(3, 3), boundary="reflect")

@@ -24,15 +24,13 @@ TASKS = ("inpaint", "deblur", "superres", "denoise", "cs")
 
 @app.callback()
 def _root(threads: Annotated[Optional[int], typer.Option(
-        "--threads", envvar="RESTORE_THREADS",
+        "--threads", envvar="RESTORE_THREADS", min=1,
         help="CPU threads for torch (default: all cores, waiting passively, so a busy machine does not "
              "slow them down; see README).")] = None):
     """Image restoration with generative priors: degrade an image, then recover it."""
     import os
 
     if threads is not None:
-        if threads < 1:
-            raise RestoreError(f"--threads must be a positive integer, got {threads}")
         os.environ["OMP_NUM_THREADS"] = str(threads)  # read when torch is first imported
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)

@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from ..errors import RestoreError
 from .app import app
-from .common import Json, PriorSpec, Seed, _check_seed
+from .common import Json, PriorSpec, Seed, report
 
 
 def _bench_photos(data: str, tasks, priors: str, solvers: Optional[str], steps: str, out: str, force: bool) -> None:
@@ -94,9 +94,9 @@ def evaluate(
     prior: PriorSpec = "ddpm",
     data: Annotated[str, typer.Option(help="Evaluation data: mnist or fashion-mnist (their test splits), or a folder "
                                            "(the validation split restore train makes with seed 0).")] = "mnist",
-    samples: Annotated[int, typer.Option(help="Samples for the Frechet and kernel distances.")] = 2000,
-    nll_images: Annotated[int, typer.Option(help="Test images for bits/dim (0: skip).")] = 1000,
-    feature_steps: Annotated[int, typer.Option(help="Training steps of the feature autoencoder for data other than "
+    samples: Annotated[int, typer.Option(min=2, help="Samples for the Frechet and kernel distances.")] = 2000,
+    nll_images: Annotated[int, typer.Option(min=0, help="Test images for bits/dim (0: skip).")] = 1000,
+    feature_steps: Annotated[int, typer.Option(min=1, help="Training steps of the feature autoencoder for data other than "
                                                     "MNIST (cached in $RESTORE_CACHE, default ~/.cache/restore).")] = 1000,
     data_root: Annotated[Optional[str], typer.Option(help="Where MNIST is (default $RESTORE_DATA).")] = None,
     json: Json = False,
@@ -107,27 +107,22 @@ def evaluate(
     from ..evaluate import evaluate_prior
     from ..priors import load_prior
 
-    _check_seed(seed)
-    if samples < 2 or nll_images < 0 or feature_steps < 1:
-        raise RestoreError(f"--samples must be at least 2, --nll-images non-negative and --feature-steps positive, "
-                           f"got {samples}, {nll_images} and {feature_steps}")
     model = load_prior(prior)
-    report = {"prior": prior, **evaluate_prior(model, data=data, samples=samples, nll_images=nll_images, seed=seed,
+    result = {"prior": prior, **evaluate_prior(model, data=data, samples=samples, nll_images=nll_images, seed=seed,
                                                data_root=data_root, feature_steps=feature_steps)}
-    if "warning" in report:
-        typer.echo(f"warning: {report['warning']}", err=True)
-    if json:
-        import json as json_module
+    if "warning" in result:
+        typer.echo(f"warning: {result['warning']}", err=True)
 
-        typer.echo(json_module.dumps(report))
-        return
-    if "bits_per_dim" in report:
-        typer.echo(f"bits/dim:        {report['bits_per_dim']:.3f} +- {report['bits_per_dim_sem']:.3f} "
-                   f"({report['nll_images']} test images)")
-    typer.echo(f"FID:             {report['fid']:.2f} (train-vs-test floor {report['fid_floor']:.2f}; "
-               f"{samples} samples against {report['test_images']} test images)")
-    typer.echo(f"KID:             {report['kid']:.4f} +- {report['kid_std']:.4f} (floor {report['kid_floor']:.4f})")
-    typer.echo(f"features:        {report['features']}")
-    if "confident_fraction" in report:
-        typer.echo(f"confident >=0.9: {100 * report['confident_fraction']:.1f}%, largest class deviation "
-                   f"{100 * report['max_class_deviation']:.1f} points")
+    def lines():
+        if "bits_per_dim" in result:
+            typer.echo(f"bits/dim:        {result['bits_per_dim']:.3f} +- {result['bits_per_dim_sem']:.3f} "
+                       f"({result['nll_images']} test images)")
+        typer.echo(f"FID:             {result['fid']:.2f} (train-vs-test floor {result['fid_floor']:.2f}; "
+                   f"{samples} samples against {result['test_images']} test images)")
+        typer.echo(f"KID:             {result['kid']:.4f} +- {result['kid_std']:.4f} (floor {result['kid_floor']:.4f})")
+        typer.echo(f"features:        {result['features']}")
+        if "confident_fraction" in result:
+            typer.echo(f"confident >=0.9: {100 * result['confident_fraction']:.1f}%, largest class deviation "
+                       f"{100 * result['max_class_deviation']:.1f} points")
+
+    report(result, json, lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -44,7 +44,7 @@ DEFAULT_PATCH_SOLVER = {task: ("epll", None, {}) for task in DEFAULT_PHOTO_SOLVE
 Box = Annotated[Optional[str], typer.Option(help="Missing rectangle X,Y,W,H in pixels (inpainting).")]
 
 
-Random = Annotated[Optional[float], typer.Option(help="Fraction of pixels missing at random, seeded (inpainting).")]
+Random = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Fraction of pixels missing at random, seeded (inpainting).")]
 
 Mask = Annotated[Optional[str], typer.Option(help="Mask image: white = observed, black = missing (inpainting).")]
 
@@ -55,21 +55,21 @@ Kernel = Annotated[
 ]
 
 Boundary = Annotated[
-    Optional[str],
+    Optional[Literal["valid", "circular"]],
     typer.Option(help="Blur boundary: valid (a camera's blur: the scene beyond the frame is unknown, nothing wraps "
                       "around) or circular (periodic, as synthetic benchmarks blur). Default: valid for a photo, "
                       "circular for a prior of fixed-size images (the MNIST priors) and for `restore degrade`."),
 ]
 
-Factor = Annotated[Optional[int], typer.Option(help="Downsampling factor (super-resolution).")]
+Factor = Annotated[Optional[int], typer.Option(min=1, help="Downsampling factor (super-resolution).")]
 
-Filter = Annotated[Optional[str], typer.Option(help="Downsampling filter: box (default) or bicubic.")]
+Filter = Annotated[Optional[Literal["box", "bicubic"]], typer.Option(help="Downsampling filter: box (default) or bicubic.")]
 
 Noise = Annotated[Optional[float], typer.Option(help="Standard deviation sigma_y of Gaussian noise on [0, 1] intensities.")]
 
 Poisson = Annotated[Optional[float], typer.Option(help="Poisson noise with this gain (photons at intensity 1) instead of Gaussian.")]
 
-Seed = Annotated[int, typer.Option(help="Seed of every random choice (mask, kernel, noise, solver).")]
+Seed = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Seed of every random choice (mask, kernel, noise, solver).")]
 
 
 def _parse_box(text: str) -> tuple[int, int, int, int]:
@@ -150,8 +150,6 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
         raise RestoreError(f"--kernel is for deblurring, not {task}")
     if task != "deblur" and boundary is not None:
         raise RestoreError(f"--boundary is for deblurring, not {task}")
-    if boundary not in (None, "circular", "valid"):
-        raise RestoreError(f"--boundary must be valid or circular, got {boundary!r}")
     if task != "superres" and (factor is not None or filter is not None):
         raise RestoreError(f"--factor and --filter are for super-resolution, not {task}")
     if task != "cs" and measurements is not None:
@@ -159,11 +157,8 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
     if task == "inpaint":
         if len(chosen) > 1:
             raise RestoreError("give only one of --box, --random and --mask")
-        if box is not None:
-            op = O.Inpainting.box(image_shape, *_parse_box(box))
-        elif random is not None:
-            op = O.Inpainting.random(image_shape, random, seed)
-        elif mask is not None:
+        observed = None
+        if mask is not None:
             pixels, mask_alpha = io.read_image(mask, mode="L")
             if tuple(pixels.shape[-2:]) != tuple(image_shape[-2:]):
                 h, w = pixels.shape[-2:]
@@ -171,16 +166,15 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
             observed = pixels[0] > 0.5  # white = observed, black = missing
             if mask_alpha is not None:
                 observed &= mask_alpha[0] > 0.5  # and transparent = missing, as in the image itself
-            op = O.Inpainting(observed)
-        elif alpha is not None:
-            op = O.Inpainting(alpha[0] > 0.5)  # transparent = missing
-        elif for_degrade:
-            op = O.Inpainting.centre_box(image_shape, min(image_shape[-2:]) // 2)
-        else:
+        elif alpha is not None and not chosen:
+            observed = alpha[0] > 0.5  # transparent = missing
+        elif not chosen and not for_degrade:
             raise RestoreError(
                 "this image has no alpha channel and no mask was given: erase the missing region to "
                 "transparency in an image editor, or pass --mask m.png, --box X,Y,W,H or --random FRACTION"
             )
+        op = O.make_operator("inpaint", image_shape, mask=observed, box=_parse_box(box) if box is not None else None,
+                             random=random, seed=seed)
         if alpha is not None and chosen:
             # One rule: a transparent pixel of the image is missing, whatever option adds more holes.
             op = O.Inpainting(op.mask.bool() & (alpha[0] > 0.5))
@@ -188,19 +182,12 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
             raise RestoreError("nothing to inpaint: no pixel is missing (a mask is white where observed and black "
                                "or transparent where missing; an image's transparent pixels are missing)")
     elif task == "deblur":
-        op = _kernel("gaussian:2" if kernel is None else kernel, seed, frame=tuple(image_shape[-2:]))
-        op.check_input((1, *image_shape[-3:]))  # a kernel larger than the frame is refused either way
-        if boundary == "valid":
-            op = O.ValidBlur.of(op)
-    elif task == "superres":
-        op = O.Downsample(4 if factor is None else factor, filter or "box")
-    elif task == "denoise":
-        op = O.Denoising()
+        blur = _kernel("gaussian:2" if kernel is None else kernel, seed, frame=tuple(image_shape[-2:]))
+        blur.check_input((1, *image_shape[-3:]))  # a kernel larger than the frame is refused either way
+        op = O.make_operator("deblur", kernel=blur, boundary=boundary or "circular")
     else:
-        n = 1
-        for d in image_shape[-3:]:
-            n *= d
-        op = O.CompressedSensing(n // 4 if measurements is None else measurements, image_shape, seed)
+        op = O.make_operator(task, image_shape, factor=4 if factor is None else factor, filter=filter or "box",
+                             measurements=measurements, seed=seed)
     op.noise = noise
     if not (boundary == "valid" and not for_degrade):  # a valid blur's x is the frame grown by the kernel
         op.check_input((1, *image_shape[-3:]))
@@ -243,10 +230,17 @@ def _check_observed(op) -> None:
         raise RestoreError("the mask marks every pixel as missing: at least one pixel must be observed")
 
 
-def _check_seed(seed: int) -> None:
-    """Refuse a seed that torch or numpy would reject with a traceback."""
-    if not 0 <= seed < 2**63:
-        raise RestoreError(f"--seed must be an integer from 0 to 2**63 - 1, got {seed}")
+def report(result: dict, as_json: bool, text) -> None:
+    """Every command's result: with --json, one JSON object on stdout (what a script reads); else ``text``,
+    a line, or a function that writes the readable form (called only then)."""
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(result))
+    elif callable(text):
+        text()
+    else:
+        typer.echo(text)
 
 
 def _output_check(path: str) -> Path:
@@ -348,20 +342,20 @@ Spec = Annotated[Optional[str], typer.Option(help="Measurement spec .json (full-
 
 Prior = Annotated[str, typer.Option(help="classical (no learned prior), a family (ddpm, gaussian, ...: its shipped default), a model folder or a hub id.")]
 
-Samples = Annotated[int, typer.Option(help="Posterior samples to draw (learned priors); beside -o: a grid and a std map.")]
+Samples = Annotated[int, typer.Option(min=1, help="Posterior samples to draw (learned priors); beside -o: a grid and a std map.")]
 
-Estimate = Annotated[str, typer.Option(help="What -o holds: mean (of the samples) or sample (the first one).")]
+Estimate = Annotated[Literal["mean", "sample"], typer.Option(help="What -o holds: mean (of the samples) or sample (the first one).")]
 
 Param = Annotated[Optional[list[str]], typer.Option("--param", help="Solver hyperparameter KEY=VALUE (repeatable), e.g. fidelity=2.")]
 
 Resize = Annotated[bool, typer.Option("--resize", help="Fit a plain image's size and channels to the prior's.")]
 
-Precision = Annotated[str, typer.Option(help="Learned priors: fp32, or bf16 to run the network under bfloat16 autocast "
+Precision = Annotated[Literal["fp32", "bf16"], typer.Option(help="Learned priors: fp32, or bf16 to run the network under bfloat16 autocast "
                                              "(about 2x faster on CPUs with AVX-512 BF16, slower on others).")]
 
 Solver = Annotated[Optional[str], typer.Option(help="Solver; default per task (see README).")]
 
-Steps = Annotated[Optional[int], typer.Option(help="Iterations of an iterative solver, or diffusion steps.")]
+Steps = Annotated[Optional[int], typer.Option(min=1, help="Iterations of an iterative solver, or diffusion steps.")]
 
 Reference = Annotated[Optional[str], typer.Option(help="Clean image: print PSNR and SSIM against it.")]
 
@@ -369,6 +363,6 @@ Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSO
 
 Force = Annotated[bool, typer.Option("--force", help="Folders: restore images whose output already exists, too.")]
 
-Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+Device = Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto, cpu or cuda.")]
 
 PriorSpec = Annotated[str, typer.Option(help="A family name (its shipped default), a model folder or a hub id (owner/name).")]

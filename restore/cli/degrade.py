@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from typing_extensions import Annotated
 
-from ..errors import RestoreError
 from .app import TASKS, app
-from .common import (Boundary, Box, Factor, Filter, Kernel, Mask, Noise, Poisson, Random, Seed, _check_seed, _noise,
+from .common import (Boundary, Box, Factor, Filter, Kernel, Mask, Noise, Poisson, Random, Seed, _noise,
     _operator, _refuse_overwrite)
 
 
@@ -17,7 +16,7 @@ from .common import (Boundary, Box, Factor, Filter, Kernel, Mask, Noise, Poisson
 def degrade(
     image: Annotated[str, typer.Argument(help="Clean image (PNG, JPEG, 8- or 16-bit, gray or colour).")],
     output: Annotated[str, typer.Option("-o", "--output", help="Measurement preview .png; .json and float data go beside it.")],
-    task: Annotated[str, typer.Option(help="inpaint, deblur, superres, denoise or cs.")] = "inpaint",
+    task: Annotated[Literal[TASKS], typer.Option(help="What the measurement does.")] = "inpaint",
     box: Box = None,
     random: Random = None,
     mask: Mask = None,
@@ -27,9 +26,9 @@ def degrade(
     filter: Filter = None,
     noise: Noise = None,
     poisson: Poisson = None,
-    measurements: Annotated[Optional[int], typer.Option(help="Number m of Gaussian measurements (cs; default n/4).")] = None,
+    measurements: Annotated[Optional[int], typer.Option(min=1, help="Number m of Gaussian measurements (cs; default n/4).")] = None,
     seed: Seed = 0,
-    float_format: Annotated[str, typer.Option(help="Float data file: safetensors or npy.")] = "safetensors",
+    float_format: Annotated[Literal["safetensors", "npy"], typer.Option(help="Float data file.")] = "safetensors",
 ):
     """Simulate a measurement y = noise(A(x)) of a clean image, at full precision."""
     import torch
@@ -37,9 +36,6 @@ def degrade(
     from .. import io, measurement
     from ..operators import functional as Fn
 
-    if task not in TASKS:
-        raise RestoreError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    _check_seed(seed)
     paths = measurement.paths_for(output, float_format)
     for p in paths.values():
         io.output_path_check(p)

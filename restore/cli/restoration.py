@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -14,9 +15,40 @@ from ..errors import RestoreError
 from .app import TASKS, _threads, app
 from .common import (Boundary, Box, DEFAULT_PATCH_SOLVER, DEFAULT_PHOTO_SOLVER, DEFAULT_PRIOR_SOLVER, DEFAULT_SOLVER,
     Device, Estimate, Factor, Filter, Force, Input, Json, Kernel, Mask, Noise, Output, Param, Poisson, Precision,
-    Prior, Random, Reference, Resize, Samples, Seed, Solver, Spec, Steps, _NOTES, _check_observed, _check_seed,
+    Prior, Random, Reference, Resize, Samples, Seed, Solver, Spec, Steps, _NOTES, _check_observed,
     _default_steps, _device, _input_files, _noise, _operator, _output_check, _parse_box, _parse_params, _progress,
-    _read_reference, _refuse_overwrite)
+    _read_reference, _refuse_overwrite, report)
+
+
+@dataclasses.dataclass
+class Request:
+    """One restore command as parsed: what to restore (``input`` into ``output``), how the damage is
+    described (``spec``, or ``op_options``: the task's operator options and the seed), and how to
+    restore it (``prior``, ``solver`` and the options of learned priors). A folder of images is one
+    request per image, made with :func:`dataclasses.replace`."""
+
+    task: str
+    input: str
+    output: str
+    spec: Optional[str] = None
+    prior: str = "classical"
+    solver: Optional[str] = None
+    steps: Optional[int] = None
+    reference: Optional[str] = None
+    json: bool = False
+    device: str = "auto"
+    seed: int = 0
+    op_options: dict = dataclasses.field(default_factory=dict)
+    samples: int = 1
+    estimate: str = "mean"
+    params: tuple = ()
+    resize: bool = False
+    precision: str = "fp32"
+    force: bool = False
+
+    def input_files(self) -> list:
+        """The files the command reads (an option naming a kernel such as levin:3 is no file)."""
+        return _input_files(self.input, self.spec, self.reference, self.op_options)
 
 
 def _fit_to(y, alpha, target, task: str, factor: Optional[int]):
@@ -159,67 +191,65 @@ def _peek_shape(task: str, input: str, spec, op_options: dict):
     return (channels, h * k, w * k)
 
 
-def _run(task: str, input: str, output: str, spec, prior: str, solver: Optional[str], steps: Optional[int],
-         reference: Optional[str], json_out: bool, device: str, seed: int, op_options: dict,
-         learned: Optional[dict] = None):
+def _run(req: Request) -> None:
+    """Carry out one restore command: a folder, a learned prior's restoration, or a classical one."""
+    if _COLLECTED is None:  # a new command, not the next image of a folder: load priors afresh
+        _PRIORS.clear()
+    if Path(req.input).is_dir():
+        _run_folder(req)
+        return
+    out = _output_check(req.output)
+    if req.prior != "classical":
+        _restore_with_prior(req, out)
+    else:
+        _restore_classical(req, out)
+
+
+def _restore_classical(req: Request, out: Path) -> None:
+    """Restore with a classical solver (no learned prior): the estimate and a one-line or JSON report."""
     import torch
 
     from .. import io, metrics
     from ..solvers import CLASSICAL, check_compatible
 
-    learned = dict(learned or {})
-    force = learned.pop("force", False)
-    if _COLLECTED is None:  # a new command, not the next image of a folder: load priors afresh
-        _PRIORS.clear()
-    if Path(input).is_dir():
-        _run_folder(task, input, output, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
-                    learned, force)
-        return
-    out = _output_check(output)
-    _check_seed(seed)
-    if prior != "classical":
-        _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed,
-                            op_options, **learned)
-        return
-    _refuse_overwrite([out], _input_files(input, spec, reference, op_options))
-    if learned.get("samples", 1) != 1 or learned.get("params") or learned.get("resize") \
-            or learned.get("precision", "fp32") != "fp32":
+    task, op_options = req.task, dict(req.op_options)
+    _refuse_overwrite([out], req.input_files())
+    if req.samples != 1 or req.params or req.resize or req.precision != "fp32":
         raise RestoreError("--samples, --param, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
-    _default_boundary(task, input, spec, op_options)
-    y, op, shape, source, notes = _load_measurement(task, input, spec, op_options)
-    name = solver or DEFAULT_SOLVER[task]
+    _default_boundary(task, req.input, req.spec, op_options)
+    y, op, shape, source, notes = _load_measurement(task, req.input, req.spec, op_options)
+    name = req.solver or DEFAULT_SOLVER[task]
     if name not in CLASSICAL:
-        raise RestoreError(f"unknown solver {name!r} for prior {prior!r}; known: {', '.join(CLASSICAL)}")
+        raise RestoreError(f"unknown solver {name!r} for prior {req.prior!r}; known: {', '.join(CLASSICAL)}")
     fn = CLASSICAL[name]
     check_compatible(name, fn, op, CLASSICAL)
-    truth = _read_reference(reference, shape, op)
-    dev = _device(device)
+    truth = _read_reference(req.reference, shape, op)
+    dev = _device(req.device)
     op = op.to(dev)
     y = y.to(dev)
-    kwargs = {"generator": torch.Generator(device=dev).manual_seed(seed)}
-    if steps is not None:
+    kwargs = {"generator": torch.Generator(device=dev).manual_seed(req.seed)}
+    if req.steps is not None:
         # Iterative solvers have an integer default for steps; the others accept steps=None and ignore it.
         if not isinstance(_default_steps(fn), int):
             raise RestoreError(f"--steps is for iterative solvers (tv, richardson-lucy), not {name}")
-        if steps < 1:
-            raise RestoreError(f"--steps must be a positive integer, got {steps}")
-        kwargs["steps"] = steps
+        kwargs["steps"] = req.steps
     for note in notes:
         typer.echo(note, err=True)
-    bar = _progress(fn, steps)
+    bar = _progress(fn, req.steps)
     t0 = time.perf_counter()
     x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
     io.write_png(out, x_hat.cpu())
-    result = {"input": source, "output": str(out), "task": task, "prior": prior, "solver": name, "operator": op.spec(),
-              "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape), "seed": seed}
+    result = {"input": source, "output": str(out), "task": task, "prior": req.prior, "solver": name,
+              "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape),
+              "seed": req.seed}
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
         result.update(_NOTES)
-    _report(result, json_out, f"wrote {out} ({prior} / {name}, {seconds:.2f} s)")
+    _report(result, req.json, f"wrote {out} ({req.prior} / {name}, {seconds:.2f} s)")
 
 
 #: While a folder is restored, each image's result is collected here instead of printed.
@@ -238,8 +268,7 @@ def _matching(folder: Path, rel: str, what: str) -> str:
     raise RestoreError(f"no {what} for '{rel}' in '{folder}' (expected '{stem}' with an image extension)")
 
 
-def _run_folder(task, input, output, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
-                learned, force) -> None:
+def _run_folder(req: Request) -> None:
     """Restore every image under the folder ``input`` into the folder ``output`` (same relative paths, .png).
 
     A file that fails is reported and skipped; the rest still run, and the exit code is 2 if any failed.
@@ -254,8 +283,8 @@ def _run_folder(task, input, output, spec, prior, solver, steps, reference, json
     from ..data import image_files
 
     global _COLLECTED
-    src, dst = Path(input), Path(output)
-    if spec is not None:
+    task, src, dst, reference = req.task, Path(req.input), Path(req.output), req.reference
+    if req.spec is not None:
         raise RestoreError("--spec describes one measurement; it cannot go with a folder of images")
     if dst.suffix.lower() in (".png", ".jpg", ".jpeg") or (dst.exists() and not dst.is_dir()):
         raise RestoreError(f"the input '{src}' is a folder, so -o must be a folder too, got '{dst}'")
@@ -263,7 +292,7 @@ def _run_folder(task, input, output, spec, prior, solver, steps, reference, json
         raise RestoreError(f"cannot create the output folder '{dst}': '{dst.parent}' does not exist")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise RestoreError(f"the output folder '{dst}' is inside the input folder '{src}': choose another -o")
-    folders = {"mask": op_options.get("mask"), "reference": reference}
+    folders = {"mask": req.op_options.get("mask"), "reference": reference}
     for what, folder in folders.items():
         if folder is not None and not Path(folder).is_dir():
             raise RestoreError(f"with a folder of images, --{what} must be a folder of {what}s named like the "
@@ -279,19 +308,19 @@ def _run_folder(task, input, output, spec, prior, solver, steps, reference, json
     psnrs = []
     for rel in tqdm(mine, desc=f"{task} {src.name or src}", unit="image", disable=None):
         out = (dst / rel).with_suffix(".png")
-        if out.exists() and not force:
+        if out.exists() and not req.force:
             counts["skipped"] += 1
             continue
         record = {"file": rel}
         _COLLECTED = []
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            options = dict(op_options)
+            options = dict(req.op_options)
             if folders["mask"] is not None:
                 options["mask"] = _matching(Path(folders["mask"]), rel, "mask")
             ref = _matching(Path(reference), rel, "reference") if reference is not None else None
-            _run(task, str(src / rel), str(out), None, prior, solver, steps, ref, False, device, seed, options,
-                 learned)
+            _run(dataclasses.replace(req, input=str(src / rel), output=str(out), reference=ref, json=False,
+                                     op_options=options))
             record.update(_COLLECTED[0])
             counts["restored"] += 1
             if "psnr" in record:
@@ -310,29 +339,23 @@ def _run_folder(task, input, output, spec, prior, solver, steps, reference, json
     line = (f"{dst}: restored {counts['restored']} of {len(mine)} images"
             + (f", {counts['skipped']} already done (--force redoes them)" if counts["skipped"] else "")
             + (f", mean PSNR {summary['mean_psnr']:.2f} dB" if psnrs else "") + f"; per image: {log}")
-    typer.echo(json.dumps(summary) if json_out else line)
+    report(summary, req.json, line)
     if counts["failed"]:
         raise RestoreError(f"{counts['failed']} of {len(mine)} images failed (see {log})")
 
 
 def _report(result: dict, json_out: bool, line: str) -> None:
-    """Print the result as JSON, or as one line (with PSNR and SSIM when a reference was given)."""
+    """Report one image's result (with PSNR and SSIM when a reference was given), or collect it for the
+    folder being restored."""
     if _COLLECTED is not None:
         _COLLECTED.append(result)
         return
-    if json_out:
-        import json
-
-        typer.echo(json.dumps(result))
-        return
     if "psnr" in result:
         line += f"  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}"
-    typer.echo(line)
+    report(result, json_out, line)
 
 
-def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference, json_out, device, seed, op_options,
-                        *, samples: int = 1, estimate: str = "mean", params=(), resize: bool = False,
-                        precision: str = "fp32"):
+def _restore_with_prior(req: Request, out: Path) -> None:
     """Restore with a learned prior and a diffusion solver: estimate, sample grid, std map and a JSON record."""
     import torch
 
@@ -340,27 +363,23 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
     from ..solvers import check_compatible
     from ..solvers.counting import CountingPrior
 
-    if samples < 1:
-        raise RestoreError(f"--samples must be a positive integer, got {samples}")
-    if estimate not in ("mean", "sample"):
-        raise RestoreError(f"--estimate must be mean or sample, got {estimate!r}")
-    if precision not in ("fp32", "bf16"):
-        raise RestoreError(f"--precision must be fp32 or bf16, got {precision!r}")
+    task, input, spec, prior, op_options = req.task, req.input, req.spec, req.prior, dict(req.op_options)
+    samples, seed, resize = req.samples, req.seed, req.resize
     stem = out.with_suffix("")
     paths = {"samples": Path(f"{stem}.samples.png"), "std": Path(f"{stem}.std.png"), "json": Path(f"{stem}.json")}
     for p in (out, *paths.values()):
         io.output_path_check(p)
-    _refuse_overwrite([out, *paths.values()], _input_files(input, spec, reference, op_options))
+    _refuse_overwrite([out, *paths.values()], req.input_files())
     # Before the prior loads (seconds): a mistyped name, broken link or link loop fails at once.
     io._check_input_file(Path(input), "measurement spec" if input.lower().endswith(".json") else "image")
-    dev = _device(device)
+    dev = _device(req.device)
     model = _load_prior_once(prior, dev, _peek_shape(task, input, spec, op_options))
-    if precision == "bf16":
+    if req.precision == "bf16":
         if not hasattr(model, "with_autocast"):
             raise RestoreError(f"--precision bf16 is for DDPM priors; the {model.family} prior runs in float32")
         model = model.with_autocast(torch.bfloat16)
     any_size = getattr(model, "any_size", False)
-    name, fn, usable, hyper, default_steps = _choose_solver(model, task, solver, params)
+    name, fn, usable, hyper, default_steps = _choose_solver(model, task, req.solver, req.params)
     if resize and any_size:
         raise RestoreError(f"--resize is for priors of fixed-size images; {prior!r} restores images of any size")
     _default_boundary(task, input, spec, op_options, any_size=any_size)
@@ -373,20 +392,20 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         have, want = "x".join(map(str, shape)), "x".join(map(str, model.image_shape))
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
-    truth = _read_reference(reference, shape, op)
-    steps = _solver_steps(fn, name, steps, default_steps, getattr(model, "num_timesteps", None))
+    truth = _read_reference(req.reference, shape, op)
+    steps = _solver_steps(fn, name, req.steps, default_steps, getattr(model, "num_timesteps", None))
     for note in notes:
         typer.echo(note, err=True)
     counted = CountingPrior(model)
     t0 = time.perf_counter()
     x = _draw(fn, name, y.to(dev), op.to(dev), counted, samples, steps, hyper, seed, dev)
     seconds = time.perf_counter() - t0
-    x_hat = (x.mean(0, keepdim=True) if estimate == "mean" else x[:1]).clamp(0, 1)
+    x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
-              "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": estimate,
+              "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": req.estimate,
               "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
               "image_shape": list(shape),
-              "seed": seed, "device": str(dev), "resize": resize, "precision": precision}
+              "seed": seed, "device": str(dev), "resize": resize, "precision": req.precision}
     if getattr(model, "channel_groups", 1) > 1:
         result["channelwise"] = True  # a gray prior applied to each colour channel
     if samples > 1:
@@ -412,7 +431,7 @@ def _restore_with_prior(task, input, out, spec, prior, solver, steps, reference,
         io.write_json(paths["json"], result)
     plural = "s" * (samples > 1)
     stepped = f"{steps} steps, " if steps is not None else ""
-    _report(result, json_out, f"wrote {out} ({size_note}{prior} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
+    _report(result, req.json, f"wrote {out} ({size_note}{prior} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
 
 
 def _choose_solver(model, task: str, solver, params):
@@ -511,11 +530,8 @@ def _task_command(task: str, doc: str, options: list) -> None:
                [*options, *shared]]
 
     def command(**kw):
-        op_options = {name: kw[name] for name, _, _ in options} | {"seed": kw["seed"]}
-        extra = {"samples": kw["samples"], "estimate": kw["estimate"], "params": kw["param"] or (),
-                 "resize": kw["resize"], "precision": kw["precision"], **({"force": kw["force"]} if "force" in kw else {})}
-        _run(task, kw["input"], kw["output"], kw["spec"], kw["prior"], kw["solver"], kw["steps"], kw["reference"],
-             kw["json"], kw["device"], kw["seed"], op_options, extra)
+        op_options = {name: kw.pop(name) for name, _, _ in options} | {"seed": kw["seed"]}
+        _run(Request(task=task, op_options=op_options, params=tuple(kw.pop("param") or ()), **kw))
 
     command.__name__, command.__doc__ = task, doc
     command.__signature__ = inspect.Signature(params)

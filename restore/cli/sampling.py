@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from ..errors import RestoreError
 from .app import app
-from .common import Device, Json, PriorSpec, Seed, _check_seed, _device, _output_check
+from .common import Device, Json, PriorSpec, Seed, _device, _output_check, report
 
 
 @app.command()
 def sample(
     prior: PriorSpec = "ddpm",
-    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 64,
+    n: Annotated[int, typer.Option("-n", min=1, help="Number of samples.")] = 64,
     output: Annotated[str, typer.Option("-o", "--output", help="Grid of the samples (.png).")] = "samples.png",
-    method: Annotated[Optional[str], typer.Option(help="ancestral (Algorithm 2 of Ho et al.), ddim (Song et al. 2021), or exact (gaussian, and gmm patches; their default).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: every timestep for ancestral, 50 for ddim).")] = None,
-    variance: Annotated[str, typer.Option(help="Ancestral variance sigma_t^2: beta_tilde (default) or beta.")] = "beta_tilde",
+    method: Annotated[Optional[Literal["ancestral", "ddim", "exact"]], typer.Option(help="ancestral (Algorithm 2 of Ho et al.), ddim (Song et al. 2021), or exact (gaussian, and gmm patches; their default).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps (default: every timestep for ancestral, 50 for ddim).")] = None,
+    variance: Annotated[Literal["beta_tilde", "beta"], typer.Option(help="Ancestral variance sigma_t^2: beta_tilde (default) or beta.")] = "beta_tilde",
     eta: Annotated[float, typer.Option(help="DDIM noise scale: 0 is deterministic, 1 is ancestral-like.")] = 0.0,
-    nrow: Annotated[Optional[int], typer.Option(help="Images per grid row (default about sqrt(n)).")] = None,
+    nrow: Annotated[Optional[int], typer.Option(min=1, help="Images per grid row (default about sqrt(n)).")] = None,
     truncation: Annotated[Optional[float], typer.Option(help="vae, gan, flow: redraw latent entries with |z| > this (the truncation trick).")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="flow: scale of the latent draws (Glow's temperature; default 1).")] = None,
     json: Json = False,
@@ -37,17 +37,8 @@ def sample(
     from ..priors import load_prior
 
     out = _output_check(output)
-    _check_seed(seed)
-    if n < 1:
-        raise RestoreError(f"-n must be a positive integer, got {n}")
-    if method not in (None, "ancestral", "ddim", "exact"):
-        raise RestoreError(f"--method must be ancestral, ddim or exact, got {method!r}")
-    if variance not in ("beta_tilde", "beta"):
-        raise RestoreError(f"--variance must be beta_tilde or beta, got {variance!r}")
     if not (math.isfinite(eta) and eta >= 0):
         raise RestoreError(f"--eta must be a non-negative number, got {eta}")
-    if nrow is not None and nrow < 1:
-        raise RestoreError(f"--nrow must be a positive integer, got {nrow}")
     if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
         raise RestoreError(f"--truncation must be a positive number, got {truncation}")
     if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
@@ -84,12 +75,7 @@ def sample(
     result = {"output": str(out), "prior": prior, "n": n, "method": method, "steps": steps,
               "variance": variance if method == "ancestral" else None, "eta": eta if method == "ddim" else None,
               "seed": seed, "seconds": round(seconds, 3), "nfe": steps, "image_shape": list(x.shape[1:])}
-    if json:
-        import json as json_module
-
-        typer.echo(json_module.dumps(result))
-    else:
-        typer.echo(f"wrote {out} ({n} samples, {method}, {steps} steps, {seconds:.2f} s)")
+    report(result, json, f"wrote {out} ({n} samples, {method}, {steps} steps, {seconds:.2f} s)")
 
 
 def _sample_direct(model, n, out, prior, method, steps, truncation, temperature, nrow, json_out, dev, seed) -> None:
@@ -117,14 +103,9 @@ def _sample_direct(model, n, out, prior, method, steps, truncation, temperature,
     result = {"output": str(out), "prior": prior, "n": n, "method": "sequential" if sequential else "decode",
               "truncation": truncation, "temperature": temperature, "seed": seed, "seconds": round(seconds, 3),
               "nfe": x.shape[-2] * x.shape[-1] if sequential else 1, "image_shape": list(x.shape[1:])}
-    if json_out:
-        import json as json_module
-
-        typer.echo(json_module.dumps(result))
-    else:
-        extra = (f", truncation {truncation}" if truncation is not None else "") + \
-            (f", temperature {temperature}" if temperature is not None else "")
-        typer.echo(f"wrote {out} ({n} samples of the {model.family} prior{extra}, {seconds:.2f} s)")
+    extra = (f", truncation {truncation}" if truncation is not None else "") + \
+        (f", temperature {temperature}" if temperature is not None else "")
+    report(result, json_out, f"wrote {out} ({n} samples of the {model.family} prior{extra}, {seconds:.2f} s)")
 
 
 @app.command()
@@ -135,19 +116,17 @@ def info(prior: PriorSpec = "ddpm", json: Json = False):
 
     model = load_prior(prior)
     result = {**model.info(), "solvers": solvers_for(model), "sampling": "restore sample --prior " + prior}
-    if json:
-        import json as json_module
+    def lines():
+        for key, value in result.items():
+            if key == "solvers" and not value:
+                value = "none in this installation"
+            elif value is None:
+                value = "unknown (not recorded by a restore training run)"
+            elif isinstance(value, list):
+                value = ", ".join(map(str, value)) if key != "image_size" else "x".join(map(str, value))
+            typer.echo(f"{key + ':':17s}{value}")
 
-        typer.echo(json_module.dumps(result))
-        return
-    for key, value in result.items():
-        if key == "solvers" and not value:
-            value = "none in this installation"
-        elif value is None:
-            value = "unknown (not recorded by a restore training run)"
-        elif isinstance(value, list):
-            value = ", ".join(map(str, value)) if key != "image_size" else "x".join(map(str, value))
-        typer.echo(f"{key + ':':17s}{value}")
+    report(result, json, lines)
 
 
 @app.command()
