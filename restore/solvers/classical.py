@@ -14,6 +14,7 @@ import math
 import torch
 
 from ..operators import functional as Fn
+from ..operators.base import SVDOperator
 from .base import Callback, effective_sigma, hyperparameters, report, requires
 
 #: Smallest noise level assumed when regularising, even for a noiseless measurement: float32
@@ -129,9 +130,9 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
     images of at most 64x64 pixels (digits), each chosen on training images (benchmarks/results/tune).
 
     Where A observes some pixels of a circular convolution (denoising, inpainting, blur, circular or
-    valid) it runs ``steps`` iterations of ADMM with FFT-diagonal steps (:func:`_tv_admm`); for any
-    other linear operator 10 x ``steps`` iterations of the primal-dual method of Chambolle & Pock
-    (2011), which needs about that many more.
+    valid) or has an SVD (downsampling, compressed sensing), it runs ``steps`` iterations of ADMM with
+    FFT-diagonal steps (:func:`_tv_admm`); for any other linear operator (a composition) 10 x ``steps``
+    iterations of the primal-dual method of Chambolle & Pock (2011), which needs about that many more.
     """
     sigma = effective_sigma(y, operator)
     noiseless = sigma < 10 * SIGMA_FLOOR
@@ -141,6 +142,8 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
         weight = 2.0 if H * W <= 64 * 64 else 6.0
     lam = weight * sigma_y**2
     structure = _masked_convolution(y, operator)
+    if structure is None and isinstance(operator, SVDOperator):
+        structure = _svd_domain(y, operator)
     if structure is not None:
         # ADMM's penalty, chosen on training images (benchmarks/results/tune/tv_photos.md): a smaller one
         # converges faster when the data term is a hard constraint (noiseless inpainting).
@@ -211,11 +214,12 @@ def lasso(y, operator, prior=None, *, steps: int = 500, generator=None, callback
 
 def _masked_convolution(y: torch.Tensor, operator, margin: int = 8):
     """For an operator that observes some pixels of a circular convolution (denoising, inpainting, a
-    circular or a valid blur): (K, observed, y_pad, crop) on a domain grown by ``margin`` pixels, where
+    circular or a valid blur): (K, data_step, start, crop) on a domain grown by ``margin`` pixels, where
     the periodic boundary of the FFT does no harm because nothing there is observed (no margin for a
-    circular blur, whose model is periodic on x's own domain). K is the OTF (h, w // 2 + 1) for rfft2,
-    ``observed`` the 0/1 mask of observed values and y_pad y on the domain; ``crop`` maps back to x's
-    domain. None for any other operator."""
+    circular blur, whose model is periodic on x's own domain). K is the OTF (h, w // 2 + 1) for rfft2;
+    ``data_step(r, t)`` is argmin_u ||M (u - y)||^2 + t ||u - r||^2 on the domain (M the observed
+    values); ``start`` the first z, y with unobserved values filled by its mean; ``crop`` maps back to
+    x's domain. None for any other operator."""
     kernel, mask = getattr(operator, "kernel", None), getattr(operator, "mask", None)
     if kernel is None and mask is None:
         return None
@@ -239,40 +243,67 @@ def _masked_convolution(y: torch.Tensor, operator, margin: int = 8):
     def crop(z):
         return z[..., margin : margin + H, margin : margin + W]
 
+    def data_step(r, t):  # argmin_u ||observed (u - y_pad)||^2 + t ||u - r||^2
+        return r + observed * ((y_pad + t * r) / (1 + t) - r)
+
+    fill = (y_pad.sum((-2, -1), keepdim=True) / observed.sum((-2, -1), keepdim=True).clamp_min(1))
+    start = torch.where(observed > 0, y_pad, fill)
     complex_dtype = torch.complex128 if y.dtype == torch.float64 else torch.complex64
-    return K.to(y.device, complex_dtype), observed, y_pad, crop
+    return K.to(y.device, complex_dtype), data_step, start, crop
+
+
+def _svd_domain(y: torch.Tensor, operator, margin: int = 8):
+    """The same structure as :func:`_masked_convolution` for an operator with an SVD that is no masked
+    convolution (downsampling, compressed sensing): the unknown u = z observed through A on x's domain,
+    which sits inside a domain grown by ``margin`` pixels, so that the periodic differences of the FFT
+    steps meet no wrap-around on x; the data step is the SVD's closed-form ``prox_l2`` there. It starts
+    from the pseudo-inverse, its borders repeated outward."""
+    x0 = operator.A_pinv(y).clamp(0, 1)
+    H, W = x0.shape[-2:]
+    measured = operator.spectral(y)
+
+    def crop(z):
+        return z[..., margin : margin + H, margin : margin + W]
+
+    def data_step(r, t):  # argmin_u ||A crop(u) - y||^2 + t ||u - r||^2: the prox inside, u = r outside
+        u = r.clone()
+        u[..., margin : margin + H, margin : margin + W] = operator.prox_l2(crop(r), y, t, measured=measured)
+        return u
+
+    start = torch.nn.functional.pad(x0, (margin,) * 4, mode="replicate")
+    K = torch.ones((H + 2 * margin, (W + 2 * margin) // 2 + 1), device=y.device,
+                   dtype=torch.complex128 if y.dtype == torch.float64 else torch.complex64)
+    return K, data_step, start, crop
 
 
 def _tv_admm(y, structure, lam: float, steps: int, rho: float, callback: Callback = None) -> torch.Tensor:
     """TV-regularised least squares by ADMM with FFT-diagonal steps (Afonso, Bioucas-Dias & Figueiredo
     2010, SALSA; with unknown boundaries, Almeida & Figueiredo 2013): min 1/(2 lam) ||M H z - y||^2 + TV(z)
-    over z in [0, 1], split as u = H z, v = D z (periodic differences), w = z, every split with weight rho."""
-    K, observed, y_pad, crop = structure
-    h, w = y_pad.shape[-2:]
+    over z in [0, 1], split as u = H z, v = D z (periodic differences), w = z, every split with weight rho.
+    For an operator with an SVD, H = I and M H is A on x's part of the domain (:func:`_svd_domain`)."""
+    K, data_step, z, crop = structure
+    h, w = z.shape[-2:]
     fy = torch.fft.fftfreq(h, dtype=y.dtype, device=y.device)[:, None]
     fx = torch.fft.rfftfreq(w, dtype=y.dtype, device=y.device)[None, :]
     Dy, Dx = torch.exp(2j * math.pi * fy) - 1, torch.exp(2j * math.pi * fx) - 1  # forward differences
     den = K.abs().square() + Dy.abs().square() + Dx.abs().square() + 1  # (h, w // 2 + 1), real
     Kc, Dyc, Dxc = K.conj(), Dy.conj(), Dx.conj()
+    identity = bool((K == 1).all())  # no blur: H z is z
 
     def diff(z):  # periodic forward differences (B, C, 2, h, w)
         return torch.stack((torch.roll(z, -1, -2) - z, torch.roll(z, -1, -1) - z), 2)
 
-    fill = (y_pad.sum((-2, -1), keepdim=True) / observed.sum((-2, -1), keepdim=True).clamp_min(1))
-    z = torch.where(observed > 0, y_pad, fill)
     u, v, wb = torch.fft.irfft2(K * torch.fft.rfft2(z), s=(h, w)), diff(z), z.clone()
     du, dv, dw = torch.zeros_like(u), torch.zeros_like(v), torch.zeros_like(wb)
-    inv_lam = 1.0 / lam
     for k in range(steps):
         # 1. z: the quadratic step, diagonal in the Fourier domain.
         a, b = torch.fft.rfft2(u - du), torch.fft.rfft2(v - dv)
         Z = (Kc * a + Dyc * b[:, :, 0] + Dxc * b[:, :, 1] + torch.fft.rfft2(wb - dw)) / den
         z = torch.fft.irfft2(Z, s=(h, w))
-        Hz = torch.fft.irfft2(K * Z, s=(h, w))
+        Hz = z if identity else torch.fft.irfft2(K * Z, s=(h, w))
         Dz = diff(z)
-        # 2. u: the data term where observed, the split alone elsewhere.
-        r = Hz + du
-        u = r + observed * ((y_pad * inv_lam + rho * r) / (inv_lam + rho) - r)
+        # 2. u: the prox of the data term ||. - y||^2 / (2 lam) with the split's weight rho.
+        u = data_step(Hz + du, rho * lam)
         # 3. v: isotropic shrinkage of the gradient (prox of TV / rho).
         s = Dz + dv
         v = s * (1 - 1 / (rho * s.norm(dim=2, keepdim=True).clamp_min(1e-12))).clamp_min(0)
