@@ -30,7 +30,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    colour = io.read_image(sorted(natural_folder("cbsd68").iterdir())[0])[0][..., :320, :480]
+    colour = io.read_image(sorted(natural_folder("cbsd68").iterdir())[0])[0]
+    if colour.shape[-2] > colour.shape[-1]:  # a portrait photo: turned, so that every task sees 480x320
+        colour = colour.transpose(-2, -1)
+    colour = colour[..., :320, :480]
     gray = (colour * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     lines = [f"# Classical solvers on a 480x320 photo\n\n`python benchmarks/classical_photo_speed.py --repeats "
              f"{args.repeats}` on {machine()}; seconds, median of {args.repeats}.\n",
