@@ -31,7 +31,7 @@ def test_diffusion_example_compares_two_solvers(tmp_path, mnist_available):
 def test_posterior_samples_example_writes_pictures(tmp_path, mnist_available):
     out = _run(EXAMPLES / "posterior_samples.py", "--prior", "gaussian", "--samples", "4", "--steps", "10",
                "--out", tmp_path, cwd=tmp_path)
-    assert "pixels whose true error lies within +-2 std" in out
+    assert "true pixels inside the samples' 95% predictive interval" in out
     assert (tmp_path / "posterior_samples.png").exists() and (tmp_path / "posterior_std.png").exists()
 
 
