@@ -243,3 +243,26 @@ def test_awkward_photo_files_are_handled_or_refused_in_one_line(cli, tmp_path):
         code, _, err = cli(*args, "-o", tmp_path / "bad.png")
         assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert not (tmp_path / "bad.png").exists()
+
+
+def test_bm3d_denoises_a_large_image_in_tiles_as_it_denoises_it_whole(monkeypatch):
+    """Above TILE x TILE pixels BM3D denoises in tiles with MARGIN pixels of context (bounded memory: a
+    4000x3000 photo whole took 12 GB). With tiles of 64 on a 128x128 training photo, the tiled estimate is
+    within 0.05 dB of the whole one and differs from it by under 2/255 on average (measured on 200x200,
+    tiles of 80: 0.009 dB, 1.6/255), with one progress call per tile."""
+    import importlib
+
+    from restore import metrics
+    from restore.operators import Denoising
+
+    module = importlib.import_module("restore.solvers.bm3d")
+    x = _photo("bsds400", 1)[..., :128, :128].mean(1, keepdim=True)
+    op = Denoising(GaussianNoise(25 / 255))
+    y = op(x, generator=torch.Generator().manual_seed(0))
+    whole = CLASSICAL["bm3d"](y, op)
+    monkeypatch.setattr(module, "TILE", 64)
+    calls = []
+    tiled = CLASSICAL["bm3d"](y, op, callback=lambda info: calls.append(info["i"]))
+    assert calls == [0, 1, 2, 3] and module._tile_count(y, op, None, {}) == 4
+    assert abs(float(metrics.psnr(tiled, x)[0]) - float(metrics.psnr(whole, x)[0])) < 0.05
+    assert float((tiled - whole).abs().mean()) < 2 / 255

@@ -320,12 +320,14 @@ def _default_steps(fn):
     return parameter.default if parameter is not None else None
 
 
-def _progress(fn, steps):
-    """A progress bar over an iterative solver's steps (on a terminal only), or None."""
+def _progress(fn, steps, y=None, op=None):
+    """A progress bar over an iterative solver's steps, or the calls it declares (BM3D's tiles of a large
+    image), on a terminal only; or None."""
     from tqdm.auto import tqdm
 
-    total = steps or _default_steps(fn)
-    if not isinstance(total, int):
+    total = fn.progress_total(y, op, steps, {}) if hasattr(fn, "progress_total") and y is not None else None
+    total = total or steps or _default_steps(fn)
+    if not isinstance(total, int) or total < 2:
         return None
     bar = tqdm(total=total, desc=fn.__name__, unit="step", disable=None, leave=False)
     bar.update_to = lambda info: bar.update(info["i"] + 1 - bar.n)

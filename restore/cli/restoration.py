@@ -235,7 +235,7 @@ def _restore_classical(req: Request, out: Path) -> None:
         kwargs["steps"] = req.steps
     for note in notes:
         typer.echo(note, err=True)
-    bar = _progress(fn, req.steps)
+    bar = _progress(fn, req.steps, y, op)
     t0 = time.perf_counter()
     x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
     seconds = time.perf_counter() - t0

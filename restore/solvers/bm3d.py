@@ -17,11 +17,18 @@ import torch
 
 from ..errors import RestoreError
 from ..operators import functional as Fn
-from .base import Callback, effective_sigma, report, requires
+from .base import Callback, effective_sigma, progress, report, requires
 from .classical import SIGMA_FLOOR, circular_domain
 
 #: Smallest side the package is given; smaller images are mirrored up to it.
 MIN_SIZE = 32
+
+#: Denoising of an image of more pixels than TILE ** 2 runs in TILE x TILE tiles, each given MARGIN more
+#: pixels of context on every side (cropped away after): the package holds several float64 copies of its
+#: whole input and more (12 GB at 4000x3000 RGB, where a tile of 1,024 + 2 x 48 pixels takes about 1 GB).
+#: A pixel's estimate depends on blocks within the search window (39 x 39) around it, in two passes, so 48
+#: pixels of context leave it almost as the whole image gives it (tests/test_photos.py).
+TILE, MARGIN = 1024, 48
 
 
 def _package():
@@ -37,6 +44,14 @@ def _package():
     return package
 
 
+def _tile_count(y, operator, steps, hyperparameters) -> int:
+    """Callbacks of one run: one per tile of each image when denoising in tiles, else one per image."""
+    H, W = y.shape[-2:]
+    tiles = -(-H // TILE) * -(-W // TILE) if operator.kernel.numel() == 1 and H * W > TILE * TILE else 1
+    return y.shape[0] * tiles
+
+
+@progress(_tile_count)
 @requires("kernel", "otf", noise=("gaussian",))
 def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, profile: str = "np"):
     """BM3D denoising (CBM3D in the opponent colour space for RGB) or, for a blur, BM3D deblurring per channel.
@@ -60,18 +75,32 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
     H, W = y.shape[-2:]
     ph, pw = max(0, MIN_SIZE - H), max(0, MIN_SIZE - W)
     y = Fn.reflect_pad(y, (ph + 1) // 2, (pw + 1) // 2)[..., : max(H, MIN_SIZE), : max(W, MIN_SIZE)] if ph or pw else y
-    out = []
-    for i, image in enumerate(y.detach().cpu().double().numpy()):  # (C, H, W)
+    def denoise(z):  # (h, w, C) -> (h, w, C)
+        if z.shape[-1] == 3:
+            return package.bm3d_rgb(z, sigma, profile=profile)
+        return np.asarray(package.bm3d(z[..., 0], sigma, profile=profile)).reshape(z.shape)
+
+    out, calls = [], 0
+    for image in y.detach().cpu().double().numpy():  # (C, H, W)
         z = image.transpose(1, 2, 0)  # (H, W, C)
         if deblur:
             channels = [package.bm3d_deblurring(z[..., c : c + 1], sigma, kernel, profile=profile) for c in range(z.shape[-1])]
             x = np.stack([np.asarray(c).reshape(z.shape[:2]) for c in channels], -1)
-        elif z.shape[-1] == 3:
-            x = package.bm3d_rgb(z, sigma, profile=profile)
+        elif H * W > TILE * TILE:
+            x = np.empty_like(z)
+            for top in range(0, H, TILE):
+                for left in range(0, W, TILE):
+                    t0, l0 = max(0, top - MARGIN), max(0, left - MARGIN)
+                    part = denoise(z[t0 : top + TILE + MARGIN, l0 : left + TILE + MARGIN])
+                    x[top : top + TILE, left : left + TILE] = part[top - t0 : top - t0 + TILE, left - l0 : left - l0 + TILE]
+                    report(callback, calls)
+                    calls += 1
         else:
-            x = np.asarray(package.bm3d(z[..., 0], sigma, profile=profile)).reshape(z.shape)
+            x = denoise(z)
         out.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
-        report(callback, i)
+        if deblur or H * W <= TILE * TILE:
+            report(callback, calls)
+            calls += 1
     x_hat = torch.stack(out).to(y.dtype).to(y.device)
     x_hat = x_hat[..., (ph + 1) // 2 : (ph + 1) // 2 + H, (pw + 1) // 2 : (pw + 1) // 2 + W] if ph or pw else x_hat
     return (crop(x_hat) if deblur else x_hat).clamp(0, 1)
