@@ -164,7 +164,7 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
         # 1. Dual ascent: prox of the conjugate of ||u - y||^2 / (2 lam); projection onto |p_ij| <= 1.
         q = (q + sig * (operator.A(x_bar) - y)) / (1 + sig * lam)
         p = p + sig * Fn.gradient(x_bar)
-        p = p / p.norm(dim=2, keepdim=True).clamp_min(1.0)
+        p = p / _magnitude(p).clamp_min(1.0)
         # 2. Primal descent (grad^T = -div) and projection onto the box [0, 1].
         x_new = (x - tau * (operator.A_adjoint(q) - Fn.divergence(p))).clamp(0, 1)
         # 3. Over-relaxation.
@@ -276,6 +276,12 @@ def _svd_domain(y: torch.Tensor, operator, margin: int = 8):
     return K, data_step, start, crop
 
 
+def _magnitude(g: torch.Tensor) -> torch.Tensor:
+    """|g| of a field of 2-vectors (B, C, 2, H, W), as (B, C, 1, H, W): ``g.norm(dim=2)`` reduces over a
+    strided axis of two and took 70% of TV's time on a photo; this is the same sum of two squares."""
+    return torch.sqrt(g[:, :, :1].square() + g[:, :, 1:].square())
+
+
 def _tv_admm(y, structure, lam: float, steps: int, rho: float, callback: Callback = None) -> torch.Tensor:
     """TV-regularised least squares by ADMM with FFT-diagonal steps (Afonso, Bioucas-Dias & Figueiredo
     2010, SALSA; with unknown boundaries, Almeida & Figueiredo 2013): min 1/(2 lam) ||M H z - y||^2 + TV(z)
@@ -306,7 +312,7 @@ def _tv_admm(y, structure, lam: float, steps: int, rho: float, callback: Callbac
         u = data_step(Hz + du, rho * lam)
         # 3. v: isotropic shrinkage of the gradient (prox of TV / rho).
         s = Dz + dv
-        v = s * (1 - 1 / (rho * s.norm(dim=2, keepdim=True).clamp_min(1e-12))).clamp_min(0)
+        v = s * (1 - 1 / (rho * _magnitude(s).clamp_min(1e-12))).clamp_min(0)
         # 4. w: projection onto the box [0, 1].
         wb = (z + dw).clamp(0, 1)
         # 5. Scaled dual ascent.
