@@ -78,12 +78,14 @@ def main():
                 t0 = time.perf_counter()
                 with open(Path(tmp, "log.txt"), "w") as log:
                     child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-                    timer = threading.Timer(args.limit, child.kill)
+                    timed_out = []  # the limit's kill, told apart from a crash or the OOM killer
+                    timer = threading.Timer(args.limit, lambda: (timed_out.append(True), child.kill()))
                     timer.start()
                     _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
                     timer.cancel()
                     child.returncode = os.waitstatus_to_exitcode(status)
-                code = child.returncode if child.returncode >= 0 else "killed (time limit)"
+                code = (child.returncode if child.returncode >= 0 else "killed (time limit)" if timed_out
+                        else f"died of signal {-child.returncode}")
                 seconds = time.perf_counter() - t0
                 rss = f"{usage.ru_maxrss / 2**20:.2f}"  # KiB on Linux
                 if code != 0:

@@ -299,3 +299,24 @@ def test_every_classical_solver_runs_on_a_481x321_colour_photo():
             assert x_hat.min() >= 0 and x_hat.max() <= 1, (task, name)
             ran.append((task, name))
     assert len(ran) == 18 and {name for _, name in ran} == set(CLASSICAL), ran
+
+
+def test_biharmonic_inpaints_a_large_image_in_tiles_as_it_inpaints_it_whole(monkeypatch):
+    """Above BIHARMONIC_TILE^2 pixels biharmonic inpainting solves overlapping tiles (one sparse factorisation
+    of a 4000x3000 photo's missing pixels ran out of memory). With tiles of 64 and 32 pixels of context on a
+    160x160 training photo, 80% missing, the tiled result is the whole one within 1e-4 on average (measured
+    3e-6; without context 4e-3, 0.1 dB worse), with one progress call per tile."""
+    from restore.operators import Inpainting
+    from restore.solvers import classical
+
+    x = _photo("bsds400", 1)[..., :160, :160]
+    op = Inpainting.random(tuple(x.shape[1:]), 0.8, seed=0)
+    y = op(x)
+    whole = CLASSICAL["biharmonic"](y, op)
+    monkeypatch.setattr(classical, "BIHARMONIC_TILE", 64)
+    calls = []
+    tiled = CLASSICAL["biharmonic"](y, op, callback=lambda info: calls.append(info["i"]))
+    assert calls == list(range(9)) and classical._biharmonic_tiles(y, op, None, {}) == 9
+    assert float((tiled - whole).abs().mean()) < 1e-4
+    monkeypatch.setattr(classical, "BIHARMONIC_MARGIN", 0)
+    assert float((CLASSICAL["biharmonic"](y, op) - whole).abs().mean()) > 1e-3  # the context matters
