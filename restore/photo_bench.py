@@ -218,11 +218,11 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
         raise RestoreError(f"unknown classical solver(s) {', '.join(unknown)}; known: {', '.join(CLASSICAL)}")
     cells = Cells(Path(out) / "cells.jsonl")
     t_start = time.monotonic()
+    default = [n for n in CLASSICAL if n not in NOT_PHOTO_BASELINES]
     for setting in chosen:
         images, names = test_images(setting.data, setting.modcrop)
         op0 = setting.operator(tuple(images[0].shape[1:]), 0)  # what the solvers must handle
         methods = []
-        default = [n for n in CLASSICAL if n not in NOT_PHOTO_BASELINES]
         for name in (solvers if solvers is not None else [] if learned else default):
             if not missing_capabilities(CLASSICAL[name], op0):
                 methods.append(method(name))

@@ -4,6 +4,8 @@ options (restore.cli.common._operator, after parsing them), the benchmarks' stan
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import RestoreError
@@ -55,9 +57,7 @@ def make_operator(task: str, image_shape=None, *, mask: torch.Tensor | None = No
     elif task == "denoise":
         op = Denoising()
     elif task == "cs":
-        n = 1
-        for d in image_shape[-3:]:
-            n *= d
+        n = math.prod(image_shape[-3:])
         op = CompressedSensing(n // 4 if measurements is None else measurements, tuple(image_shape), seed)
     elif task == "phase-retrieval":
         op = PhaseRetrieval(oversampling)

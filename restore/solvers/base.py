@@ -183,3 +183,22 @@ def initial_image(y: torch.Tensor, operator) -> torch.Tensor:
     if tuple(shape) == tuple(y.shape):
         return y.clone()
     return operator.A_pinv(y).clamp(0, 1)
+
+
+def context_tiles(H: int, W: int, tile: int, margin: int) -> list[tuple[tuple[slice, slice], ...]]:
+    """How a local method too large for a whole H x W image runs in pieces: for each ``tile`` x ``tile`` core
+    (smaller at the right and bottom), (window, inner, core) as (rows, columns) slices: the window is the
+    core with ``margin`` pixels of context on every side (cut at the image's border), ``inner`` the core's
+    place in the window, ``core`` its place in the image. The result of a window is kept on its core only.
+    One piece, the whole image, when it has at most ``tile`` ** 2 pixels."""
+    if H * W <= tile * tile:
+        whole = (slice(0, H), slice(0, W))
+        return [(whole, whole, whole)]
+    pieces = []
+    for top in range(0, H, tile):
+        for left in range(0, W, tile):
+            t0, l0 = max(0, top - margin), max(0, left - margin)
+            pieces.append(((slice(t0, top + tile + margin), slice(l0, left + tile + margin)),
+                           (slice(top - t0, top - t0 + tile), slice(left - l0, left - l0 + tile)),
+                           (slice(top, top + tile), slice(left, left + tile))))
+    return pieces

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import RestoreError
 from ..operators import functional as Fn
-from .base import Callback, effective_sigma, progress, report, requires
+from .base import Callback, context_tiles, effective_sigma, progress, report, requires
 from .classical import SIGMA_FLOOR, circular_domain
 
 #: Smallest side the package is given; smaller images are mirrored up to it.
@@ -45,10 +45,10 @@ def _package():
 
 
 def _tile_count(y, operator, steps, hyperparameters) -> int:
-    """Callbacks of one run: one per tile of each image when denoising in tiles, else one per image."""
+    """Callbacks of one run: one per tile of each image when denoising (:func:`context_tiles`), one per
+    image when deblurring."""
     H, W = y.shape[-2:]
-    tiles = -(-H // TILE) * -(-W // TILE) if operator.kernel.numel() == 1 and H * W > TILE * TILE else 1
-    return y.shape[0] * tiles
+    return y.shape[0] * (len(context_tiles(H, W, TILE, MARGIN)) if operator.kernel.numel() == 1 else 1)
 
 
 @progress(_tile_count)
@@ -86,21 +86,15 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
         if deblur:
             channels = [package.bm3d_deblurring(z[..., c : c + 1], sigma, kernel, profile=profile) for c in range(z.shape[-1])]
             x = np.stack([np.asarray(c).reshape(z.shape[:2]) for c in channels], -1)
-        elif H * W > TILE * TILE:
-            x = np.empty_like(z)
-            for top in range(0, H, TILE):
-                for left in range(0, W, TILE):
-                    t0, l0 = max(0, top - MARGIN), max(0, left - MARGIN)
-                    part = denoise(z[t0 : top + TILE + MARGIN, l0 : left + TILE + MARGIN])
-                    x[top : top + TILE, left : left + TILE] = part[top - t0 : top - t0 + TILE, left - l0 : left - l0 + TILE]
-                    report(callback, calls)
-                    calls += 1
-        else:
-            x = denoise(z)
-        out.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
-        if deblur or H * W <= TILE * TILE:
             report(callback, calls)
             calls += 1
+        else:
+            x = np.empty_like(z)
+            for window, inner, core in context_tiles(*z.shape[:2], TILE, MARGIN):
+                x[core] = denoise(z[window])[inner]
+                report(callback, calls)
+                calls += 1
+        out.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
     x_hat = torch.stack(out).to(y.dtype).to(y.device)
     x_hat = x_hat[..., (ph + 1) // 2 : (ph + 1) // 2 + H, (pw + 1) // 2 : (pw + 1) // 2 + W] if ph or pw else x_hat
     return (crop(x_hat) if deblur else x_hat).clamp(0, 1)

@@ -12,12 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import torch
 
 from ..operators import functional as Fn
-from ..operators.base import SVDOperator
-from .base import Callback, effective_sigma, hyperparameters, progress, report, requires
+from .base import Callback, context_tiles, effective_sigma, hyperparameters, progress, report, requires
 
 #: Smallest noise level assumed when regularising, even for a noiseless measurement: float32
 #: round-off and 8-bit quantisation (1/255/sqrt(12) ~ 1e-3) make exact inversion meaningless.
@@ -47,9 +45,8 @@ BIHARMONIC_TILE, BIHARMONIC_MARGIN = 512, 32
 
 
 def _biharmonic_tiles(y, operator, steps, hyperparameters) -> int:
-    H, W = y.shape[-2:]
-    tiles = -(-H // BIHARMONIC_TILE) * -(-W // BIHARMONIC_TILE) if H * W > BIHARMONIC_TILE**2 else 1
-    return y.shape[0] * tiles
+    """Callbacks of one run: one per tile (:func:`context_tiles`) of each image."""
+    return y.shape[0] * len(context_tiles(*y.shape[-2:], BIHARMONIC_TILE, BIHARMONIC_MARGIN))
 
 
 @progress(_biharmonic_tiles)
@@ -60,25 +57,14 @@ def biharmonic(y, operator, prior=None, *, steps=None, generator=None, callback:
     from skimage.restoration import inpaint_biharmonic
 
     missing = (operator.mask < 0.5).expand(y.shape[1:]).any(0).cpu().numpy()  # (H, W)
-    H, W = missing.shape
-    T, M = BIHARMONIC_TILE, BIHARMONIC_MARGIN
-    windows = [(top, left) for top in range(0, H, T) for left in range(0, W, T)] if H * W > T * T else [(0, 0)]
+    pieces = context_tiles(*missing.shape, BIHARMONIC_TILE, BIHARMONIC_MARGIN)
     out, calls = [], 0
     for img in y.detach().cpu().double().numpy():  # (C, H, W)
         z = img.transpose(1, 2, 0)  # (H, W, C)
         filled = z.copy()
-        for top, left in windows:
-            if len(windows) == 1:
-                t0, l0, part = 0, 0, (slice(None), slice(None))
-            else:
-                t0, l0 = max(0, top - M), max(0, left - M)
-                part = (slice(t0, top + T + M), slice(l0, left + T + M))
-            if missing[part].any():
-                done = inpaint_biharmonic(z[part], missing[part], channel_axis=-1)
-                rows, cols = (slice(top - t0, top - t0 + T), slice(left - l0, left - l0 + T)) if len(windows) > 1 \
-                    else (slice(None), slice(None))
-                target = (slice(top, top + T), slice(left, left + T)) if len(windows) > 1 else part
-                filled[target] = done[rows, cols]
+        for window, inner, core in pieces:
+            if missing[window].any():
+                filled[core] = inpaint_biharmonic(z[window], missing[window], channel_axis=-1)[inner]
             report(callback, calls)
             calls += 1
         out.append(torch.from_numpy(np.ascontiguousarray(filled.transpose(2, 0, 1))))
@@ -174,7 +160,7 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
         weight = 2.0 if H * W <= 64 * 64 else 6.0
     lam = weight * sigma_y**2
     structure = _masked_convolution(y, operator)
-    if structure is None and isinstance(operator, SVDOperator):
+    if structure is None and hasattr(operator, "prox_l2"):  # an SVD, as DPIR's data step asks
         structure = _svd_domain(y, operator)
     if structure is not None:
         # ADMM's penalty, chosen on training images (benchmarks/results/tune/tv_photos.md): a smaller one
@@ -280,8 +266,7 @@ def _masked_convolution(y: torch.Tensor, operator, margin: int = 8):
 
     fill = (y_pad.sum((-2, -1), keepdim=True) / observed.sum((-2, -1), keepdim=True).clamp_min(1))
     start = torch.where(observed > 0, y_pad, fill)
-    complex_dtype = torch.complex128 if y.dtype == torch.float64 else torch.complex64
-    return K.to(y.device, complex_dtype), data_step, start, crop
+    return K, data_step, start, crop
 
 
 def _svd_domain(y: torch.Tensor, operator, margin: int = 8):
@@ -303,9 +288,7 @@ def _svd_domain(y: torch.Tensor, operator, margin: int = 8):
         return u
 
     start = torch.nn.functional.pad(x0, (margin,) * 4, mode="replicate")
-    K = torch.ones((H + 2 * margin, (W + 2 * margin) // 2 + 1), device=y.device,
-                   dtype=torch.complex128 if y.dtype == torch.float64 else torch.complex64)
-    return K, data_step, start, crop
+    return torch.ones((H + 2 * margin, (W + 2 * margin) // 2 + 1), dtype=torch.complex128), data_step, start, crop
 
 
 def _magnitude(g: torch.Tensor) -> torch.Tensor:
@@ -320,6 +303,7 @@ def _tv_admm(y, structure, lam: float, steps: int, rho: float, callback: Callbac
     over z in [0, 1], split as u = H z, v = D z (periodic differences), w = z, every split with weight rho.
     For an operator with an SVD, H = I and M H is A on x's part of the domain (:func:`_svd_domain`)."""
     K, data_step, z, crop = structure
+    K = K.to(y.device, torch.complex128 if y.dtype == torch.float64 else torch.complex64)
     h, w = z.shape[-2:]
     fy = torch.fft.fftfreq(h, dtype=y.dtype, device=y.device)[:, None]
     fx = torch.fft.rfftfreq(w, dtype=y.dtype, device=y.device)[None, :]
