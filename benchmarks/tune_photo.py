@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--grid", default="{}", help='JSON object: hyperparameter -> list of values')
     parser.add_argument("-n", type=int, default=3, help="held-out photos")
     parser.add_argument("--items", type=int, default=1, help="measurements per photo (e.g. kernels)")
+    parser.add_argument("--photos-of", default=None,
+                        help="score on this prior's validation photos (default: --prior's), to compare two "
+                             "priors trained on different data on the same photos")
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     args = parser.parse_args()
 
@@ -57,7 +60,7 @@ def main() -> None:
     cells = photo_bench.Cells(OUT / "photo_cells.jsonl")
     if not args.table:
         setting = next(s for s in photo_bench.settings() if s.name == args.setting)
-        images, names = held_out_photos(load_prior(args.prior), args.n, setting.modcrop)
+        images, names = held_out_photos(load_prior(args.photos_of or args.prior), args.n, setting.modcrop)
         classical = args.solver in CLASSICAL  # a baseline on the same photos; --prior still names them
         grid = json.loads(args.grid)
         steps_list = [int(s) for s in args.steps.split(",")] if args.steps else [None]

@@ -178,7 +178,7 @@ def test_epll_converges_to_the_minimiser_of_its_objective_on_a_gaussian_patch_pr
     y = op(x, generator=torch.Generator().manual_seed(2))
     exact = epll_minimiser(prior, y, sigma)
     betas = [float(b) for b in torch.logspace(0, 4, 20) / sigma**2]  # beta up to 1e4 / sigma^2, 50 rounds each
-    x_hat = PRIOR_SOLVERS["epll"](y, op, prior, betas=betas, iterations=50)
+    x_hat = PRIOR_SOLVERS["epll"](y, op, prior, betas=betas, iterations=50, weights="exact")
     inside = exact.clamp(0, 1) == exact  # the solver clips to [0, 1]
     err = (x_hat.double() - exact)[inside].abs().max()
     assert err < 3e-3, float(err)  # a missing factor (lambda without p^2, a weight of beta) is off by > 0.05
@@ -331,3 +331,24 @@ def test_gmm_picks_the_colour_mixture_for_colour_images_and_the_gray_one_otherwi
     x = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(gray_on_colour.patch_average(x, 0.0), x, atol=1e-5)
     assert torch.allclose(colour.patch_average(x, 0.0), x, atol=1e-5)
+
+
+def test_the_papers_border_weights_denoise_the_border_band_better_and_leave_the_inside_alone():
+    """EPLL's x-step weights every pixel as if p^2 patches covered it (the paper's code): within p - 1 of a
+    border, where fewer patches do, that denoises better than the objective's own weights (which leave a
+    corner pixel close to its measurement); away from the border the two agree."""
+    from conftest import held_out_crops
+
+    from restore.operators import Denoising, GaussianNoise
+    from restore.priors import load_prior
+
+    prior = load_prior("gmm-photo-gray", image_shape=(1, 48, 48))
+    x = held_out_crops(prior, channels=1, top=40, left=40, size=48)
+    op = Denoising(GaussianNoise(25 / 255))
+    y = op(x, generator=torch.Generator().manual_seed(0))
+    band = torch.ones_like(x, dtype=torch.bool)
+    band[..., 7:-7, 7:-7] = False
+    err = {w: (PRIOR_SOLVERS["epll"](y, op, prior, weights=w) - x).square() for w in ("paper", "exact")}
+    assert err["paper"][band].mean() < 0.8 * err["exact"][band].mean()
+    inside = [float(e[..., 9:-9, 9:-9].mean()) for e in err.values()]
+    assert abs(inside[0] - inside[1]) < 0.03 * inside[1]
