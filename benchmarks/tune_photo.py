@@ -41,9 +41,9 @@ def held_out_photos(prior, n: int, modcrop: int) -> tuple[list[torch.Tensor], li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", required=True, help="a benchmark setting, e.g. deblur/set12/sigma2.55")
-    parser.add_argument("--prior", required=True)
-    parser.add_argument("--solver", required=True)
+    parser.add_argument("--setting", help="a benchmark setting, e.g. deblur/set12/sigma2.55")
+    parser.add_argument("--prior")
+    parser.add_argument("--solver")
     parser.add_argument("--steps", default="", help="comma-separated step counts (default: the solver's)")
     parser.add_argument("--grid", default="{}", help='JSON object: hyperparameter -> list of values')
     parser.add_argument("-n", type=int, default=3, help="held-out photos")
@@ -53,6 +53,8 @@ def main() -> None:
                              "priors trained on different data on the same photos")
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     args = parser.parse_args()
+    if not args.table and not (args.setting and args.prior and args.solver):
+        parser.error("--setting, --prior and --solver are required (unless --table)")
 
     from restore.priors import load_prior
     from restore.solvers import CLASSICAL
@@ -70,7 +72,8 @@ def main() -> None:
                                                        tuple(images[0].shape[1:]), override)
             config = {**settings, "photos": names}
             label = name + (f" {steps}" if steps and classical else "") + \
-                (" " + ", ".join(f"{k}={v}" for k, v in override.items()) if override else "")
+                (" " + ", ".join(f"{k}={v}" for k, v in override.items()) if override else "") + \
+                (f" (photos of {args.photos_of})" if args.photos_of not in (None, args.prior) else "")
             rows = []
             for i, x in enumerate(images):
                 for j in range(args.items):
@@ -88,9 +91,7 @@ def main() -> None:
                     rows.append(found)
             print(f"{setting.name} {label}: {np.mean([r['psnr'] for r in rows]):.2f} dB "
                   f"({np.median([r['seconds'] for r in rows]):.1f} s per measurement)", flush=True)
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for (setting, method, _), r in sorted(cells.records.items()):
-        groups.setdefault((setting, method), []).append(r)
+    groups = {key: cells.current(*key) for key in sorted(cells.newest)}
     lines = ["| setting | method | measurements | PSNR (dB) | SSIM | s / measurement (median) |", "|---|---|---|---|---|---|"]
     for (setting, method), rows in groups.items():
         lines.append(f"| {setting} | {method} | {len(rows)} | {np.mean([r['psnr'] for r in rows]):.2f} | "

@@ -149,23 +149,35 @@ def score(x_hat: torch.Tensor, x: torch.Tensor, shave: int = 0) -> tuple[float, 
 
 
 class Cells:
-    """Per-measurement figures in a JSONL file: (setting, method, item) -> record, appended as computed."""
+    """Per-measurement figures in a JSONL file: (setting, method, item) -> record, appended as computed.
+
+    ``current(setting, method)`` are the records computed with the settings of the newest one: when a
+    method's settings change (a new default, a retrained prior) and only some of its cells have been
+    computed again, the others no longer count towards its row."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.records: dict[tuple[str, str, int], dict] = {}
+        self.newest: dict[tuple[str, str], dict] = {}  # (setting, method) -> the settings of its newest record
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 if line.strip():
-                    r = json.loads(line)
-                    self.records[(r["setting"], r["method"], r["item"])] = r
+                    self._keep(json.loads(line))
+
+    def _keep(self, r: dict) -> None:
+        self.records[(r["setting"], r["method"], r["item"])] = r
+        self.newest[(r["setting"], r["method"])] = r.get("settings")
+
+    def current(self, setting: str, method: str) -> list[dict]:
+        want = self.newest.get((setting, method))
+        return [r for (s, m, _), r in self.records.items() if s == setting and m == method and r.get("settings") == want]
 
     def get(self, setting: str, method: str, item: int, settings: dict) -> dict | None:
         r = self.records.get((setting, method, item))
         return r if r is not None and r.get("settings") == settings else None
 
     def add(self, record: dict) -> None:
-        self.records[(record["setting"], record["method"], record["item"])] = record
+        self._keep(record)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -260,9 +272,7 @@ def summary(cells: Cells) -> list[dict]:
     """One row per (setting, method) with every measurement done: mean PSNR / SSIM, median seconds."""
     # Measurements per setting, from the file lists (decoding every test image only to count them is slow).
     counts = {s.name: len(image_files(natural_folder(s.data))) * s.items_per_image for s in settings()}
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for (setting, method, _), r in cells.records.items():
-        groups.setdefault((setting, method), []).append(r)
+    groups = {key: cells.current(*key) for key in cells.newest}
     rows = []
     for s in settings():
         for (setting, method), records in groups.items():

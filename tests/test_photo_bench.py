@@ -44,3 +44,17 @@ def test_cells_are_cached_per_measurement_and_summarised(tmp_path, monkeypatch):
     photo_bench.run(out=tmp_path, setting_names=["denoise/set12/sigma25"], solvers=["wiener"], log=lambda text: None)
     table = photo_bench.markdown(photo_bench.summary(photo_bench.Cells(tmp_path / "cells.jsonl")))
     assert "| denoise/set12/sigma25 | wiener | **" in table and "BM3D 29.97" in table
+
+
+def test_a_row_counts_only_the_cells_of_its_newest_settings(tmp_path):
+    """When a method's settings change (a new default, a retrained prior) and only some of its cells are
+    computed again, the cells of the old settings leave its row instead of being averaged with the new."""
+    cells = photo_bench.Cells(tmp_path / "cells.jsonl")
+    for item in range(4):
+        cells.add({"setting": "denoise/bsd68/sigma25", "method": "m", "item": item, "psnr": 28.0, "ssim": 0.8,
+                   "seconds": 1.0, "settings": {"weights": "exact"}})
+    cells.add({"setting": "denoise/bsd68/sigma25", "method": "m", "item": 1, "psnr": 29.0, "ssim": 0.8,
+               "seconds": 1.0, "settings": {"weights": "paper"}})
+    for again in (cells, photo_bench.Cells(tmp_path / "cells.jsonl")):  # in memory, and read back
+        (row,) = [r for r in photo_bench.summary(again) if r["method"] == "m"]
+        assert row["n"] == 1 and row["psnr"] == 29.0
