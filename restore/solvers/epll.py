@@ -87,9 +87,8 @@ def epll(y, operator, prior, *, steps: int | None = None, generator=None, callba
     s2 = max(sigma_y, SIGMA_FLOOR) ** 2
     betas = list(betas) if betas is not None else schedule(operator, sigma_y, steps)
     x = initial_image(y, operator)
-    w = prior.coverage(x.shape[-2], x.shape[-1], x)  # (H, W): the covering patches over p^2
-    if weights == "paper":
-        w = torch.ones_like(w)
+    # (H, W): 1 everywhere (the paper's), or the covering patches over p^2 (the objective's)
+    w = x.new_ones(x.shape[-2:]) if weights == "paper" else prior.coverage(x.shape[-2], x.shape[-1], x)
     Aty = operator.A_adjoint(y) / s2
     k = 0
     for beta in betas:
