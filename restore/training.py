@@ -348,7 +348,7 @@ def train(
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if sample_fn is not None and step % sample_every == 0:
-                    io.write_grid(out / "samples" / f"step-{step}.png", sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
+                    io.write_grid(out / "samples" / f"step-{step}.png", sample_fn(ema, _sample_generator(ema, seed)).cpu())
             over_budget = (max_minutes is not None and time.monotonic() - t_start > 60 * max_minutes) or bool(interrupted.signal)
             if d.world_size > 1:  # every rank must stop at the same step
                 flag = torch.tensor([float(over_budget)], device=d.device)
@@ -457,6 +457,12 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         b_ema.copy_(b)
 
 
+def _sample_generator(model: torch.nn.Module, seed: int) -> torch.Generator:
+    """The seeded generator for sample grids, on the model's device (samplers draw their noise there; a CPU
+    generator fails on CUDA)."""
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+
+
 def _finish(out: Path, ema, summary: dict, export_fn, sample_fn, seed: int) -> None:
     """Export the EMA model, draw a last sample grid if this segment trained and has none, and record in
     run.json and the log how far the exported weights were trained."""
@@ -466,7 +472,7 @@ def _finish(out: Path, ema, summary: dict, export_fn, sample_fn, seed: int) -> N
     final_grid = out / "samples" / f"step-{step}.png"
     if sample_fn is not None and not final_grid.exists():
         # A run shorter than --sample-every (or stopped between grids) still shows what it learned.
-        io.write_grid(final_grid, sample_fn(ema, torch.Generator().manual_seed(seed)).cpu())
+        io.write_grid(final_grid, sample_fn(ema, _sample_generator(ema, seed)).cpu())
     run = json.loads((out / "run.json").read_text())
     io.write_json(out / "run.json", {**run, "steps_done": step, "minutes_total": round(summary["minutes_total"], 2)})
     with open(out / "log.jsonl", "a") as f:

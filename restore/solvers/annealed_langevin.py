@@ -36,7 +36,7 @@ def annealed_langevin(y, operator, prior, *, steps: int = 100, generator: torch.
 
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
-    a = prior.alpha_bar.double()
+    a = prior.alpha_bar.detach().to("cpu", torch.float64)  # scalar lookups: on the CPU, whatever the device
     sig_all = ((1 - a) / a).sqrt()  # (T,), increasing
     sigma_y = effective_sigma(y, operator)
     levels = torch.logspace(math.log10(float(sig_all[-1])), math.log10(sigma_min), steps, dtype=torch.float64)

@@ -49,7 +49,7 @@ def denoise(prior, x: torch.Tensor, sigma: float, *, nearest: bool = False) -> t
     level is sigma, interpolated linearly in sigma between the two nearest timesteps (two network
     evaluations), or with ``nearest`` at the nearer of them alone (one)."""
     sigma = 2 * sigma  # in model space
-    a_bar = prior.alpha_bar.to(torch.float64)
+    a_bar = prior.alpha_bar.detach().to("cpu", torch.float64)  # a scalar lookup: on the CPU, whatever the device
     levels = ((1 - a_bar) / a_bar).sqrt()  # sigma_t of each timestep, increasing, (T,)
     if sigma > float(levels[-1]):
         raise RestoreError(f"sigma {sigma / 2:.3g} is beyond the prior's largest noise level {float(levels[-1]) / 2:.3g}")
