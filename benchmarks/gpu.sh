@@ -4,8 +4,7 @@
 # photo priors trained for the time left, weights and logs written to $OUT.
 #
 # Here, first:   bash benchmarks/gpu_prepare.sh        (wheels the device lacks -> .whl/, training photos -> .gpudata/)
-#                (tracked files and carried folders must stay under 64 MiB: move restore/weights/*-mnist,
-#                gmm-photo-rgb and benchmarks/results out of the tree before it, back after the call)
+#                with --aside, so that every training photo fits in 64 MiB; `gpu_prepare.sh --back` after the call
 # Then, device:  run(command="bash benchmarks/gpu.sh", carry=[".whl", ".gpudata"], timeout_s=600)
 #
 # BUDGET_S (default 540) bounds the whole call; DEVICE=cpu makes a dry run here (tiny budgets).
