@@ -159,6 +159,7 @@ class Cells:
         self.path = Path(path)
         self.records: dict[tuple[str, str, int], dict] = {}
         self.newest: dict[tuple[str, str], dict] = {}  # (setting, method) -> the settings of its newest record
+        self._rows: dict[tuple[str, str], dict[int, dict]] = {}  # (setting, method) -> item -> record
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 if line.strip():
@@ -167,10 +168,11 @@ class Cells:
     def _keep(self, r: dict) -> None:
         self.records[(r["setting"], r["method"], r["item"])] = r
         self.newest[(r["setting"], r["method"])] = r.get("settings")
+        self._rows.setdefault((r["setting"], r["method"]), {})[r["item"]] = r
 
     def current(self, setting: str, method: str) -> list[dict]:
         want = self.newest.get((setting, method))
-        return [r for (s, m, _), r in self.records.items() if s == setting and m == method and r.get("settings") == want]
+        return [r for r in self._rows.get((setting, method), {}).values() if r.get("settings") == want]
 
     def get(self, setting: str, method: str, item: int, settings: dict) -> dict | None:
         r = self.records.get((setting, method, item))
