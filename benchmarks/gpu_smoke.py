@@ -54,6 +54,12 @@ def cases(work: Path, gray: Path, colour: Path | None, data: Path) -> list[tuple
             ("degrade-rgb", ["degrade", f"{w}/rgb.png", "--task", "denoise", "--noise", "0.1", "-o", f"{w}/yr.png"], False),
             ("ddpm-rgb", ["denoise", f"{w}/yr.json", "--prior", "ddpm", "--solver", "tweedie", "-o", f"{w}/o13.png"], True),
         ]
+        # The speed cells on a 481x321 gray photo (the model and CUDA already warm): seconds per image.
+        out += [
+            ("degrade-speed", ["degrade", f"{w}/gray481.png", "--task", "inpaint", "--random", "0.5", "--noise", "0.01", "-o", f"{w}/yg.png"], False),
+            ("speed-481x321-ddnm-20", ["inpaint", f"{w}/yg.json", "--prior", "ddpm", "--solver", "ddnm", "--steps", "20", "-o", f"{w}/s1.png"], True),
+            ("speed-481x321-dps-100", ["inpaint", f"{w}/yg.json", "--prior", "ddpm", "--solver", "dps", "--steps", "100", "-o", f"{w}/s2.png"], True),
+        ]
     train = ["train", "ddpm", "--data", str(data / "gray400"), "--patch", "32", "--out", f"{w}/run", "--batch-size", "8",
              "--width", "8", "--checkpoint-every", "10", "--sample-every", "10", "--timesteps", "50"]
     # A few steps with a sample grid on the way and at the end, then a resume.
@@ -98,6 +104,7 @@ def main() -> int:
         colour = colour_files[0] if colour_files else None
         if colour is not None:
             Image.open(colour).convert("RGB").crop((0, 0, 96, 96)).save(work / "rgb.png")
+            Image.open(colour).convert("L").save(work / "gray481.png")  # a whole BSDS photo, 481x321 or 321x481
 
         def say(line: str) -> None:
             print(line, flush=True)
