@@ -157,25 +157,23 @@ class Cells:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.records: dict[tuple[str, str, int], dict] = {}
+        self.records: dict[tuple[str, str], dict[int, dict]] = {}  # (setting, method) -> item -> record
         self.newest: dict[tuple[str, str], dict] = {}  # (setting, method) -> the settings of its newest record
-        self._rows: dict[tuple[str, str], dict[int, dict]] = {}  # (setting, method) -> item -> record
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 if line.strip():
                     self._keep(json.loads(line))
 
     def _keep(self, r: dict) -> None:
-        self.records[(r["setting"], r["method"], r["item"])] = r
+        self.records.setdefault((r["setting"], r["method"]), {})[r["item"]] = r
         self.newest[(r["setting"], r["method"])] = r.get("settings")
-        self._rows.setdefault((r["setting"], r["method"]), {})[r["item"]] = r
 
     def current(self, setting: str, method: str) -> list[dict]:
         want = self.newest.get((setting, method))
-        return [r for r in self._rows.get((setting, method), {}).values() if r.get("settings") == want]
+        return [r for r in self.records.get((setting, method), {}).values() if r.get("settings") == want]
 
     def get(self, setting: str, method: str, item: int, settings: dict) -> dict | None:
-        r = self.records.get((setting, method, item))
+        r = self.records.get((setting, method), {}).get(item)
         return r if r is not None and r.get("settings") == settings else None
 
     def add(self, record: dict) -> None:
@@ -264,7 +262,7 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
                 p, s = score(x_hat, x, setting.shave)
                 cells.add({"setting": setting.name, "method": name, "item": item, "image": names[i], "psnr": p,
                            "ssim": s, "seconds": seconds, "settings": config})
-            done = [cells.records[(setting.name, name, k)] for k in range(len(items))]
+            done = [cells.records[(setting.name, name)][k] for k in range(len(items))]
             log(f"{setting.name} {name}: {np.mean([r['psnr'] for r in done]):.2f} dB, "
                 f"{np.median([r['seconds'] for r in done]):.2f} s per measurement")
     return cells

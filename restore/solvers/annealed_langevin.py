@@ -11,7 +11,7 @@ import math
 import torch
 
 from .base import Callback, effective_sigma, hyperparameters, report, requires
-from .diffusion import TWEEDIE, check_fidelity
+from .diffusion import TWEEDIE, check_fidelity, noise_levels
 from .langevin import _data_grad
 
 
@@ -36,8 +36,7 @@ def annealed_langevin(y, operator, prior, *, steps: int = 100, generator: torch.
 
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
-    a = prior.alpha_bar.detach().to("cpu", torch.float64)  # scalar lookups: on the CPU, whatever the device
-    sig_all = ((1 - a) / a).sqrt()  # (T,), increasing
+    a, sig_all = noise_levels(prior)  # (T,), sig_all increasing
     sigma_y = effective_sigma(y, operator)
     levels = torch.logspace(math.log10(float(sig_all[-1])), math.log10(sigma_min), steps, dtype=torch.float64)
     x = float(sig_all[-1]) * torch.randn(shape, generator=generator, device=y.device)  # model space

@@ -65,6 +65,14 @@ def alpha_bars(prior, t: int, t_prev: int, like: torch.Tensor) -> tuple[torch.Te
     return a[t], (a[t_prev] if t_prev >= 0 else torch.ones((), dtype=torch.float64, device=like.device))
 
 
+def noise_levels(prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha_bar_t and the noise level sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) of each timestep (model
+    space, increasing), float64 on the CPU whatever the prior's device: for scalar lookups (searchsorted
+    against a float mixes devices on CUDA)."""
+    a = prior.alpha_bar.detach().to("cpu", torch.float64)
+    return a, ((1 - a) / a).sqrt()
+
+
 def model_measurement(y: torch.Tensor, operator, image_shape) -> torch.Tensor:
     """y' = 2 y - A(1): the measurement of the model-space image x' = 2 x - 1 (linear A);
     ``image_shape`` is (B, C, H, W) of x."""

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import RestoreError
 from .base import Callback, effective_sigma, hyperparameters, report, requires
-from .diffusion import TWEEDIE, check_fidelity, check_prior, to_image, to_model
+from .diffusion import TWEEDIE, check_fidelity, check_prior, noise_levels, to_image, to_model
 
 
 @hyperparameters(fidelity="(0, inf)")
@@ -49,8 +49,7 @@ def denoise(prior, x: torch.Tensor, sigma: float, *, nearest: bool = False) -> t
     level is sigma, interpolated linearly in sigma between the two nearest timesteps (two network
     evaluations), or with ``nearest`` at the nearer of them alone (one)."""
     sigma = 2 * sigma  # in model space
-    a_bar = prior.alpha_bar.detach().to("cpu", torch.float64)  # a scalar lookup: on the CPU, whatever the device
-    levels = ((1 - a_bar) / a_bar).sqrt()  # sigma_t of each timestep, increasing, (T,)
+    a_bar, levels = noise_levels(prior)  # sigma_t of each timestep, increasing, (T,)
     if sigma > float(levels[-1]):
         raise RestoreError(f"sigma {sigma / 2:.3g} is beyond the prior's largest noise level {float(levels[-1]) / 2:.3g}")
     # The two timesteps around sigma, and the weight of the upper one.
