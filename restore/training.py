@@ -451,8 +451,8 @@ def _optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float, g
 @torch.no_grad()
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay ema + (1 - decay) model for the weights; buffers are copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p, 1 - decay)
+    # One fused call over all tensors (one kernel launch per group on a GPU, not one per parameter).
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
 

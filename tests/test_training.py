@@ -202,3 +202,15 @@ def test_sigterm_during_training_checkpoints_exports_and_resumes(tmp_path):
     resumed = subprocess.run(cmd[:-6] + ["--steps", str(step + 2), "--checkpoint-every", "100000", "--out",
                                          str(tmp_path / "run"), "--resume"], capture_output=True, text=True, env=env)
     assert resumed.returncode == 0 and f"step {step + 2}, finished" in resumed.stdout, resumed.stderr
+
+
+def test_the_ema_update_moves_each_weight_by_one_minus_decay_and_copies_buffers():
+    torch.manual_seed(0)
+    model, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.normal_(), model.bias.normal_(), model.running_mean.normal_()
+    before = [p.detach().clone() for p in ema.parameters()]
+    training._update_ema(ema, model, 0.9)
+    for b, p_ema, p in zip(before, ema.parameters(), model.parameters()):
+        assert torch.allclose(p_ema, 0.9 * b + 0.1 * p, atol=1e-6)
+    assert torch.equal(ema.running_mean, model.running_mean)
