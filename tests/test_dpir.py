@@ -70,6 +70,26 @@ def test_one_step_of_denoising_is_tweedies_posterior_mean():
     assert torch.allclose(one, DIFFUSION["tweedie"](y, op, prior), atol=1e-6)
 
 
+def test_a_warm_start_begins_from_the_classical_estimate(monkeypatch):
+    """init="tv" starts the splitting from TV's estimate: its first data step is taken from that z."""
+    from restore.errors import RestoreError
+
+    prior = load_prior("gaussian")
+    op = Inpainting.random((1, 28, 28), 0.5, seed=0)
+    x = prior.sample(1, generator=torch.Generator().manual_seed(0)).clamp(0, 1)
+    y = op(x)
+    starts = []
+    step = _DataStep.__call__
+    monkeypatch.setattr(_DataStep, "__call__", lambda self, z, rho, x: starts.append(z) or step(self, z, rho, x))
+    warm = DIFFUSION["dpir"](y, op, prior, steps=2, init="tv")
+    assert torch.allclose(starts[0], CLASSICAL["tv"](y, op, None).clamp(0, 1))
+    auto = DIFFUSION["dpir"](y, op, prior, steps=2)
+    assert torch.allclose(starts[2], CLASSICAL["biharmonic"](y, op, None), atol=1e-6)
+    assert not torch.allclose(warm, auto)
+    with pytest.raises(RestoreError, match="init must be auto or a classical solver"):
+        DIFFUSION["dpir"](y, op, prior, steps=2, init="dps")
+
+
 def test_dpir_with_the_photo_prior_beats_the_classical_deblurring_and_super_resolution():
     """On crops of photos the prior's training held out: deblurring a Levin kernel at sigma 2.55 / 255, BM3D's
     deblurring and TV are at least 0.5 dB behind; 2x super-resolution gains 1 dB over the pseudo-inverse."""
