@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--photos-of", default=None,
                         help="score on this prior's validation photos (default: --prior's), to compare two "
                              "priors trained on different data on the same photos")
+    parser.add_argument("--patches", type=int, default=None,
+                        help="use the diffusion prior on random partitions into patches of this size (PaDIS)")
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     args = parser.parse_args()
     if not args.table and not (args.setting and args.prior and args.solver):
@@ -69,7 +71,7 @@ def main() -> None:
         for steps, values in itertools.product(steps_list, itertools.product(*grid.values())):
             override = dict(zip(grid, values))
             name, solve, settings = photo_bench.method(args.solver, None if classical else args.prior, steps,
-                                                       tuple(images[0].shape[1:]), override)
+                                                       tuple(images[0].shape[1:]), override, args.patches)
             config = {**settings, "photos": names}
             label = name + (f" {steps}" if steps and classical else "") + \
                 (" " + ", ".join(f"{k}={v}" for k, v in override.items()) if override else "") + \

@@ -184,11 +184,13 @@ class Cells:
 
 
 def method(solver: str, prior: str | None = None, steps: int | None = None, shape=None,
-           overrides: dict | None = None) -> tuple[str, Callable, dict] | None:
+           overrides: dict | None = None, patches: int | None = None) -> tuple[str, Callable, dict] | None:
     """(row name, solve(y, op), settings) of a classical solver (``prior`` None), or of a learned prior with a
     solver on images of ``shape`` (C, H, W), or None where the prior cannot serve them; ``overrides`` set
     hyperparameters (they are in the settings, not in the name). A learned method's settings name the
-    prior's training steps, so a retrained prior's cells are computed again."""
+    prior's training steps, so a retrained prior's cells are computed again. ``patches``: a diffusion prior
+    used on random partitions into patches of that size (PaDIS, :mod:`restore.priors.padis`), not on the
+    whole image."""
     from .bench import solver_settings
     from .priors import load_prior
     from .solvers import CLASSICAL, PRIOR_SOLVERS
@@ -201,14 +203,16 @@ def method(solver: str, prior: str | None = None, steps: int | None = None, shap
     if model.image_shape[0] != shape[0] or not (getattr(model, "any_size", False) or model.image_shape == shape):
         return None
     fn = PRIOR_SOLVERS[solver]
-    settings = {**solver_settings(fn, steps, overrides), "prior_steps": model.info().get("training_steps")}
+    settings = {**solver_settings(fn, steps, overrides), "prior_steps": model.info().get("training_steps"),
+                **({"patches": patches} if patches else {})}
     kwargs = {**({"steps": steps} if steps is not None else {}), **overrides}
 
     def solve(y, op):
+        used = model.with_patches(patches) if patches else model  # the same partitions for every image
         with torch.no_grad() if solver in ("tweedie", "ddrm", "ddnm", "epll", "dpir") else torch.enable_grad():
-            return fn(y, op, model, generator=torch.Generator().manual_seed(0), **kwargs).detach()
+            return fn(y, op, used, generator=torch.Generator().manual_seed(0), **kwargs).detach()
 
-    name = f"{prior} + {solver}" + (f" {steps}" if steps is not None else "")
+    name = f"{prior}{f' (PaDIS {patches})' if patches else ''} + {solver}" + (f" {steps}" if steps is not None else "")
     return name, solve, settings
 
 

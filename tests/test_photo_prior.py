@@ -125,6 +125,57 @@ def test_tiles_cover_the_image_and_blend_to_the_untiled_result_of_a_pointwise_ma
     assert not torch.allclose(tiled(lambda v: v - v.mean(), x, 32, 8), x - x.mean(), atol=1e-3)
 
 
+def test_a_patch_partition_reassembles_the_image_and_each_patch_sees_only_itself():
+    from restore.priors.padis import partitioned
+
+    x = torch.randn(2, 3, 37, 50, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    t = torch.tensor([4, 9])
+    seen = []
+
+    def fn(v, times):
+        seen.append((tuple(v.shape[-2:]), times.tolist()))
+        return torch.sin(3 * v) + v * v  # pointwise: the partition must not matter
+
+    for shift in [(0, 0), (5, 11), (15, 1)]:
+        seen.clear()
+        out = partitioned(fn, x, t, 16, shift)
+        assert torch.allclose(out, torch.sin(3 * x) + x * x, atol=1e-6)
+        assert {s for s, _ in seen} == {(16, 16)}
+        rows, cols = -(-(37 + -shift[0] % 16) // 16), -(-(50 + -shift[1] % 16) // 16)
+        assert sum(len(ts) for _, ts in seen) == 2 * rows * cols  # every patch of both images once...
+        assert [ti for _, ts in seen for ti in ts] == [4] * rows * cols + [9] * rows * cols  # ...at its t
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.allclose(grad, 3 * torch.cos(3 * x) + 2 * x, atol=1e-5)
+    # A map that sees its patch (the patch mean): inside one patch of the partition every pixel gets that
+    # patch's mean, and patches across a grid line differ, so the test can fail.
+    out = partitioned(lambda v, times: v.mean((-2, -1), keepdim=True).expand_as(v), x.detach(), t, 16, (5, 11))
+    inner = x.detach()[..., 5:21, 11:27]  # the patch from row 5 and column 11: wholly inside the image
+    assert torch.allclose(out[..., 5:21, 11:27], inner.mean((-2, -1), keepdim=True).expand_as(inner), atol=1e-6)
+    assert not torch.allclose(out[..., 4, 11], out[..., 5, 11])
+
+
+def test_a_prior_used_on_patches_repeats_with_its_seed_and_moves_the_partition(patch_prior, monkeypatch):
+    from restore.errors import RestoreError
+
+    prior = load_prior(str(patch_prior))
+    x_t = torch.randn(1, 1, 40, 56, generator=torch.Generator().manual_seed(0))
+    whole = prior.eps_and_x0(x_t, 7)[1]
+    first, again = prior.with_patches(16, seed=3), prior.with_patches(16, seed=3)
+    assert prior.patches is None and first.patches == 16
+    seen = []
+    forward = prior.unet.forward
+    monkeypatch.setattr(prior.unet, "forward", lambda x, t: seen.append(tuple(x.shape)) or forward(x, t))
+    a1, a2 = first.eps_and_x0(x_t, 7)[1], first.eps_and_x0(x_t, 7)[1]
+    assert all(s[-2:] == (16, 16) for s in seen)
+    assert torch.equal(a1, again.eps_and_x0(x_t, 7)[1])  # the same seed: the same partitions
+    assert not torch.equal(a1, a2)  # the next call: another partition
+    assert a1.shape == whole.shape and not torch.equal(a1, whole)
+    with pytest.raises(RestoreError, match="at least 8"):
+        prior.with_patches(4)
+    with pytest.raises(RestoreError, match="trained on patches"):
+        load_prior("ddpm").with_patches(16)
+
+
 def test_a_large_image_runs_in_windows_no_larger_than_the_tile(patch_prior, monkeypatch):
     prior = load_prior(str(patch_prior))
     prior.tile, prior.tile_overlap = 32, 8

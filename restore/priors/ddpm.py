@@ -22,7 +22,7 @@ import torch
 
 from ..errors import RestoreError
 from .base import DiffusionPrior
-from . import tiles
+from . import padis, tiles
 from .sampling import reverse_diffusion
 
 TILE, TILE_OVERLAP = 512, 64  # see DDPMPrior.tile
@@ -51,6 +51,10 @@ class DDPMPrior(DiffusionPrior):
         # so memory stays bounded; None: always on the whole image.
         self.tile: int | None = TILE
         self.tile_overlap: int = TILE_OVERLAP
+        # PaDIS (restore.priors.padis): the network on a random partition into patches of this size, the
+        # shifts drawn from ``patch_generator``; None: on the whole image. See with_patches.
+        self.patches: int | None = None
+        self.patch_generator: torch.Generator | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "DDPMPrior":
@@ -128,6 +132,22 @@ class DDPMPrior(DiffusionPrior):
         twin.autocast_dtype = dtype
         return twin
 
+    def with_patches(self, size: int, seed: int = 0) -> "DDPMPrior":
+        """This network used as PaDIS uses a patch prior (Hu et al. 2024; restore.priors.padis): at every call,
+        on the non-overlapping ``size`` x ``size`` patches of a partition of the image shifted at random (the
+        shifts drawn from a generator seeded by ``seed``, so a run repeats exactly), instead of on the whole
+        image. A shallow copy; this prior is unchanged."""
+        import copy
+
+        if not self.any_size:
+            raise RestoreError("patch partitions are for priors trained on patches of photographs (restore train "
+                               "ddpm --patch); this prior models whole images of one size")
+        if not isinstance(size, int) or size < 8:
+            raise RestoreError(f"the patch size must be a whole number of pixels, at least 8; got {size!r}")
+        twin = copy.copy(self)
+        twin.patches, twin.patch_generator = size, torch.Generator().manual_seed(seed)
+        return twin
+
     def channelwise(self, groups: int) -> "DDPMPrior":
         """This network for images of ``groups`` times its channels, each channel (group) on its own: a gray
         photo prior on colour photos, as a prior that treats R, G and B as independent gray images. A
@@ -160,7 +180,10 @@ class DDPMPrior(DiffusionPrior):
         if self.channel_groups > 1:  # (B, g c, H, W) -> (B g, c, H, W): each group a separate image
             x_t = x_t.reshape(B * self.channel_groups, C // self.channel_groups, H, W)
         t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
-        if self.any_size and self.tile is not None:
+        if self.patches is not None:
+            shift = torch.randint(0, self.patches, (2,), generator=self.patch_generator).tolist()
+            out = padis.partitioned(self._network, x_t, t, self.patches, shift)
+        elif self.any_size and self.tile is not None:
             out = tiles.tiled(lambda piece: self._network(piece, t), x_t, self.tile, self.tile_overlap)
         else:
             out = self._network(x_t, t)
