@@ -228,6 +228,23 @@ def test_a_fitted_mixture_restores_every_operator_better_than_its_measurement(ti
         assert err < 0.5 * baseline, (name, float(err), float(baseline))
 
 
+def test_epll_can_start_from_a_classical_estimate(tiny_gmm, monkeypatch):
+    """init="tv": EPLL's first z-step sees TV's estimate instead of the biharmonic fill."""
+    from restore import operators as O
+    from restore.priors import load_prior
+    from restore.solvers import CLASSICAL
+
+    prior = load_prior(str(tiny_gmm / "run"))
+    op = O.Inpainting.box((1, 40, 44), 12, 10, 16, 16)
+    y = op(smooth_image(40, 44, 1))
+    seen = []
+    average = prior.patch_average
+    monkeypatch.setattr(prior, "patch_average", lambda x, *a: seen.append(x.clone()) or average(x, *a))
+    warm = PRIOR_SOLVERS["epll"](y, op, prior, steps=2, init="tv")
+    assert torch.allclose(seen[0], CLASSICAL["tv"](y, op, None).clamp(0, 1))
+    assert not torch.allclose(warm, PRIOR_SOLVERS["epll"](y, op, prior, steps=2))
+
+
 def test_diffusion_solvers_run_on_the_mixture_through_tweedie(tiny_gmm):
     from restore.operators import Denoising, GaussianNoise
     from restore.priors import load_prior

@@ -169,10 +169,18 @@ def keep_observed(solver):
     return consistent
 
 
-def initial_image(y: torch.Tensor, operator) -> torch.Tensor:
-    """The starting image of an iterative solver (EPLL, DPIR): y where it is one (denoising, circular blur),
-    y with its edge pixels repeated to x's frame for a valid blur, missing pixels filled by biharmonic
-    inpainting, else the pseudo-inverse."""
+def initial_image(y: torch.Tensor, operator, init: str = "auto") -> torch.Tensor:
+    """The starting image of an iterative solver (EPLL, DPIR). ``init`` "auto": y where it is one (denoising,
+    circular blur), y with its edge pixels repeated to x's frame for a valid blur, missing pixels filled by
+    biharmonic inpainting, else the pseudo-inverse; the name of a classical solver (e.g. "tv"): its estimate,
+    a warm start."""
+    if init != "auto":
+        from . import CLASSICAL
+
+        if init not in CLASSICAL:
+            raise RestoreError(f"init must be auto or a classical solver ({', '.join(CLASSICAL)}), got {init!r}")
+        check_compatible(init, CLASSICAL[init], operator, CLASSICAL)
+        return CLASSICAL[init](y, operator, None).clamp(0, 1)
     if hasattr(operator, "extend"):
         return operator.extend(y)
     if hasattr(operator, "mask"):

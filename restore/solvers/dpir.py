@@ -25,8 +25,7 @@ import math
 
 import torch
 
-from .base import Callback, check_compatible, effective_sigma, hyperparameters, initial_image, report, requires
-from ..errors import RestoreError
+from .base import Callback, effective_sigma, hyperparameters, initial_image, report, requires
 from .classical import SIGMA_FLOOR
 from .diffusion import TWEEDIE, check_fidelity, check_prior
 from .tweedie import denoise
@@ -66,18 +65,6 @@ class _DataStep:
         return x + conjugate_gradient(apply, b - apply(x), max_iter=self.cg_steps, tol=1e-6)
 
 
-def _start(y: torch.Tensor, operator, init: str) -> torch.Tensor:
-    """The first z: :func:`initial_image` ("auto") or a classical solver's estimate (a warm start)."""
-    if init == "auto":
-        return initial_image(y, operator)
-    from . import CLASSICAL
-
-    if init not in CLASSICAL:
-        raise RestoreError(f"dpir: init must be auto or a classical solver ({', '.join(CLASSICAL)}), got {init!r}")
-    check_compatible(init, CLASSICAL[init], operator, CLASSICAL)
-    return CLASSICAL[init](y, operator, None).clamp(0, 1)
-
-
 @hyperparameters(steps="[1, 1000]", fidelity="(0, inf)", lam="(0, inf)", sigma_max="(0, inf)", cg_steps="[1, 10000]")
 @requires("A_adjoint", noise=("gaussian",), prior=TWEEDIE)
 def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | None = None, callback: Callback = None,
@@ -92,7 +79,7 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
     check_fidelity(fidelity)
     sigma_y = max(effective_sigma(y, operator), SIGMA_FLOOR) / math.sqrt(fidelity)
     data = _DataStep(y, operator, cg_steps)
-    z = _start(y, operator, init).to(y.dtype)
+    z = initial_image(y, operator, init).to(y.dtype)
     x = z
     for k, sigma in enumerate(noise_levels(max(sigma_max, sigma_y), sigma_y, steps)):
         x = data(z, lam * sigma_y**2 / sigma**2, x)  # 1. data step

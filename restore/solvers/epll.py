@@ -73,12 +73,13 @@ def _x_step(operator, Aty: torch.Tensor, z_bar: torch.Tensor, w: torch.Tensor, s
           * hyper.get("iterations", 1))
 def epll(y, operator, prior, *, steps: int | None = None, generator=None, callback: Callback = None,
          betas: list[float] | None = None, iterations: int = 1, rule: str = "map", cg_steps: int = 50,
-         weights: str = "paper"):
+         weights: str = "paper", init: str = "auto"):
     """Half-quadratic splitting of Zoran & Weiss (2011) with their beta schedule (``steps`` values spaced
     geometrically between its ends, or ``betas`` given), ``iterations`` z- and x-steps per beta; ``rule``
     "map" is the paper's z-step, "mean" uses each patch's posterior mean instead; ``weights`` "paper"
     weights border pixels in the x-step as the paper's code does, "exact" as the objective does (see the
-    module's docstring). Deterministic."""
+    module's docstring); ``init`` "auto" or a classical solver's name starts from that solver's estimate
+    (:func:`initial_image`). Deterministic."""
     if rule not in ("map", "mean") or weights not in ("paper", "exact"):
         from ..errors import RestoreError
 
@@ -86,7 +87,7 @@ def epll(y, operator, prior, *, steps: int | None = None, generator=None, callba
     sigma_y = effective_sigma(y, operator)
     s2 = max(sigma_y, SIGMA_FLOOR) ** 2
     betas = list(betas) if betas is not None else schedule(operator, sigma_y, steps)
-    x = initial_image(y, operator)
+    x = initial_image(y, operator, init)
     # (H, W): 1 everywhere (the paper's), or the covering patches over p^2 (the objective's)
     w = x.new_ones(x.shape[-2:]) if weights == "paper" else prior.coverage(x.shape[-2], x.shape[-1], x)
     Aty = operator.A_adjoint(y) / s2
