@@ -90,6 +90,22 @@ def test_a_warm_start_begins_from_the_classical_estimate(monkeypatch):
         DIFFUSION["dpir"](y, op, prior, steps=2, init="dps")
 
 
+def test_a_large_hole_starts_from_tv_and_scattered_missing_pixels_from_the_biharmonic_fill():
+    from restore.solvers.base import LARGE_HOLE, has_large_hole, initial_image
+
+    scattered = Inpainting.random((3, 321, 481), 0.8, seed=0)  # the benchmark's 80% random
+    assert not has_large_hole(scattered.mask)
+    box = Inpainting.box((3, 64, 80), 20, 16, 2 * LARGE_HOLE + 1, 2 * LARGE_HOLE + 1)  # its centre: LARGE_HOLE + 1 away
+    narrow = Inpainting.box((3, 64, 80), 20, 16, 2 * LARGE_HOLE - 1, 40)  # none farther than LARGE_HOLE
+    assert has_large_hole(box.mask) and not has_large_hole(narrow.mask)
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    y = box(x)
+    assert torch.allclose(initial_image(y, box), CLASSICAL["tv"](y, box, None).clamp(0, 1))
+    assert torch.allclose(initial_image(y, box, "biharmonic"), CLASSICAL["biharmonic"](y, box, None))
+    y = narrow(x)
+    assert torch.allclose(initial_image(y, narrow), CLASSICAL["biharmonic"](y, narrow, None))
+
+
 def test_dpir_with_the_photo_prior_beats_the_classical_deblurring_and_super_resolution():
     """On crops of photos the prior's training held out: deblurring a Levin kernel at sigma 2.55 / 255, BM3D's
     deblurring and TV are at least 0.5 dB behind; 2x super-resolution gains 1 dB over the pseudo-inverse."""
