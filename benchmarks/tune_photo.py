@@ -93,10 +93,18 @@ def main() -> None:
                     rows.append(found)
             print(f"{setting.name} {label}: {np.mean([r['psnr'] for r in rows]):.2f} dB "
                   f"({np.median([r['seconds'] for r in rows]):.1f} s per measurement)", flush=True)
-    groups = {key: cells.current(*key) for key in sorted(cells.newest)}
-    lines = ["| setting | method | measurements | PSNR (dB) | SSIM | s / measurement (median) |", "|---|---|---|---|---|---|"]
-    for (setting, method), rows in groups.items():
-        lines.append(f"| {setting} | {method} | {len(rows)} | {np.mean([r['psnr'] for r in rows]):.2f} | "
+    # Every group of cells measured with the same settings, older priors' included: a retrained prior's
+    # rows stand beside the earlier ones, told apart by its training steps.
+    groups: dict[tuple, dict[int, dict]] = {}
+    for line in (OUT / "photo_cells.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        key = (r["setting"], r["method"], r["settings"].get("prior_steps") or 0, json.dumps(r["settings"], sort_keys=True))
+        groups.setdefault(key, {})[r["item"]] = r
+    lines = ["| setting | method | prior steps | measurements | PSNR (dB) | SSIM | s / measurement (median) |",
+             "|---|---|---|---|---|---|---|"]
+    for (setting, method, steps, _), by_item in sorted(groups.items()):
+        rows = list(by_item.values())
+        lines.append(f"| {setting} | {method} | {steps or '-'} | {len(rows)} | {np.mean([r['psnr'] for r in rows]):.2f} | "
                      f"{np.mean([r['ssim'] for r in rows]):.3f} | {np.median([r['seconds'] for r in rows]):.1f} |")
     (OUT / "photo.md").write_text(
         f"# Learned methods on held-out training photos\n\nProduced by `python benchmarks/tune_photo.py` on "
