@@ -13,6 +13,7 @@ Seconds are wall-clock on this machine with the torch threads it is given (OMP_N
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -27,8 +28,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="*", help="setting names or prefixes (default: all)")
     parser.add_argument("--solvers", nargs="*", help="classical solvers (default: every compatible one)")
-    parser.add_argument("--learned", nargs="*", default=[], metavar="PRIOR:SOLVER[:STEPS]",
-                        help="learned methods, e.g. ddpm:tweedie ddpm:ddnm:20 (only these, unless --solvers too)")
+    parser.add_argument("--learned", nargs="*", default=[], metavar="PRIOR:SOLVER[:STEPS][:KEY=VALUE,...]",
+                        help="learned methods, e.g. ddpm:tweedie ddpm:ddnm:20 ddpm:dpir:16:sigma_max=0.3 (only these, "
+                             "unless --solvers too)")
     parser.add_argument("--max-minutes", type=float, help="stop after this long; run again to continue")
     parser.add_argument("--force", action="store_true", help="recompute cached cells")
     parser.add_argument("--table", action="store_true", help="only write the table from the stored cells")
@@ -37,8 +39,11 @@ def main():
     if not args.table:
         learned = []
         for text in args.learned:
-            prior, solver, *steps = text.split(":")
-            learned.append((prior, solver, int(steps[0]) if steps else None))
+            prior, solver, *rest = text.split(":")
+            steps = next((int(r) for r in rest if "=" not in r), None)
+            overrides = {k: json.loads(v) if v[:1].isdigit() or v[:1] in "-[" else v
+                         for r in rest if "=" in r for k, v in (kv.split("=", 1) for kv in r.split(","))}
+            learned.append((prior, solver, steps, overrides))
         photo_bench.run(out=args.out, setting_names=args.settings, solvers=args.solvers,
                         max_minutes=args.max_minutes, force=args.force, learned=learned)
     cells = photo_bench.Cells(args.out / "cells.jsonl")

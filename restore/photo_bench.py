@@ -218,10 +218,11 @@ def method(solver: str, prior: str | None = None, steps: int | None = None, shap
 
 def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str] | None = None,
         max_minutes: float | None = None, force: bool = False, log=print,
-        learned: list[tuple[str, str, int | None]] = ()) -> Cells:
+        learned: list[tuple] = ()) -> Cells:
     """Compute every missing (setting, solver, measurement) cell, until ``max_minutes`` is spent: the classical
     ``solvers`` (default all; none when only ``learned`` methods are asked for), and each (prior, solver,
-    steps) of ``learned``."""
+    steps) or (prior, solver, steps, hyperparameter overrides) of ``learned``; overrides are named in the
+    row's method."""
     from tqdm.auto import tqdm
 
     from .solvers import CLASSICAL, PRIOR_SOLVERS, missing_capabilities
@@ -242,11 +243,14 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
         for name in (solvers if solvers is not None else [] if learned else default):
             if not missing_capabilities(CLASSICAL[name], op0):
                 methods.append(method(name))
-        for prior, solver, steps in learned:
+        for prior, solver, steps, *more in learned:
+            overrides = more[0] if more else {}
             if not missing_capabilities(PRIOR_SOLVERS[solver], op0):
-                found = method(solver, prior, steps, tuple(images[0].shape[1:]))
+                found = method(solver, prior, steps, tuple(images[0].shape[1:]), overrides)
                 if found is not None:
-                    methods.append(found)
+                    name, solve, config = found
+                    label = " ".join([name, *(f"{k}={v}" for k, v in overrides.items())])
+                    methods.append((label, solve, config))
         for name, solve, config in methods:
             items = [(i, j) for i in range(len(images)) for j in range(setting.items_per_image)]
             todo = [(i, j) for i, j in items

@@ -58,3 +58,18 @@ def test_a_row_counts_only_the_cells_of_its_newest_settings(tmp_path):
     for again in (cells, photo_bench.Cells(tmp_path / "cells.jsonl")):  # in memory, and read back
         (row,) = [r for r in photo_bench.summary(again) if r["method"] == "m"]
         assert row["n"] == 1 and row["psnr"] == 29.0
+
+
+def test_a_learned_methods_overrides_reach_its_solver_and_name_its_row(tmp_path, monkeypatch):
+    asked = []
+
+    def fake_method(solver, prior=None, steps=None, shape=None, overrides=None, patches=None):
+        asked.append((solver, prior, steps, overrides))
+        return f"{prior} + {solver} {steps}", lambda y, op: y, {"steps": steps, **(overrides or {})}
+
+    monkeypatch.setattr(photo_bench, "method", fake_method)
+    photo_bench.run(out=tmp_path, setting_names=["denoise/set12/sigma25"], log=lambda text: None,
+                    learned=[("p", "dpir", 16, {"sigma_max": 0.3}), ("p", "dpir", 8)])
+    assert asked == [("dpir", "p", 16, {"sigma_max": 0.3}), ("dpir", "p", 8, {})]
+    methods = {json.loads(line)["method"] for line in (tmp_path / "cells.jsonl").read_text().splitlines()}
+    assert methods == {"p + dpir 16 sigma_max=0.3", "p + dpir 8"}

@@ -90,7 +90,8 @@ def test_a_photo_prior_defaults_to_fast_solvers_in_the_cli(patch_prior, tmp_path
 
     io.write_png(tmp_path / "g.png", torch.rand(1, 1, 37, 45, generator=torch.Generator().manual_seed(0)))
     for task, args, solver in (("denoise", ["--noise", "0.1"], "tweedie"), ("inpaint", ["--random", "0.5"], "dpir"),
-                               ("deblur", ["--kernel", "gaussian:1.0", "--noise", "0.01"], "dpir")):
+                               ("deblur", ["--kernel", "gaussian:1.0", "--noise", "0.01"], "dpir"),
+                               ("superres", ["--factor", "2"], "dpir")):
         monkeypatch.setattr(sys, "argv", ["restore", task, str(tmp_path / "g.png"), *args, "--prior", str(patch_prior),
                                           "-o", str(tmp_path / f"{task}.png"), "--json"])
         try:
@@ -99,7 +100,10 @@ def test_a_photo_prior_defaults_to_fast_solvers_in_the_cli(patch_prior, tmp_path
             assert exc.code in (0, None)
         result = json.loads(capsys.readouterr().out)
         assert result["solver"] == solver
-        assert io.read_image(tmp_path / f"{task}.png")[0].shape == (1, 1, 37, 45)  # the input's size (deblur pads)
+        size = (74, 90) if task == "superres" else (37, 45)  # the input's size (deblur pads), or twice it
+        assert io.read_image(tmp_path / f"{task}.png")[0].shape == (1, 1, *size)
+        if task == "superres":  # the held-out choice (restore.cli.common.DEFAULT_PHOTO_SOLVER)
+            assert result["steps"] == 16 and result["hyperparameters"]["sigma_max"] == 0.3
 
 
 def test_bf16_autocast_gives_what_fp32_gives(patch_prior):

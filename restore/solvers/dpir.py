@@ -28,6 +28,7 @@ import torch
 from .base import Callback, effective_sigma, hyperparameters, initial_image, report, requires
 from .classical import SIGMA_FLOOR
 from .diffusion import TWEEDIE, check_fidelity, check_prior
+from .diffusion import noise_levels as diffusion_levels
 from .tweedie import denoise
 
 
@@ -71,7 +72,8 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
          fidelity: float = 1.0, lam: float = 0.23, sigma_max: float = 49 / 255, cg_steps: int = 50,
          init: str = "auto"):
     """DPIR's plug-and-play half-quadratic splitting (Zhang et al. 2021) with Tweedie's denoiser: ``steps``
-    data and denoising steps, the denoiser's noise level falling geometrically from ``sigma_max`` to sigma_y
+    data and denoising steps, the denoiser's noise level falling geometrically from ``sigma_max`` (at most the
+    prior's largest noise level) to sigma_y
     (divided by sqrt(``fidelity``)), the data weight lam sigma_y^2 / sigma_k^2. Starts from ``init``: "auto",
     y (or the biharmonic fill of missing pixels, or the pseudo-inverse), or the estimate of the classical
     solver of that name (e.g. "tv"). Deterministic: ``generator`` is not used."""
@@ -81,7 +83,8 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
     data = _DataStep(y, operator, cg_steps)
     z = initial_image(y, operator, init).to(y.dtype)
     x = z
-    for k, sigma in enumerate(noise_levels(max(sigma_max, sigma_y), sigma_y, steps)):
+    top = float(diffusion_levels(prior)[1][-1]) / 2  # the prior's largest noise level, on [0, 1]
+    for k, sigma in enumerate(noise_levels(max(min(sigma_max, top), sigma_y), sigma_y, steps)):
         x = data(z, lam * sigma_y**2 / sigma**2, x)  # 1. data step
         z = denoise(prior, x, sigma, nearest=True).to(y.dtype)  # 2. prior step: the MMSE denoiser at sigma_k
         if getattr(prior, "clip_sample", False):  # a prior of images in [0, 1] (not the Gaussian reference)
