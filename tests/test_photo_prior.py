@@ -106,6 +106,23 @@ def test_a_photo_prior_defaults_to_fast_solvers_in_the_cli(patch_prior, tmp_path
             assert result["steps"] == 16 and result["hyperparameters"]["sigma_max"] == 0.3
 
 
+def test_the_self_ensemble_commutes_with_mirrors_and_turns(patch_prior):
+    """Eight views make Tweedie's estimate equivariant, as the exact posterior mean of a prior that the
+    symmetries leave unchanged is; one view of this (untrained) network is not, so the test can fail."""
+    from restore.errors import RestoreError
+
+    prior = load_prior(str(patch_prior))
+    op = Denoising(GaussianNoise(0.1))
+    y = torch.rand(1, 1, 24, 40, generator=torch.Generator().manual_seed(0))
+    for move in (lambda v: v.flip(-1), lambda v: torch.rot90(v, 1, (-2, -1)), lambda v: v.flip(-2)):
+        eight = DIFFUSION["tweedie"](y, op, prior, views=8)
+        assert torch.allclose(DIFFUSION["tweedie"](move(y), op, prior, views=8), move(eight), atol=1e-5)
+        one = DIFFUSION["tweedie"](y, op, prior)
+        assert not torch.allclose(DIFFUSION["tweedie"](move(y), op, prior), move(one), atol=1e-3)
+    with pytest.raises(RestoreError, match="views must be 1, 2, 4 or 8"):
+        DIFFUSION["tweedie"](y, op, prior, views=3)
+
+
 def test_bf16_autocast_gives_what_fp32_gives(patch_prior):
     prior = load_prior(str(patch_prior))
     x_t = torch.randn(1, 1, 40, 48, generator=torch.Generator().manual_seed(0))
