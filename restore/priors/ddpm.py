@@ -195,10 +195,7 @@ class DDPMPrior(DiffusionPrior):
         H, W = x_t.shape[-2:]
         m = 2 ** (len(getattr(self.unet.config, "block_out_channels", (0,))) - 1)
         ph, pw = -H % m, -W % m
-        padded = x_t
-        if ph or pw:
-            mode = "reflect" if ph < H and pw < W else "replicate"
-            padded = torch.nn.functional.pad(x_t, (0, pw, 0, ph), mode=mode)
+        padded = padis.mirror_pad(x_t, (0, pw, 0, ph)) if ph or pw else x_t
         with torch.autocast(x_t.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
             out = self.unet(padded, t).sample[..., :H, :W]

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 BATCH = 64
 
 
-def _pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+def mirror_pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
     """x mirrored outwards by (left, right, top, bottom) pixels; repeated edges where the image is too small
-    to mirror that far."""
+    to mirror that far. The same rule pads a whole image to the UNet's multiple (DDPMPrior._network)."""
     H, W = x.shape[-2:]
     left, right, top, bottom = pads
     if max(left, right) < W and max(top, bottom) < H:
@@ -46,7 +46,7 @@ def partitioned(fn, x: torch.Tensor, t: torch.Tensor, size: int, shift: tuple[in
     """
     N, C, H, W = x.shape
     top, left = (-int(s) % size for s in shift)  # mirrored rows and columns before the first grid line
-    padded = _pad(x, (left, -(W + left) % size, top, -(H + top) % size))
+    padded = mirror_pad(x, (left, -(W + left) % size, top, -(H + top) % size))
     Hp, Wp = padded.shape[-2:]
     nh, nw = Hp // size, Wp // size
     patches = (padded.reshape(N, C, nh, size, nw, size).permute(0, 2, 4, 1, 3, 5)
