@@ -282,3 +282,28 @@ def test_a_resumed_run_keeps_the_record_of_the_prior_it_started_from(patch_prior
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["init"] == str(patch_prior) and run["init_steps"] == 2 and run["steps_done"] == 2
     assert load_prior(str(tmp_path / "run")).info()["training_steps"] == 4
+
+
+def test_dpirs_periodic_self_ensemble_denoises_one_view_per_step(patch_prior, monkeypatch):
+    """views=8: the k-th prior step denoises symmetry k mod 8 of its input and turns the result back. The first
+    step is the image itself, so the second step's input is the same with and without views, up to the mirror;
+    a quarter turn swaps the sides of a 24x40 image."""
+    import importlib
+
+    from restore.errors import RestoreError
+
+    prior = load_prior(str(patch_prior))
+    op = Inpainting.random((1, 24, 40), 0.5, seed=0)
+    y = op(torch.rand(1, 1, 24, 40, generator=torch.Generator().manual_seed(0)))
+    dpir_module = importlib.import_module("restore.solvers.dpir")  # the module, not the function of its name
+    seen = []
+    denoise = dpir_module.denoise
+    monkeypatch.setattr(dpir_module, "denoise", lambda p, x, sigma, **kw: seen.append(x) or denoise(p, x, sigma, **kw))
+    one = DIFFUSION["dpir"](y, op, prior, steps=8)
+    plain, seen[:] = list(seen), []
+    eight = DIFFUSION["dpir"](y, op, prior, steps=8, views=8)
+    assert [tuple(x.shape[-2:]) for x in seen] == [(24, 40)] * 4 + [(40, 24)] * 4
+    assert torch.allclose(seen[0], plain[0]) and torch.allclose(seen[1], plain[1].flip(-1))
+    assert eight.shape == one.shape and not torch.allclose(eight, one, atol=1e-3)
+    with pytest.raises(RestoreError, match="views must be 1, 2, 4 or 8"):
+        DIFFUSION["dpir"](y, op, prior, views=3)

@@ -14,7 +14,11 @@ geometrically from ``sigma_max`` (their 49/255) to sigma_y:
    it; any diffusion prior already is one: Tweedie's E[x_0 | x_t] at the timestep whose noise level is
    sigma_k (:func:`restore.solvers.tweedie.denoise`, at the nearest timestep: one network evaluation).
 
-Eight iterations are their deblurring setting; their super-resolution uses more. The estimate is
+Eight iterations are their deblurring setting; their super-resolution uses more. ``views`` > 1 is their
+periodical geometric self-ensemble (the ``x8`` option of their code): the k-th prior step
+denoises the k-th of ``views`` mirrored and turned copies of x_k (cycling through them) and turns the result
+back, so that the errors of a network that is not exactly equivariant average out over the iterations at no
+extra cost. The estimate is
 deterministic (one MAP-like answer, not a posterior sample), and it costs one network evaluation per
 iteration. A noiseless measurement is treated as having the noise floor 0.255/255 (as DPIR's code does).
 """
@@ -25,11 +29,12 @@ import math
 
 import torch
 
+from ..errors import RestoreError
 from .base import Callback, effective_sigma, hyperparameters, initial_image, report, requires
 from .classical import SIGMA_FLOOR
 from .diffusion import TWEEDIE, check_fidelity, check_prior
 from .diffusion import noise_levels as diffusion_levels
-from .tweedie import denoise
+from .tweedie import SYMMETRIES, _apply, _undo, denoise
 
 
 def noise_levels(sigma_max: float, sigma_min: float, steps: int) -> list[float]:
@@ -66,17 +71,22 @@ class _DataStep:
         return x + conjugate_gradient(apply, b - apply(x), max_iter=self.cg_steps, tol=1e-6)
 
 
-@hyperparameters(steps="[1, 1000]", fidelity="(0, inf)", lam="(0, inf)", sigma_max="(0, inf)", cg_steps="[1, 10000]")
+@hyperparameters(steps="[1, 1000]", fidelity="(0, inf)", lam="(0, inf)", sigma_max="(0, inf)", cg_steps="[1, 10000]",
+                 views="[1, 8]")
 @requires("A_adjoint", noise=("gaussian",), prior=TWEEDIE)
 def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | None = None, callback: Callback = None,
          fidelity: float = 1.0, lam: float = 0.23, sigma_max: float = 49 / 255, cg_steps: int = 50,
-         init: str = "auto"):
+         init: str = "auto", views: int = 1):
     """DPIR's plug-and-play half-quadratic splitting (Zhang et al. 2021) with Tweedie's denoiser: ``steps``
     data and denoising steps, the denoiser's noise level falling geometrically from ``sigma_max`` (at most the
     prior's largest noise level) to sigma_y
     (divided by sqrt(``fidelity``)), the data weight lam sigma_y^2 / sigma_k^2. Starts from ``init``: "auto",
     y (or the biharmonic fill of missing pixels, or the pseudo-inverse), or the estimate of the classical
-    solver of that name (e.g. "tv"). Deterministic: ``generator`` is not used."""
+    solver of that name (e.g. "tv"). ``views`` 2, 4 or 8: the k-th prior step sees symmetry k mod ``views`` of
+    :data:`restore.solvers.tweedie.SYMMETRIES` (DPIR's periodical self-ensemble; 8 needs a prior of any size
+    or of square images). Deterministic: ``generator`` is not used."""
+    if views not in (1, 2, 4, 8):
+        raise RestoreError(f"dpir: views must be 1, 2, 4 or 8, got {views}")
     check_prior(y, operator, prior)
     check_fidelity(fidelity)
     sigma_y = max(effective_sigma(y, operator), SIGMA_FLOOR) / math.sqrt(fidelity)
@@ -86,7 +96,8 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
     top = float(diffusion_levels(prior)[1][-1]) / 2  # the prior's largest noise level, on [0, 1]
     for k, sigma in enumerate(noise_levels(max(min(sigma_max, top), sigma_y), sigma_y, steps)):
         x = data(z, lam * sigma_y**2 / sigma**2, x)  # 1. data step
-        z = denoise(prior, x, sigma, nearest=True).to(y.dtype)  # 2. prior step: the MMSE denoiser at sigma_k
+        view = SYMMETRIES[k % views]  # 2. prior step: the MMSE denoiser at sigma_k, on this step's view of x
+        z = _undo(denoise(prior, _apply(x, *view), sigma, nearest=True), *view).to(y.dtype)
         if getattr(prior, "clip_sample", False):  # a prior of images in [0, 1] (not the Gaussian reference)
             z = z.clamp(0, 1)
         report(callback, k, x=z)
