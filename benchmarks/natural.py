@@ -49,7 +49,8 @@ def main():
     cells = photo_bench.Cells(args.out / "cells.jsonl")
     table = photo_bench.markdown(photo_bench.summary(cells))
     text = (f"# Natural-image benchmark: classical baselines\n\nProduced by `python benchmarks/natural.py` on "
-            f"{machine()}.\n\n{photo_bench.__doc__.split(chr(10), 2)[2]}\n"
+            f"{machine(threads=False)}, from cells of several runs (1 or 2 torch threads, often beside another job: "
+            f"compare seconds within a run).\n\n{photo_bench.__doc__.split(chr(10), 2)[2]}\n"
             f"Published figures: {photo_bench.PUBLISHED_SOURCES}\n\n{table}\n")
     (args.out / "results.md").write_text(text)
     print(table)

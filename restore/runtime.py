@@ -34,9 +34,10 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def machine() -> str:
-    """The CPU's model name, its core count and torch's thread count, for benchmark reports: the
-    same script's timings differ from one machine to the next."""
+def machine(threads: bool = True) -> str:
+    """The CPU's model name, its core count and (with ``threads``) torch's thread count, for benchmark
+    reports: the same script's timings differ from one machine to the next. A table gathered from cells
+    of several runs passes ``threads=False``: this run's thread count is not theirs."""
     import torch
 
     name = platform.processor() or platform.machine()
@@ -45,7 +46,8 @@ def machine() -> str:
             name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
     except OSError:
         pass
-    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    cores = f"{name}, {os.cpu_count()} cores"
+    return f"{cores}, {torch.get_num_threads()} torch threads" if threads else cores
 
 
 def available_memory() -> int:

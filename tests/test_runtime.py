@@ -49,3 +49,4 @@ def test_the_machine_is_named_with_its_cores_and_threads():
     text = machine()
     assert text.endswith(f", {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
     assert not text.startswith(",")
+    assert machine(threads=False) == text.rsplit(", ", 1)[0]
