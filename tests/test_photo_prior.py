@@ -102,8 +102,10 @@ def test_a_photo_prior_defaults_to_fast_solvers_in_the_cli(patch_prior, tmp_path
         assert result["solver"] == solver
         size = (74, 90) if task == "superres" else (37, 45)  # the input's size (deblur pads), or twice it
         assert io.read_image(tmp_path / f"{task}.png")[0].shape == (1, 1, *size)
-        if task == "superres":  # the held-out choice (restore.cli.common.DEFAULT_PHOTO_SOLVER)
-            assert result["steps"] == 16 and result["hyperparameters"]["sigma_max"] == 0.3
+        if task != "denoise":  # the held-out choices (restore.cli.common.DEFAULT_PHOTO_SOLVER)
+            assert result["hyperparameters"]["views"] == 8
+        if task == "superres":
+            assert result["steps"] == 20 and result["hyperparameters"]["sigma_max"] == 0.3  # 24, cut to T = 20
 
 
 def test_the_self_ensemble_commutes_with_mirrors_and_turns(patch_prior):
