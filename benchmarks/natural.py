@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 
@@ -22,6 +23,30 @@ from restore import photo_bench
 from restore.runtime import keep_freed_memory, machine
 
 OUT = Path(__file__).parent / "results" / "natural"
+
+
+def learned_method(text: str) -> tuple:
+    """PRIOR:SOLVER[:STEPS][:KEY=VALUE,...] as (prior, solver, steps or None, {key: value}); a number or a JSON
+    list is parsed, anything else stays a string. A malformed one is a ValueError naming it."""
+    prior, solver, *rest = text.split(":") + ([] if ":" in text else [""])
+    if not prior or not solver:
+        raise ValueError(f"--learned {text!r}: expected PRIOR:SOLVER[:STEPS][:KEY=VALUE,...]")
+    counts = [r for r in rest if "=" not in r]
+    if len(counts) > 1 or (counts and not counts[0].isdigit()):
+        raise ValueError(f"--learned {text!r}: the step count must be one whole number")
+    overrides = {}
+    for pair in (kv for r in rest if "=" in r for kv in re.split(r",(?=[A-Za-z_]\w*=)", r)):  # a list keeps its commas
+        key, _, value = pair.partition("=")
+        if not key or not value:
+            raise ValueError(f"--learned {text!r}: {pair!r} is not KEY=VALUE")
+        if not (value[0].isdigit() or value[0] in "-[."):
+            overrides[key] = value
+            continue
+        try:
+            overrides[key] = float(value) if value[0] == "." else json.loads(value)
+        except ValueError:  # json's decoding error is one
+            raise ValueError(f"--learned {text!r}: {value!r} is not a number or a JSON list") from None
+    return prior, solver, int(counts[0]) if counts else None, overrides
 
 
 def main():
@@ -37,13 +62,10 @@ def main():
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if not args.table:
-        learned = []
-        for text in args.learned:
-            prior, solver, *rest = text.split(":")
-            steps = next((int(r) for r in rest if "=" not in r), None)
-            overrides = {k: json.loads(v) if v[:1].isdigit() or v[:1] in "-[" else v
-                         for r in rest if "=" in r for k, v in (kv.split("=", 1) for kv in r.split(","))}
-            learned.append((prior, solver, steps, overrides))
+        try:
+            learned = [learned_method(text) for text in args.learned]
+        except ValueError as exc:
+            parser.error(str(exc))  # one line and exit code 2
         photo_bench.run(out=args.out, setting_names=args.settings, solvers=args.solvers,
                         max_minutes=args.max_minutes, force=args.force, learned=learned)
     cells = photo_bench.Cells(args.out / "cells.jsonl")
