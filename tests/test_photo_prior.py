@@ -309,3 +309,31 @@ def test_dpirs_periodic_self_ensemble_denoises_one_view_per_step(patch_prior, mo
     assert eight.shape == one.shape and not torch.allclose(eight, one, atol=1e-3)
     with pytest.raises(RestoreError, match="views must be 1, 2, 4 or 8"):
         DIFFUSION["dpir"](y, op, prior, views=3)
+
+
+def test_a_large_hole_gives_dpir_a_lower_first_noise_level_in_the_cli(patch_prior, tmp_path, capsys, monkeypatch):
+    """A 20x20 box (pixels 10 from every observed one) gets restore.cli.common.LARGE_HOLE_DPIR with the default
+    solver; random missing pixels, a --param of the same name, or another start do not."""
+    import json
+    import sys
+
+    from restore import io
+    from restore.cli import main
+
+    io.write_png(tmp_path / "g.png", torch.rand(1, 1, 37, 45, generator=torch.Generator().manual_seed(0)))
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["restore", "inpaint", str(tmp_path / "g.png"), *args, "--prior",
+                                          str(patch_prior), "-o", str(tmp_path / "out.png"), "--json", "--force"])
+        try:
+            main()
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+        return json.loads(capsys.readouterr().out)["hyperparameters"]
+
+    default = 49 / 255  # restore.solvers.dpir's own
+    assert run("--box", "10,8,20,20")["sigma_max"] == 0.05
+    assert run("--random", "0.5")["sigma_max"] == default
+    assert run("--box", "10,8,20,20", "--param", "sigma_max=0.1")["sigma_max"] == 0.1
+    assert run("--box", "10,8,20,20", "--param", "init=biharmonic")["sigma_max"] == default
+    assert run("--box", "10,8,4,4")["sigma_max"] == default  # a small hole: no pixel farther than 8 from the observed

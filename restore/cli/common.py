@@ -40,6 +40,12 @@ DEFAULT_PHOTO_SOLVER = {"inpaint": ("dpir", 24, {"views": 8}), "deblur": ("dpir"
                         "denoise": ("tweedie", None, {}), "cs": ("pigdm", 50, {})}
 
 
+#: DPIR's settings where an inpainting mask has a large hole (restore.solvers.base.has_large_hole), so that it
+#: starts from TV's fill: a lower first noise level keeps that start. On four held-out colour photos with a
+#: quarter-area box (benchmarks/results/tune/photo.md): 21.77 dB from 0.05, 21.65 from 49/255, TV 21.69.
+LARGE_HOLE_DPIR = {"sigma_max": 0.05}
+
+
 #: A Gaussian mixture of patches restores with its own algorithm, EPLL's half-quadratic splitting, and
 #: the paper's schedule of beta for every task (restore.solvers.epll).
 DEFAULT_PATCH_SOLVER = {task: ("epll", None, {}) for task in DEFAULT_PHOTO_SOLVER}
