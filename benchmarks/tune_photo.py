@@ -108,8 +108,9 @@ def main() -> None:
                      f"{np.mean([r['ssim'] for r in rows]):.3f} | {np.median([r['seconds'] for r in rows]):.1f} |")
     (OUT / "photo.md").write_text(
         f"# Learned methods on held-out training photos\n\nProduced by `python benchmarks/tune_photo.py` on "
-        f"{machine(threads=False)}, from cells of several runs (1 or 2 torch threads, often beside another job). Each prior's validation photos (never a benchmark test image), degraded as the named "
-        f"benchmark setting degrades its test images; mean over the measurements.\n\n" + "\n".join(lines) + "\n")
+        f"{machine(threads=False)}, from cells of several runs (1 or 2 torch threads, often beside another job). "
+        f"Each prior's validation photos (never a benchmark test image), degraded as the named benchmark setting "
+        f"degrades its test images; mean over the measurements.\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
