@@ -29,12 +29,11 @@ import math
 
 import torch
 
-from ..errors import RestoreError
 from .base import Callback, effective_sigma, hyperparameters, initial_image, report, requires
 from .classical import SIGMA_FLOOR
 from .diffusion import TWEEDIE, check_fidelity, check_prior
 from .diffusion import noise_levels as diffusion_levels
-from .tweedie import SYMMETRIES, _apply, _undo, denoise
+from .tweedie import SYMMETRIES, check_views, denoise, from_view, to_view
 
 
 def noise_levels(sigma_max: float, sigma_min: float, steps: int) -> list[float]:
@@ -85,8 +84,7 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
     solver of that name (e.g. "tv"). ``views`` 2, 4 or 8: the k-th prior step sees symmetry k mod ``views`` of
     :data:`restore.solvers.tweedie.SYMMETRIES` (DPIR's periodical self-ensemble; 8 needs a prior of any size
     or of square images). Deterministic: ``generator`` is not used."""
-    if views not in (1, 2, 4, 8):
-        raise RestoreError(f"dpir: views must be 1, 2, 4 or 8, got {views}")
+    check_views("dpir", views)
     check_prior(y, operator, prior)
     check_fidelity(fidelity)
     sigma_y = max(effective_sigma(y, operator), SIGMA_FLOOR) / math.sqrt(fidelity)
@@ -97,7 +95,7 @@ def dpir(y, operator, prior, *, steps: int = 8, generator: torch.Generator | Non
     for k, sigma in enumerate(noise_levels(max(min(sigma_max, top), sigma_y), sigma_y, steps)):
         x = data(z, lam * sigma_y**2 / sigma**2, x)  # 1. data step
         view = SYMMETRIES[k % views]  # 2. prior step: the MMSE denoiser at sigma_k, on this step's view of x
-        z = _undo(denoise(prior, _apply(x, *view), sigma, nearest=True), *view).to(y.dtype)
+        z = from_view(denoise(prior, to_view(x, *view), sigma, nearest=True), *view).to(y.dtype)
         if getattr(prior, "clip_sample", False):  # a prior of images in [0, 1] (not the Gaussian reference)
             z = z.clamp(0, 1)
         report(callback, k, x=z)

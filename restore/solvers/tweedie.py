@@ -29,12 +29,20 @@ from .diffusion import TWEEDIE, check_fidelity, check_prior, noise_levels, to_im
 SYMMETRIES = [(0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True)]
 
 
-def _apply(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+def check_views(solver: str, views: int) -> None:
+    """Refuse a view count other than 1, 2, 4 or 8 (the first that many of :data:`SYMMETRIES`)."""
+    if views not in (1, 2, 4, 8):
+        raise RestoreError(f"{solver}: views must be 1, 2, 4 or 8, got {views}")
+
+
+def to_view(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+    """x turned by ``turns`` quarter turns, then mirrored left to right if ``mirror``: one of SYMMETRIES."""
     x = torch.rot90(x, turns, (-2, -1))
     return x.flip(-1) if mirror else x
 
 
-def _undo(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+def from_view(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+    """The inverse of :func:`to_view`."""
     x = x.flip(-1) if mirror else x
     return torch.rot90(x, -turns, (-2, -1))
 
@@ -55,14 +63,13 @@ def tweedie(y, operator, prior, *, steps=None, generator=None, callback: Callbac
     """
     if not getattr(operator, "identity", False):
         raise RestoreError("the tweedie solver denoises (the identity operator); for blur use dpir, ddnm or dps")
-    if views not in (1, 2, 4, 8):
-        raise RestoreError(f"tweedie: views must be 1, 2, 4 or 8, got {views}")
+    check_views("tweedie", views)
     check_fidelity(fidelity)
     check_prior(y, operator, prior)
     sigma = effective_sigma(y, operator) / math.sqrt(fidelity)
     if sigma <= 0:
         return y.clamp(0, 1)
-    x0 = sum(_undo(denoise(prior, _apply(y, *sym), sigma), *sym) for sym in SYMMETRIES[:views]) / views
+    x0 = sum(from_view(denoise(prior, to_view(y, *sym), sigma), *sym) for sym in SYMMETRIES[:views]) / views
     report(callback, 0, x0_hat=x0)
     return x0.clamp(0, 1).to(y.dtype)
 
