@@ -73,3 +73,49 @@ def test_a_learned_methods_overrides_reach_its_solver_and_name_its_row(tmp_path,
     assert asked == [("dpir", "p", 16, {"sigma_max": 0.3}), ("dpir", "p", 8, {})]
     methods = {json.loads(line)["method"] for line in (tmp_path / "cells.jsonl").read_text().splitlines()}
     assert methods == {"p + dpir 16 sigma_max=0.3", "p + dpir 8"}
+
+
+def _natural_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "natural.py"
+    spec = importlib.util.spec_from_file_location("natural_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ddpm:tweedie", ("ddpm", "tweedie", None, {})),
+    ("ddpm-photo-rgb:dpir:24:views=8", ("ddpm-photo-rgb", "dpir", 24, {"views": 8})),
+    ("ddpm:dpir:16:sigma_max=0.3,init=tv", ("ddpm", "dpir", 16, {"sigma_max": 0.3, "init": "tv"})),
+    ("gmm:epll:betas=[1,2.5,4],weights=paper", ("gmm", "epll", None, {"betas": [1, 2.5, 4], "weights": "paper"})),
+    ("ddpm:dpir:lam=.5:8", ("ddpm", "dpir", 8, {"lam": 0.5})),
+    ("ddpm:dps:100:zeta=-1", ("ddpm", "dps", 100, {"zeta": -1})),
+])
+def test_the_benchmarks_learned_methods_parse(text, expected):
+    natural, _ = _natural_script()
+    assert natural.learned_method(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ddpm", "expected PRIOR:SOLVER"), (":dpir", "expected PRIOR:SOLVER"), ("ddpm:dpir:8:16", "one whole number"),
+    ("ddpm:dpir:eight", "one whole number"), ("ddpm:dpir:lam=", "is not KEY=VALUE"),
+    ("ddpm:dpir:sigma_max=0.3.1", "not a number or a JSON list"), ("gmm:epll:betas=[1,2", "not a number"),
+])
+def test_a_malformed_learned_method_is_named(text, message):
+    natural, _ = _natural_script()
+    with pytest.raises(ValueError, match=message):
+        natural.learned_method(text)
+
+
+def test_a_malformed_learned_method_on_the_command_line_is_one_line_and_exit_2():
+    import subprocess
+    import sys
+
+    _, path = _natural_script()
+    run = subprocess.run([sys.executable, str(path), "--learned", "ddpm:dpir:8:16"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "one whole number" in run.stderr.splitlines()[-1], run.stderr
+    assert "Traceback" not in run.stderr
