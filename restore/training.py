@@ -273,6 +273,11 @@ def train(
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise RestoreError(f"--max-minutes must be a positive number of minutes, got {max_minutes}")
     amp = precision == "bf16" or (precision == "auto" and d.device.type == "cuda")
+    if amp and d.is_main:
+        from .runtime import bf16_warning
+
+        if warning := bf16_warning(d.device.type):
+            tqdm.write(warning)
     out = Path(o.out)
     ckpt_dir = out / "checkpoint"
     if d.is_main:

@@ -846,6 +846,17 @@ def test_the_record_never_overwrites_the_input_spec(cli, tmp_path, digit_specs):
     assert "would overwrite the input" in line and spec.read_text() == text
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_it_is_a_warning_not_a_refusal(cli, tmp_path, digit_specs, monkeypatch, native):
+    from restore import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    result = _ok(cli("inpaint", digit_specs["inpaint"], "--prior", "ddpm", "--solver", "ddnm", "--steps", "2",
+                     "--precision", "bf16", "--device", "cpu", "-o", tmp_path / "o.png"))
+    assert ("warning: --precision bf16 on a CPU without bfloat16 instructions" in result.err) == (not native)
+    assert (tmp_path / "o.png").exists()
+
+
 def test_learned_options_need_a_learned_prior(cli, tmp_path, digit_specs):
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--samples", "2", "-o", tmp_path / "o.png"))
     assert "--samples, --param, --resize and --precision are for learned priors" in line

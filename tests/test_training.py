@@ -86,6 +86,36 @@ def test_training_lowers_the_validation_loss(tmp_path):
     assert after < 0.75 * before, (before, after)
 
 
+@pytest.mark.parametrize("native, warned", [(False, True), (True, False), (None, False)])
+def test_bf16_on_a_cpu_without_it_is_warned_about(monkeypatch, capsys, tmp_path, native, warned):
+    from restore import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    torch.manual_seed(0)
+    training.train(model=make_unet(28, 1, 8), loss_fn=ddpm_loss(torch.cumprod(1 - make_scheduler("linear", 50).betas, 0)),
+                   data={"train": _data(16)}, config={"family": "ddpm"},
+                   options=training.TrainOptions(out=tmp_path / "run", steps=1, batch_size=4, precision="bf16",
+                                                 device="cpu", sample_every=100))
+    err = capsys.readouterr()
+    assert ("without bfloat16 instructions" in err.out + err.err) == warned
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from restore import runtime
+
+    real_open = builtins.open
+    for text, expected in [("processor : 0\nflags : fpu sse2 avx2 fma\n", False),
+                           ("flags\t\t: fpu avx512f avx512_bf16\n", True), ("Features : fp asimd bf16\n", True),
+                           ("processor : 0\n", None)]:
+        (tmp_path / "cpuinfo").write_text(text)
+        monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(tmp_path / "cpuinfo" if path == "/proc/cpuinfo"
+                                                                             else path, *a, **k))
+        assert runtime.native_bf16() is expected, text
+    monkeypatch.setattr(builtins, "open", real_open)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
