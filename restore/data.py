@@ -542,11 +542,12 @@ def held_out_images(run: dict, *, channels: int | None = None, n: int | None = N
                     root: str | os.PathLike | None = None) -> tuple[list[torch.Tensor], list[str]]:
     """The images a training run held out for validation, as :func:`read_images` gives them (uint8
     (C, H, W), and their relative paths): its run.json (``run``) names the data and the seed of the split
-    that training made (:func:`split_indices` with ``VAL_FRACTION``, as ``patch_training_data`` splits).
+    that training made (``split_seed``, or ``seed`` in runs before it; :func:`split_indices` with
+    ``VAL_FRACTION``, as ``patch_training_data`` splits).
     The first ``n`` of them, or all. Never a training image, nor a test one."""
     folder = Path(resolve_data(run["data"], root))
     files = [rel for rel, _ in image_files(folder)]
-    _, val = split_indices(len(files), VAL_FRACTION, run["seed"])
+    _, val = split_indices(len(files), VAL_FRACTION, run.get("split_seed", run["seed"]))
     return read_images(folder, channels=channels, files=[files[i] for i in val[:n]])
 
 

@@ -58,6 +58,9 @@ def _run(monkeypatch, capsys, *args):
     (["train", "gmm", "--data", "mnist", "--out", "r"], "gmm fits patches of photographs"),
     (["train", "transformer", "--data", "mnist", "--out", "r"], "No such command"),
     (["train", "ddpm", "--out", "r"], "Missing option '--data'"),
+    (["train", "ddpm", "--data", "mnist", "--out", "r", "--focus-sigma", "1e-6"], "below the schedule's smallest"),
+    (["train", "ddpm", "--data", "mnist", "--out", "r", "--focus-sigma", "0.3", "--focus-share", "1.5"],
+     "--focus-share"),
 ])
 def test_bad_options_get_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args, expected):
     monkeypatch.chdir(tmp_path)

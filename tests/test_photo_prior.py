@@ -286,6 +286,34 @@ def test_a_resumed_run_keeps_the_record_of_the_prior_it_started_from(patch_prior
     assert load_prior(str(tmp_path / "run")).info()["training_steps"] == 4
 
 
+def test_a_continuation_holds_out_what_the_model_it_continues_held_out(patch_prior, tmp_path):
+    """--init under another --seed keeps the init model's train/validation split (so it never trains on what that
+    model was validated on, and its curve measures the same images); --resume keeps the run's own; a new run
+    splits by its seed."""
+    import json
+
+    from restore.data import VAL_FRACTION, held_out_images, split_indices
+    from restore.priors.ddpm import train_ddpm
+
+    base = json.loads((patch_prior / "run.json").read_text())
+    assert base["split_seed"] == base["seed"] == 0
+    # A seed whose split of the three photos holds out another one than seed 0's.
+    seed = next(s for s in range(1, 50) if list(split_indices(3, VAL_FRACTION, s)[1]) != list(split_indices(3, VAL_FRACTION, 0)[1]))
+    common = dict(data=str(patch_prior.parent / "photos"), patch=16, batch_size=4, timesteps=20, sample_every=100,
+                  checkpoint_every=1, val_every=100, precision="fp32", seed=seed)
+    train_ddpm(**common, out=tmp_path / "continued", steps=1, init=str(patch_prior))
+    train_ddpm(**common, out=tmp_path / "continued", steps=2, resume=True, width=8)
+    train_ddpm(**common, out=tmp_path / "new", steps=1, width=8)
+    runs = {name: json.loads((tmp_path / name / "run.json").read_text()) for name in ("continued", "new")}
+    assert runs["continued"]["split_seed"] == 0 and runs["continued"]["seed"] == seed
+    assert runs["new"]["split_seed"] == seed
+    held_out = {name: held_out_images(run)[1] for name, run in [("base", base), *runs.items()]}
+    assert held_out["continued"] == held_out["base"] != held_out["new"]
+    digests = {name: (folder / "train_digests.txt").read_text()
+               for name, folder in [("base", patch_prior), ("continued", tmp_path / "continued"), ("new", tmp_path / "new")]}
+    assert digests["continued"] == digests["base"] != digests["new"]
+
+
 def test_dpirs_periodic_self_ensemble_denoises_one_view_per_step(patch_prior, monkeypatch):
     """views=8: the k-th prior step denoises symmetry k mod 8 of its input and turns the result back. The first
     step is the image itself, so the second step's input is the same with and without views, up to the mirror;

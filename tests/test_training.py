@@ -116,6 +116,31 @@ def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "open", real_open)
 
 
+def test_focus_draws_its_share_of_low_noise_timesteps():
+    """--focus-sigma: the given share of a training batch among the timesteps of noise level <= sigma (on [0, 1]
+    images), the rest uniform; validation (step None) stays uniform on 1..T."""
+    from types import SimpleNamespace
+
+    from restore.priors.ddpm import focus_timesteps
+
+    alpha_bar = torch.cumprod(1 - make_scheduler("linear", 1000).betas, 0)
+    focus = focus_timesteps(alpha_bar, 0.3)
+    level = ((1 - alpha_bar) / alpha_bar).sqrt() / 2
+    assert level[focus - 1] <= 0.3 < level[focus] and 150 < focus < 200  # 17% of the linear schedule
+    seen = []
+
+    def net(x_t, t):
+        seen.append(t)
+        return SimpleNamespace(sample=torch.zeros_like(x_t))
+
+    x, g = torch.rand(4000, 1, 2, 2), torch.Generator().manual_seed(0)
+    ddpm_loss(alpha_bar, 0.3, 0.75)(net, x, g, step=1)
+    ddpm_loss(alpha_bar, 0.3, 0.75)(net, x, g, step=None)
+    low_train, low_val = [(t < focus).float().mean().item() for t in seen]
+    # Expected 0.75 + 0.25 * focus / 1000 = 0.79 and focus / 1000 = 0.17; 4000 draws: sd <= 0.007.
+    assert abs(low_train - (0.75 + 0.25 * focus / 1000)) < 0.03 and abs(low_val - focus / 1000) < 0.03
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -362,12 +362,38 @@ def make_scheduler(schedule: str = "linear", timesteps: int = 1000):
                          variance_type="fixed_small", clip_sample=True)
 
 
-def ddpm_loss(alpha_bar: torch.Tensor):
-    """Algorithm 1 of Ho et al. (2020): || eps - eps_theta(sqrt(a_t) x_0 + sqrt(1 - a_t) eps, t) ||^2."""
+def focus_timesteps(alpha_bar: torch.Tensor, focus_sigma: float) -> int:
+    """How many of the first timesteps have a noise level sqrt(1 - a_t) / sqrt(a_t), on the [0, 1] image
+    scale (half the model's [-1, 1] scale), of at most ``focus_sigma``."""
+    level = ((1 - alpha_bar) / alpha_bar).sqrt() / 2
+    count = int((level <= focus_sigma).sum())
+    if count == 0:
+        raise RestoreError(f"--focus-sigma {focus_sigma} is below the schedule's smallest noise level "
+                           f"{float(level[0]):.4g}")
+    return count
+
+
+def ddpm_loss(alpha_bar: torch.Tensor, focus_sigma: float | None = None, focus_share: float = 0.75):
+    """Algorithm 1 of Ho et al. (2020): || eps - eps_theta(sqrt(a_t) x_0 + sqrt(1 - a_t) eps, t) ||^2,
+    t uniform on 1..T.
+
+    ``focus_sigma`` changes the training distribution of the noise level, as Karras et al. (2022,
+    "Elucidating the Design Space of Diffusion-Based Generative Models", Section 5) do with their
+    log-normal p_train: a share ``focus_share`` of every batch draws t uniformly among the timesteps of
+    noise level at most ``focus_sigma`` (on the [0, 1] image scale), the rest uniformly on 1..T. Restoring
+    with DPIR or Tweedie's one-step denoiser only ever evaluates the network at such levels (sigma <= 0.3:
+    the first 17% of the linear schedule's timesteps), so a fine-tune spends most of its compute there
+    while the rest of the batch keeps the whole reverse chain trained for the samplers. Validation
+    (``step`` None) always draws t uniformly, so its curve stays comparable.
+    """
+    focus = None if focus_sigma is None else focus_timesteps(alpha_bar, focus_sigma)
 
     def loss(net, x: torch.Tensor, generator: torch.Generator, step: int | None = None) -> torch.Tensor:
         x0 = 2 * x - 1  # [0, 1] -> the model's [-1, 1]
         t = torch.randint(len(alpha_bar), (x0.shape[0],), generator=generator)
+        if focus is not None and step is not None:
+            low = torch.randint(focus, (x0.shape[0],), generator=generator)
+            t = torch.where(torch.rand(x0.shape[0], generator=generator) < focus_share, low, t)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device)
         a = alpha_bar[t].to(x0.device).view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -385,11 +411,29 @@ def _total_steps(run: dict):
     return done + run["init_steps"] if isinstance(done, int) and isinstance(run.get("init_steps"), int) else done
 
 
-def _init_unet(spec: str, image_shape, betas: torch.Tensor):
-    """The UNet of the DDPM named by ``spec``, checked against the data's image shape and the schedule."""
+def _split_seed(out, resume: bool, init_info: dict | None, seed: int) -> int:
+    """The seed of the train/validation split of the images: a resumed run's own (its run.json's
+    ``split_seed``, or its ``seed`` for runs that had one seed for both), else the ``--init`` model's, else
+    ``seed``. A continuation thus holds out what the model it continues held out: it never trains on the
+    images that model was validated on, and the curve goes on measuring the same held-out images."""
+    run = Path(out) / "run.json"
+    if resume and run.exists():
+        try:
+            before = json.loads(run.read_text())
+            return int(before.get("split_seed", before["seed"]))
+        except (ValueError, KeyError, TypeError):
+            raise RestoreError(f"--resume: '{run}' is damaged (no seed of its split)") from None
+    if init_info and isinstance(init_info.get("split_seed", init_info.get("seed")), int):
+        return init_info.get("split_seed", init_info["seed"])
+    return seed
+
+
+def _init_unet(spec: str, image_shape, betas: torch.Tensor, prior=None):
+    """The UNet of the DDPM named by ``spec`` (``prior``, where already loaded), checked against the data's
+    image shape and the schedule."""
     from . import load_prior
 
-    prior = load_prior(spec)
+    prior = load_prior(spec) if prior is None else prior
     if prior.family != "ddpm":
         raise RestoreError(f"--init {spec!r} is a {prior.family} prior, not a ddpm")
     widen = prior.any_size and prior.image_shape[0] == 1 and image_shape[0] == 3
@@ -429,7 +473,8 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
                batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999, seed: int = 0,
                max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
                val_every: int = 500, resume: bool = False, device: str = "auto", precision: str = "auto",
-               flip: bool = False, init: str | None = None, patch: int | None = None, data_root=None) -> dict:
+               flip: bool = False, init: str | None = None, patch: int | None = None, data_root=None,
+               focus_sigma: float | None = None, focus_share: float = 0.75) -> dict:
     """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder.
 
     ``patch`` trains on random ``patch`` x ``patch`` crops of whole photographs (a folder or a named
@@ -438,34 +483,50 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
 
     ``init`` (a --prior value: family name, model folder or hub id) starts from that model's weights
     (and architecture) instead of random ones: to continue training a shipped or downloaded DDPM.
+
+    ``focus_sigma`` and ``focus_share``: see :func:`ddpm_loss` (a share of each batch at low noise levels).
     """
 
     from .. import data as datasets
     from .. import training
 
     d = training.setup_distributed(device)
+    init_prior = None
+    if init is not None:
+        from . import load_prior
+
+        init_prior = load_prior(init)
+    split_seed = _split_seed(out, resume, init_prior.run_info if init_prior is not None else None, seed)
     if patch is not None:
         if size is not None:
             raise RestoreError("--patch trains on crops of the images at their own size; drop --size")
-        ds = datasets.patch_training_data(data, patch=patch, channels=channels, seed=seed, root=data_root)
+        ds = datasets.patch_training_data(data, patch=patch, channels=channels, seed=split_seed, root=data_root)
     else:
-        ds = datasets.training_data(data, size=size, channels=channels, seed=seed, root=data_root)
+        ds = datasets.training_data(data, size=size, channels=channels, seed=split_seed, root=data_root)
     _, c, h, w = ds["train"].shape
     torch.manual_seed(seed)  # the same initial weights on every rank
     scheduler = make_scheduler(schedule, timesteps)
+    alpha_bar = torch.cumprod(1 - scheduler.betas, 0)
+    if focus_sigma is not None:
+        if not (math.isfinite(focus_sigma) and focus_sigma > 0) or not 0 < focus_share <= 1:
+            raise RestoreError(f"--focus-sigma must be positive and --focus-share in (0, 1], got {focus_sigma} and "
+                               f"{focus_share}")
+        focus_timesteps(alpha_bar, focus_sigma)
     if init is None:
         make = make_patch_unet if patch is not None else make_unet
         unet = make(h, c, width, layers_per_block)
     else:
-        unet, init_steps = _init_unet(init, (c, h, w), scheduler.betas)
+        unet, init_steps = _init_unet(init, (c, h, w), scheduler.betas, init_prior)
         width, layers_per_block = unet.config.block_out_channels[0], unet.config.layers_per_block
-    alpha_bar = torch.cumprod(1 - scheduler.betas, 0)
     config = {
         "family": "ddpm", "data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"), "image_size": h,
+        "split_seed": split_seed,
         "channels": c, "width": width, "layers_per_block": layers_per_block, "schedule": schedule, "timesteps": timesteps,
         "parameters": sum(p.numel() for p in unet.parameters()), "init": init,
         **({"init_steps": init_steps} if init is not None and isinstance(init_steps, int) else {}),
         **({"patch": patch, "train_images": len(ds["train"])} if patch is not None else {}),
+        **({"focus_sigma": focus_sigma, "focus_share": focus_share,
+            "focus_timesteps": focus_timesteps(alpha_bar, focus_sigma)} if focus_sigma is not None else {}),
     }
 
     def sample_fn(ema, generator):
@@ -478,7 +539,7 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
         DDPMPipeline(unet=ema, scheduler=scheduler).save_pretrained(folder, safe_serialization=True)
 
     return training.train(
-        model=unet, loss_fn=ddpm_loss(alpha_bar), data=ds, config=config,
+        model=unet, loss_fn=ddpm_loss(alpha_bar, focus_sigma, focus_share), data=ds, config=config,
         options=training.TrainOptions.pick(locals()),  # the arguments of those names
         sample_fn=sample_fn, export_fn=export_fn, dist_info=d,
     )
