@@ -538,16 +538,26 @@ def resolve_data(data: str, root: str | os.PathLike | None = None) -> str:
     return data
 
 
+def run_split_seed(run: dict) -> int | None:
+    """The seed of the train/validation split a training run made, from its run.json (``run``): its
+    ``split_seed``, or its ``seed`` in runs from before the split had its own; None if it names neither."""
+    seed = run.get("split_seed", run.get("seed"))
+    return seed if isinstance(seed, int) else None
+
+
 def held_out_images(run: dict, *, channels: int | None = None, n: int | None = None,
                     root: str | os.PathLike | None = None) -> tuple[list[torch.Tensor], list[str]]:
     """The images a training run held out for validation, as :func:`read_images` gives them (uint8
     (C, H, W), and their relative paths): its run.json (``run``) names the data and the seed of the split
-    that training made (``split_seed``, or ``seed`` in runs before it; :func:`split_indices` with
-    ``VAL_FRACTION``, as ``patch_training_data`` splits).
+    that training made (:func:`run_split_seed`; :func:`split_indices` with ``VAL_FRACTION``, as
+    ``patch_training_data`` splits).
     The first ``n`` of them, or all. Never a training image, nor a test one."""
     folder = Path(resolve_data(run["data"], root))
     files = [rel for rel, _ in image_files(folder)]
-    _, val = split_indices(len(files), VAL_FRACTION, run.get("split_seed", run["seed"]))
+    seed = run_split_seed(run)
+    if seed is None:
+        raise RestoreError(f"the run of {run['data']!r} names no seed of its train/validation split")
+    _, val = split_indices(len(files), VAL_FRACTION, seed)
     return read_images(folder, channels=channels, files=[files[i] for i in val[:n]])
 
 

@@ -54,7 +54,7 @@ def native_bf16() -> bool | None:
     """Whether this CPU computes in bfloat16 natively (x86: the avx512_bf16 or amx_bf16 flags; Arm: bf16),
     from Linux's /proc/cpuinfo; None where that cannot be read. Without it torch's CPU autocast to bfloat16
     converts in software: a DDPM's training step took 36.8 s in bf16 against 3.1 s in float32 on an AVX2-only
-    AMD EPYC (batch 128, one thread; README, "Training speed")."""
+    AMD EPYC (batch 128, one thread; ``benchmarks/ddpm_cpu_speed.py``, quoted in the README)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1].split() for line in f

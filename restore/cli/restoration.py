@@ -378,9 +378,6 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         if not hasattr(model, "with_autocast"):
             raise RestoreError(f"--precision bf16 is for DDPM priors; the {model.family} prior runs in float32")
         model = model.with_autocast(torch.bfloat16)
-    from ..runtime import bf16_warning
-
-    slow = bf16_warning(dev.type) if req.precision == "bf16" else None
     any_size = getattr(model, "any_size", False)
     name, fn, usable, hyper, default_steps = _choose_solver(model, task, req.solver, req.params)
     if resize and any_size:
@@ -392,7 +389,10 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     hyper = _large_hole_defaults(name, hyper, req, op, any_size)
     if getattr(model, "channel_groups", 1) > 1:  # fitted by load_prior: a gray photo prior on a colour photo
         notes.append(f"the prior {prior!r} models gray images: restoring R, G and B each as a gray image")
-    notes += [slow] if slow else []
+    from ..runtime import bf16_warning
+
+    if req.precision == "bf16" and (warning := bf16_warning(dev.type)):
+        notes.append(warning)
     if not any_size and tuple(shape) != tuple(model.image_shape):
         have, want = "x".join(map(str, shape)), "x".join(map(str, model.image_shape))
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""

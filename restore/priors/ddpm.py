@@ -416,16 +416,19 @@ def _split_seed(out, resume: bool, init_info: dict | None, seed: int) -> int:
     ``split_seed``, or its ``seed`` for runs that had one seed for both), else the ``--init`` model's, else
     ``seed``. A continuation thus holds out what the model it continues held out: it never trains on the
     images that model was validated on, and the curve goes on measuring the same held-out images."""
+    from ..data import run_split_seed
+
     run = Path(out) / "run.json"
     if resume and run.exists():
         try:
-            before = json.loads(run.read_text())
-            return int(before.get("split_seed", before["seed"]))
-        except (ValueError, KeyError, TypeError):
-            raise RestoreError(f"--resume: '{run}' is damaged (no seed of its split)") from None
-    if init_info and isinstance(init_info.get("split_seed", init_info.get("seed")), int):
-        return init_info.get("split_seed", init_info["seed"])
-    return seed
+            before = run_split_seed(json.loads(run.read_text()))
+        except (ValueError, AttributeError):  # not JSON, or not an object
+            before = None
+        if before is None:
+            raise RestoreError(f"--resume: '{run}' is damaged (no seed of its split)")
+        return before
+    inherited = run_split_seed(init_info) if init_info else None
+    return seed if inherited is None else inherited
 
 
 def _init_unet(spec: str, image_shape, betas: torch.Tensor, prior=None):
@@ -507,11 +510,13 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
     torch.manual_seed(seed)  # the same initial weights on every rank
     scheduler = make_scheduler(schedule, timesteps)
     alpha_bar = torch.cumprod(1 - scheduler.betas, 0)
+    focus = {}
     if focus_sigma is not None:
         if not (math.isfinite(focus_sigma) and focus_sigma > 0) or not 0 < focus_share <= 1:
             raise RestoreError(f"--focus-sigma must be positive and --focus-share in (0, 1], got {focus_sigma} and "
                                f"{focus_share}")
-        focus_timesteps(alpha_bar, focus_sigma)
+        focus = {"focus_sigma": focus_sigma, "focus_share": focus_share,
+                 "focus_timesteps": focus_timesteps(alpha_bar, focus_sigma)}
     if init is None:
         make = make_patch_unet if patch is not None else make_unet
         unet = make(h, c, width, layers_per_block)
@@ -525,8 +530,7 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
         "parameters": sum(p.numel() for p in unet.parameters()), "init": init,
         **({"init_steps": init_steps} if init is not None and isinstance(init_steps, int) else {}),
         **({"patch": patch, "train_images": len(ds["train"])} if patch is not None else {}),
-        **({"focus_sigma": focus_sigma, "focus_share": focus_share,
-            "focus_timesteps": focus_timesteps(alpha_bar, focus_sigma)} if focus_sigma is not None else {}),
+        **focus,
     }
 
     def sample_fn(ema, generator):
