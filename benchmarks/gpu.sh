@@ -50,8 +50,9 @@ train() {  # name data minutes
         init=(--init "restore/weights/$name")
         [ -n "$focus" ] && init+=(--focus-sigma "$focus")
     fi
+    # --precision auto: bf16 on the GPU, fp32 on a CPU dry run (emulated bf16 takes minutes a step on some CPUs).
     python3 -m restore.cli train ddpm --data "$data" --patch 64 --out "/tmp/$name" --steps 1000000 \
-        --batch-size 256 --width 32 --lr 4e-4 --precision bf16 --device "$DEVICE" --max-minutes "$minutes" \
+        --batch-size 256 --width 32 --lr 4e-4 --precision auto --device "$DEVICE" --max-minutes "$minutes" \
         --checkpoint-every 2000 --sample-every 100000 "${init[@]}" > "$OUT/train-${name#ddpm-photo-}.log" 2>&1
     python3 - "$name" <<'PY'
 import sys, torch
