@@ -164,6 +164,67 @@ def _open_image(path: Path):
         raise RestoreError(f"cannot read image '{path}': {reason}") from None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# EXIF orientation -> the (H, W, C) array turned upright, as PIL's ImageOps.exif_transpose turns an image.
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _png_header(path: Path) -> tuple:
+    """(bit depth, colour type) from a PNG's IHDR chunk; () for any other file."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return (head[24], head[25]) if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" else ()
+
+
+def bit_depth(path: str | os.PathLike) -> int:
+    """16 for an image file with 16 bits per sample (a 16-bit PNG, gray or colour, or a 16-bit gray TIFF),
+    else 8: the depth in which ``restore`` writes what it restores from that file."""
+    from PIL import Image
+
+    path = Path(path)
+    if _png_header(path):
+        return 16 if _png_header(path)[0] == 16 else 8
+    try:
+        with Image.open(path) as im:
+            return 16 if im.mode.startswith("I;16") or im.mode == "I" else 8
+    except Exception:  # unreadable files are refused by read_image, with the reason
+        return 8
+
+
+def _deep_png(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A 16-bit RGB, RGBA or gray + alpha PNG as _pixels returns an image, at its full precision: PIL has
+    no mode for these and would keep 8 bits, so torchvision's libpng decoder reads the samples and PIL the
+    EXIF orientation and a tRNS colour key."""
+    import warnings
+
+    from PIL import Image
+
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_png
+
+            samples = decode_png(data, mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint16
+    except RuntimeError as exc:
+        raise RestoreError(f"cannot read image '{path}': corrupt or truncated file ({_one_line(exc)})") from None
+    raw = samples.to(torch.int32).permute(1, 2, 0).numpy()  # (H, W, C)
+    with Image.open(path) as im:
+        orientation, key = im.getexif().get(0x0112, 1), im.info.get("transparency")
+    raw = _UPRIGHT.get(orientation, lambda a: a)(raw)
+    alpha = None
+    if raw.shape[2] in (2, 4):  # the last channel is alpha
+        raw, alpha = raw[:, :, :-1], raw[:, :, -1].astype(np.float32) / np.float32(65535)
+    elif isinstance(key, tuple) and len(key) == 3:  # this RGB value is transparent
+        alpha = (raw != np.asarray(key)).any(axis=2).astype(np.float32)
+    return raw.astype(np.float32) / np.float32(65535), alpha
+
+
 def _pixels(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W, C) float32 pixels in [0, 1] and an (H, W) float32 alpha or None."""
     mode = im.mode
@@ -215,7 +276,11 @@ def read_image(
         raise RestoreError(f"image mode must be None, 'L' or 'RGB', got {mode!r}")
     path = Path(path)
     _check_input_file(path, "image")
-    pixels, alpha = _pixels(_open_image(path), path)
+    im = _open_image(path)  # also what refuses a broken file or a decompression bomb
+    if _png_header(path) in ((16, 2), (16, 4), (16, 6)):  # PIL would read these at 8 bits
+        pixels, alpha = _deep_png(path)
+    else:
+        pixels, alpha = _pixels(im, path)
 
     image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
     if mode == "L" and image.shape[1] == 3:
@@ -269,7 +334,8 @@ def write_png(
 ) -> None:
     """Write a (1, C, H, W) or (C, H, W) image in [0, 1] (C = 1 or 3) as a PNG, atomically.
 
-    ``alpha`` (1, 1, H, W) in [0, 1] adds an alpha channel; ``bits=16`` writes 16-bit gray (C=1 only).
+    ``alpha`` (1, 1, H, W) in [0, 1] adds an alpha channel; ``bits=16`` writes 16 bits per sample (65,536
+    levels instead of 256), gray or colour, with or without alpha.
     """
     from PIL import Image
 
@@ -281,25 +347,46 @@ def write_png(
         raise RestoreError(f"cannot write '{path}': expected shape (1, C, H, W) with C 1 or 3, got {shape}")
     if bits not in (8, 16):
         raise RestoreError(f"cannot write '{path}': bits must be 8 or 16, got {bits}")
-    # PIL writes 16-bit PNGs only as single-channel gray (mode I;16).
-    if bits == 16 and (image.shape[0] != 1 or alpha is not None):
-        raise RestoreError(f"cannot write '{path}': 16-bit PNG needs a gray image without alpha")
-
     pixels = _to_uint(image, bits, path, "image")  # (H, W, C)
     if alpha is not None:
         # Any of (1, 1, H, W), (1, H, W) or (H, W) is one alpha plane of the image's size.
         if alpha.ndim < 2 or alpha.shape[-2:] != image.shape[1:] or alpha.numel() != image[0].numel():
             shapes = f"{tuple(alpha.shape)} does not match image {tuple(image.shape)}"
             raise RestoreError(f"cannot write '{path}': alpha of shape {shapes}")
-        alpha_pixels = _to_uint(alpha.reshape(1, *image.shape[1:]), 8, path, "alpha")  # (H, W, 1)
+        alpha_pixels = _to_uint(alpha.reshape(1, *image.shape[1:]), bits, path, "alpha")  # (H, W, 1)
         pixels = np.concatenate([pixels, alpha_pixels], axis=2)
-    # fromarray picks L, LA, RGB, RGBA or I;16 from the array's shape and dtype.
-    picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     with atomic_write(path) as tmp:
         try:
-            picture.save(tmp, format="PNG")
+            if bits == 16:  # PIL writes 16 bits only for gray without alpha
+                Path(tmp).write_bytes(_png16_bytes(pixels))
+            else:  # fromarray picks L, LA, RGB or RGBA from the array's shape
+                Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(tmp, format="PNG")
         except OSError as exc:
             raise RestoreError(f"cannot write '{path}': {_one_line(exc)}") from None
+
+
+def _png16_bytes(pixels: np.ndarray) -> bytes:
+    """A PNG file of (H, W, C) uint16 samples, C = 1 to 4 (gray, gray + alpha, RGB, RGBA), as the PNG
+    specification (ISO/IEC 15948) lays it out: big-endian samples, every row Paeth-filtered, deflated."""
+    H, W, C = pixels.shape
+    bpp = 2 * C  # bytes per pixel
+    rows = pixels.astype(">u2").reshape(H, W * bpp // 2).view(np.uint8).astype(np.int16)  # (H, row bytes)
+    left = np.pad(rows, ((0, 0), (bpp, 0)))[:, :-bpp]
+    up = np.pad(rows, ((1, 0), (0, 0)))[:-1]
+    up_left = np.pad(rows, ((1, 0), (bpp, 0)))[:-1, :-bpp]
+    # Paeth predictor (filter type 4): of left, up and up-left, the one nearest left + up - up-left.
+    p = left + up - up_left
+    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - up_left)
+    predicted = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
+    filtered = np.concatenate([np.full((H, 1), 4, np.int16), (rows - predicted) % 256], axis=1).astype(np.uint8)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[C]
+    header = struct.pack(">IIBBBBB", W, H, 16, colour_type, 0, 0, 0)  # no interlacing
+    return (_PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6))
+            + chunk(b"IEND", b""))
 
 
 def write_grid(

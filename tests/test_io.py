@@ -8,6 +8,7 @@ from PIL import Image
 from restore.errors import RestoreError
 from restore.io import (
     atomic_write,
+    bit_depth,
     load_arrays,
     output_path_check,
     read_image,
@@ -48,15 +49,66 @@ def test_png_round_trip_8bit(tmp_path, channels):
     assert _file_mode(tmp_path / "x.png") == ("L" if channels == 1 else "RGB")
 
 
-def test_png_round_trip_16bit_gray_is_exact(tmp_path):
-    x = _on_grid(_rand(1, 1, 8, 11), 65535)
-    write_png(tmp_path / "x.png", x, bits=16)
-    assert _file_mode(tmp_path / "x.png").startswith("I")  # 16 bits really stored
-    y, alpha = read_image(tmp_path / "x.png")
-    assert alpha is None
+@pytest.mark.parametrize("channels, with_alpha", [(1, False), (1, True), (3, False), (3, True)])
+def test_png_round_trip_16bit_is_exact(tmp_path, channels, with_alpha):
+    """16-bit PNGs keep their 65,536 levels both ways, gray or colour, with or without alpha: PIL alone
+    reads a 16-bit colour or gray + alpha PNG at 8 bits and writes 16 bits only for plain gray."""
+    x = _on_grid(_rand(1, channels, 8, 11), 65535)
+    alpha = _on_grid(_rand(1, 1, 8, 11, seed=1), 65535) if with_alpha else None
+    write_png(tmp_path / "x.png", x, alpha=alpha, bits=16)
+    assert bit_depth(tmp_path / "x.png") == 16  # 16 bits really stored
+    y, a = read_image(tmp_path / "x.png")
     # Exact to one level of 1/65535, far below the 8-bit step of 1/255.
     assert (y - x).abs().max() <= 0.5 / 65535
     assert torch.equal(torch.round(y * 65535), torch.round(x * 65535))
+    if with_alpha:
+        assert torch.equal(torch.round(a * 65535), torch.round(alpha * 65535))
+    else:
+        assert a is None
+    with Image.open(tmp_path / "x.png") as im:  # a valid PNG that another decoder reads as the same picture
+        im.load()
+        assert im.size == (11, 8)
+        if channels == 1 and not with_alpha:
+            assert np.array_equal(np.asarray(im), torch.round(x[0, 0] * 65535).numpy().astype(np.uint16))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_16bit_colour_png_is_turned_upright_as_8bit_files_are(tmp_path, orientation):
+    """A 16-bit colour PNG goes through its own decoder; its EXIF orientation must turn it as PIL turns
+    the same picture stored in 8 bits, and a tRNS colour key must still mark transparent pixels."""
+    import struct
+    import zlib
+
+    from restore.io import _png16_bytes
+
+    pixels = (_on_grid(_rand(5, 7, 3), 255).numpy() * 255).astype(np.uint16)  # (H, W, 3), 8-bit values
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "p8.png", exif=exif)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    key = pixels[2, 3] * 257
+    png = _png16_bytes(pixels * 257)  # the same picture on 16 bits: v * 257 is v / 255 of 65535
+    at = png.index(b"IDAT") - 4  # before the image data, as PNG writers put them
+    extra = chunk(b"eXIf", exif.tobytes()) + chunk(b"tRNS", struct.pack(">HHH", *key.tolist()))
+    (tmp_path / "p16.png").write_bytes(png[:at] + extra + png[at:])
+    y8, _ = read_image(tmp_path / "p8.png")
+    y16, alpha = read_image(tmp_path / "p16.png")
+    torch.testing.assert_close(y16, y8, atol=1e-6, rtol=0)
+    transparent = (y16[0] * 65535).round().permute(1, 2, 0).eq(torch.from_numpy(key.astype(np.float32))).all(-1)
+    assert alpha is not None and torch.equal(alpha[0, 0] == 0, transparent) and transparent.sum() >= 1
+
+
+def test_bit_depth_of_image_files(tmp_path):
+    gray = (_rand(6, 5).numpy() * 65535).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g16.tif")
+    Image.fromarray(gray).save(tmp_path / "g16.png")
+    Image.fromarray((gray // 257).astype(np.uint8)).save(tmp_path / "g8.png")
+    Image.fromarray((gray // 257).astype(np.uint8)).convert("RGB").save(tmp_path / "c8.jpg")
+    depths = {name: bit_depth(tmp_path / name) for name in ("g16.tif", "g16.png", "g8.png", "c8.jpg")}
+    assert depths == {"g16.tif": 16, "g16.png": 16, "g8.png": 8, "c8.jpg": 8}
 
 
 def test_write_png_clips_and_rounds(tmp_path):
@@ -215,8 +267,8 @@ def test_output_path_check(tmp_path):
 def test_write_png_rejects_bad_shapes_and_nan(tmp_path):
     with pytest.raises(RestoreError, match="shape"):
         write_png(tmp_path / "x.png", _rand(2, 3, 4, 4))
-    with pytest.raises(RestoreError, match="16-bit"):
-        write_png(tmp_path / "x.png", _rand(1, 3, 4, 4), bits=16)
+    with pytest.raises(RestoreError, match="bits"):
+        write_png(tmp_path / "x.png", _rand(1, 3, 4, 4), bits=12)
     with pytest.raises(RestoreError, match="alpha"):
         write_png(tmp_path / "x.png", _rand(1, 3, 4, 4), alpha=_rand(1, 1, 4, 5))
     with pytest.raises(RestoreError, match="NaN"):

@@ -233,16 +233,33 @@ def test_awkward_photo_files_are_handled_or_refused_in_one_line(cli, tmp_path):
     Image.new("L", (1, 1), 128).save(tmp_path / "one.png")
     _png_header_only(tmp_path / "huge.png", 30000, 30000)
     W, H = photo.size
-    for name, size, mode in (("cmyk.jpg", (W, H), "RGB"), ("rotated.jpg", (H, W), "RGB"), ("gray16.png", (W, H), "L"),
+    for name, size, mode in (("cmyk.jpg", (W, H), "RGB"), ("rotated.jpg", (H, W), "RGB"), ("gray16.png", (W, H), "I;16"),
                              ("one.png", (1, 1), "L")):
         code, _, err = cli("denoise", tmp_path / name, "--noise", "0.05", "--solver", "wiener", "-o", tmp_path / "o.png")
         assert code == 0, (name, err)
         with Image.open(tmp_path / "o.png") as out:
-            assert out.size == size and out.mode == mode, name  # EXIF orientation applied, CMYK as RGB
+            assert out.size == size and out.mode == mode, name  # EXIF orientation applied, CMYK as RGB, 16 bits kept
     for args in (["deblur", tmp_path / "one.png", "--kernel", "levin:3"], ["denoise", tmp_path / "huge.png"]):
         code, _, err = cli(*args, "-o", tmp_path / "bad.png")
         assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert not (tmp_path / "bad.png").exists()
+
+
+def test_a_16_bit_photo_is_restored_in_16_bits(cli, tmp_path):
+    """A 12-bit camera's levels (0-4095) stored in a 16-bit colour PNG: 8 bits would leave 16 levels
+    per channel; the restored PNG keeps 16 bits unless --bits 8 is asked for, and the JSON says which."""
+    from restore.io import bit_depth, write_png
+
+    x = _photo("bsds400", 1)[..., :48, :64] * (4095 / 65535)  # (1, 3, 48, 64): a dark 12-bit photo
+    write_png(tmp_path / "raw12.png", x, bits=16)
+    for bits, levels in (("auto", 16), ("8", 8)):
+        out = tmp_path / f"out{bits}.png"
+        code, stdout, err = cli("denoise", tmp_path / "raw12.png", "--noise", "0.001", "--solver", "wiener",
+                                "--bits", bits, "-o", out, "--json")
+        assert code == 0, err
+        assert json.loads(stdout)["bits"] == levels and bit_depth(out) == levels
+        y, _ = io.read_image(out)
+        assert len(torch.unique(y)) > 400 if levels == 16 else len(torch.unique(y)) <= 17
 
 
 def test_bm3d_denoises_a_large_image_in_tiles_as_it_denoises_it_whole(monkeypatch):

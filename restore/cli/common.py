@@ -366,6 +366,9 @@ Resize = Annotated[bool, typer.Option("--resize", help="Fit a plain image's size
 Precision = Annotated[Literal["fp32", "bf16"], typer.Option(help="Learned priors: fp32, or bf16 to run the network under bfloat16 autocast "
                                              "(about 2x faster on CPUs with AVX-512 BF16, slower on others).")]
 
+Bits = Annotated[Literal["auto", "8", "16"], typer.Option(help="Bits per sample of the restored PNG: auto (the input's: 16 for "
+                                                  "a 16-bit PNG or TIFF, else 8), 8 or 16.")]
+
 Solver = Annotated[Optional[str], typer.Option(help="Solver; default per task (see README).")]
 
 Steps = Annotated[Optional[int], typer.Option(min=1, help="Iterations of an iterative solver, or diffusion steps.")]

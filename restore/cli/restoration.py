@@ -15,7 +15,7 @@ from ..errors import RestoreError
 from .app import TASKS, _threads, app
 from .common import (Boundary, Box, DEFAULT_PATCH_SOLVER, DEFAULT_PHOTO_SOLVER, DEFAULT_PRIOR_SOLVER, DEFAULT_SOLVER,
     Device, Estimate, Factor, Filter, Force, Input, Json, Kernel, LARGE_HOLE_DPIR, Mask, Noise, Output, Param, Poisson,
-    Precision, Prior, Random, Reference, Resize, Samples, Seed, Solver, Spec, Steps, _NOTES, _check_observed,
+    Bits, Precision, Prior, Random, Reference, Resize, Samples, Seed, Solver, Spec, Steps, _NOTES, _check_observed,
     _default_steps, _device, _input_files, _noise, _operator, _output_check, _parse_box, _parse_params, _progress,
     _read_reference, _refuse_overwrite, report)
 
@@ -45,6 +45,7 @@ class Request:
     resize: bool = False
     precision: str = "fp32"
     force: bool = False
+    bits: str = "auto"
 
     def input_files(self) -> list:
         """The files the command reads (an option naming a kernel such as levin:3 is no file)."""
@@ -241,10 +242,11 @@ def _restore_classical(req: Request, out: Path) -> None:
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
-    io.write_png(out, x_hat.cpu())
+    bits = _output_bits(req)
+    io.write_png(out, x_hat.cpu(), bits=bits)
     result = {"input": source, "output": str(out), "task": task, "prior": req.prior, "solver": name,
               "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape),
-              "seed": req.seed}
+              "seed": req.seed, "bits": bits}
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
@@ -355,6 +357,17 @@ def _report(result: dict, json_out: bool, line: str) -> None:
     report(result, json_out, line)
 
 
+def _output_bits(req: Request) -> int:
+    """The bit depth of the restored PNG: ``--bits``, else that of the input image (16 for a 16-bit PNG or
+    TIFF, so a 12-bit camera's levels survive), else 8 (a measurement spec holds floats)."""
+    from .. import io
+
+    if req.bits != "auto":
+        return int(req.bits)
+    plain = req.spec is None and Path(req.input).suffix.lower() != ".json"
+    return io.bit_depth(req.input) if plain else 8
+
+
 def _restore_with_prior(req: Request, out: Path) -> None:
     """Restore with a learned prior and a diffusion solver: estimate, sample grid, std map and a JSON record."""
     import torch
@@ -410,7 +423,8 @@ def _restore_with_prior(req: Request, out: Path) -> None:
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": req.estimate,
               "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
               "image_shape": list(shape),
-              "seed": seed, "device": str(dev), "resize": resize, "precision": req.precision}
+              "seed": seed, "device": str(dev), "resize": resize, "precision": req.precision,
+              "bits": _output_bits(req)}
     if getattr(model, "channel_groups", 1) > 1:
         result["channelwise"] = True  # a gray prior applied to each colour channel
     if samples > 1:
@@ -429,7 +443,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         size_note = f"{shape[2]}x{shape[1]}, resized from {before[2]}x{before[1]}; " if before else ""
         result["resized_from"] = list(before) if before else None
     with io.together():  # the estimate, grid, std map and record land together or not at all
-        io.write_png(out, x_hat)
+        io.write_png(out, x_hat, bits=result["bits"])
         if samples > 1:
             io.write_grid(paths["samples"], x.clamp(0, 1))
             io.write_png(paths["std"], (4 * std.mean(1, keepdim=True)).clamp(0, 1))  # white = std 0.25 or more
@@ -532,7 +546,7 @@ TASK_COMMANDS = {
 _SHARED = [("spec", Spec, None), ("prior", Prior, "classical"), ("solver", Solver, None), ("steps", Steps, None),
            ("reference", Reference, None), ("json", Json, False), ("device", Device, "auto"), ("seed", Seed, 0),
            ("samples", Samples, 1), ("estimate", Estimate, "mean"), ("param", Param, None), ("resize", Resize, False),
-           ("force", Force, False), ("precision", Precision, "fp32")]
+           ("force", Force, False), ("precision", Precision, "fp32"), ("bits", Bits, "auto")]
 
 
 def _task_command(task: str, doc: str, options: list) -> None:
