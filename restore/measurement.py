@@ -20,7 +20,7 @@ from .errors import RestoreError
 
 FORMAT = "restore.measurement"
 VERSION = 1
-_FIELDS = {"format", "version", "task", "image_shape", "operator", "arrays", "preview", "seed", "source", "crop"}
+_FIELDS = {"format", "version", "task", "image_shape", "operator", "arrays", "preview", "seed", "source", "crop", "bits"}
 _REQUIRED = {"format", "version", "task", "image_shape", "operator", "arrays"}
 
 
@@ -43,9 +43,10 @@ def paths_for(png_path: str | Path, float_format: str = "safetensors") -> dict[s
 
 
 def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=None, source=None,
-         float_format: str = "safetensors", crop: dict | None = None) -> dict[str, Path]:
+         float_format: str = "safetensors", crop: dict | None = None, bits: int = 8) -> dict[str, Path]:
     """Write the measurement y of one image (batch 1) with its spec and preview; returns the paths.
-    ``crop`` records how the source image was cropped before the measurement (super-resolution's modcrop)."""
+    ``crop`` records how the source image was cropped before the measurement (super-resolution's modcrop);
+    ``bits`` is the source image's bit depth, the preview's and that of what is restored from the spec."""
     paths = paths_for(png_path, float_format)
     tensors = {"y": y.detach().cpu().float()}
     tensors.update({k: v.detach().cpu().float() for k, v in operator.arrays().items()})
@@ -69,6 +70,7 @@ def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=No
         "seed": seed,
         "source": str(source) if source is not None else None,
         **({"crop": crop} if crop is not None else {}),
+        "bits": bits,
     }
     image, alpha = preview(y, operator)
     # The arrays, preview and spec land together or not at all: a failed command leaves no partial
@@ -76,7 +78,7 @@ def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=No
     with io.together():
         for target, group in targets.items():
             io.save_arrays(target, group)
-        io.write_png(paths["png"], image, alpha=alpha)
+        io.write_png(paths["png"], image, alpha=alpha, bits=bits)
         io.write_json(paths["json"], spec)
     return paths
 
@@ -115,6 +117,8 @@ def load(json_path) -> tuple[torch.Tensor, operators.Operator, dict]:
         raise RestoreError(f"measurement spec '{path}': 'image_shape' must be [C, H, W], three positive integers")
     if not isinstance(spec["task"], str):
         raise RestoreError(f"measurement spec '{path}': 'task' must be a task name")
+    if not (type(spec.get("bits", 8)) is int and spec.get("bits", 8) in (8, 16)):
+        raise RestoreError(f"measurement spec '{path}': 'bits' must be 8 or 16")
     arrays: dict[str, torch.Tensor] = {}
     folder = path.parent.resolve()
     for name, file in files.items():

@@ -312,6 +312,12 @@ def test_a_continuation_holds_out_what_the_model_it_continues_held_out(patch_pri
     digests = {name: (folder / "train_digests.txt").read_text()
                for name, folder in [("base", patch_prior), ("continued", tmp_path / "continued"), ("new", tmp_path / "new")]}
     assert digests["continued"] == digests["base"] != digests["new"]
+    # A run.json from elsewhere that names no seed (or a non-integer one) has no known split: one line, not a KeyError.
+    from restore.errors import RestoreError
+
+    for unseeded in ({k: v for k, v in base.items() if k not in ("seed", "split_seed")}, {**base, "split_seed": "0"}):
+        with pytest.raises(RestoreError, match="names no seed"):
+            held_out_images(unseeded)
 
 
 def test_dpirs_periodic_self_ensemble_denoises_one_view_per_step(patch_prior, monkeypatch):

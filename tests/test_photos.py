@@ -260,6 +260,17 @@ def test_a_16_bit_photo_is_restored_in_16_bits(cli, tmp_path):
         assert json.loads(stdout)["bits"] == levels and bit_depth(out) == levels
         y, _ = io.read_image(out)
         assert len(torch.unique(y)) > 400 if levels == 16 else len(torch.unique(y)) <= 17
+    # Through a measurement spec: degrade records the source's depth, its preview and the restoration keep it.
+    code, _, err = cli("degrade", tmp_path / "raw12.png", "--task", "denoise", "--noise", "0.001", "-o", tmp_path / "y.png")
+    assert code == 0, err
+    assert json.loads((tmp_path / "y.json").read_text())["bits"] == 16 and bit_depth(tmp_path / "y.png") == 16
+    code, stdout, err = cli("denoise", tmp_path / "y.json", "--solver", "wiener", "-o", tmp_path / "from_spec.png", "--json")
+    assert code == 0 and json.loads(stdout)["bits"] == 16 and bit_depth(tmp_path / "from_spec.png") == 16, err
+    spec = json.loads((tmp_path / "y.json").read_text())
+    for bad in (12, "16", True):
+        (tmp_path / "y.json").write_text(json.dumps({**spec, "bits": bad}))
+        code, _, err = cli("denoise", tmp_path / "y.json", "--solver", "wiener", "-o", tmp_path / "bad.png")
+        assert code == 2 and "'bits' must be 8 or 16" in err and not (tmp_path / "bad.png").exists(), (bad, err)
 
 
 def test_bm3d_denoises_a_large_image_in_tiles_as_it_denoises_it_whole(monkeypatch):

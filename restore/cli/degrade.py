@@ -56,7 +56,7 @@ def degrade(
                    boundary="circular" if task == "deblur" and boundary is None else boundary)
     y = op(x, generator=torch.Generator().manual_seed(seed))
     measurement.save(output, y, op, task=task, image_shape=x.shape[1:], seed=seed, source=image, float_format=float_format,
-                     crop=crop)
+                     crop=crop, bits=io.bit_depth(image))
     cropped = f"; the image was cropped from {crop['from'][1]}x{crop['from'][0]} to {crop['to'][1]}x{crop['to'][0]}, " \
               f"a multiple of the factor" if crop else ""
     typer.echo(f"wrote {paths['png']} (preview), {paths['json']} (spec) and {paths['data']} (float measurement){cropped}")

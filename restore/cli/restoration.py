@@ -359,13 +359,17 @@ def _report(result: dict, json_out: bool, line: str) -> None:
 
 def _output_bits(req: Request) -> int:
     """The bit depth of the restored PNG: ``--bits``, else that of the input image (16 for a 16-bit PNG or
-    TIFF, so a 12-bit camera's levels survive), else 8 (a measurement spec holds floats)."""
+    TIFF, so a 12-bit camera's levels survive), or of the image a measurement spec was made from."""
+    import json
+
     from .. import io
 
     if req.bits != "auto":
         return int(req.bits)
-    plain = req.spec is None and Path(req.input).suffix.lower() != ".json"
-    return io.bit_depth(req.input) if plain else 8
+    if req.spec is None and Path(req.input).suffix.lower() != ".json":
+        return io.bit_depth(req.input)
+    spec = Path(req.spec if req.spec is not None else req.input)
+    return json.loads(spec.read_text()).get("bits", 8)  # measurement.load has checked it
 
 
 def _restore_with_prior(req: Request, out: Path) -> None:
