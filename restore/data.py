@@ -542,7 +542,7 @@ def run_split_seed(run: dict) -> int | None:
     """The seed of the train/validation split a training run made, from its run.json (``run``): its
     ``split_seed``, or its ``seed`` in runs from before the split had its own; None if it names neither."""
     seed = run.get("split_seed", run.get("seed"))
-    return seed if isinstance(seed, int) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def held_out_images(run: dict, *, channels: int | None = None, n: int | None = None,

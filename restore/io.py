@@ -136,9 +136,11 @@ def write_json(path: str | os.PathLike, obj) -> None:
 # Images
 
 
-def _open_image(path: Path):
-    """The decoded PIL image, upright according to its EXIF orientation."""
+def _open_image(path: Path, data: bytes | None = None):
+    """The decoded PIL image, upright according to its EXIF orientation; from the file's bytes ``data``
+    if given (``path`` then only names it)."""
     import warnings
+    from io import BytesIO
 
     from PIL import Image, ImageOps
 
@@ -147,7 +149,7 @@ def _open_image(path: Path):
             # Pillow only warns between 89 and 179 megapixels; such an image would not fit in memory as
             # floats on most machines, so it is refused like the larger ones.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(path if data is None else BytesIO(data))
         with im:
             im.load()
             # Camera JPEGs store rotation as a tag; apply it so pixels match what viewers show.
@@ -174,55 +176,57 @@ _UPRIGHT = {
 }
 
 
-def _png_header(path: Path) -> tuple:
-    """(bit depth, colour type) from a PNG's IHDR chunk; () for any other file."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    return (head[24], head[25]) if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" else ()
+def _png_header(head: bytes) -> tuple:
+    """(bit depth, colour type) from the IHDR chunk of a PNG file's first bytes; () for any other file."""
+    png = len(head) >= 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR"
+    return (head[24], head[25]) if png else ()
 
 
 def bit_depth(path: str | os.PathLike) -> int:
     """16 for an image file with 16 bits per sample (a 16-bit PNG, gray or colour, or a 16-bit gray TIFF),
-    else 8: the depth in which ``restore`` writes what it restores from that file."""
+    else 8 (also for a file that cannot be read: read_image refuses it, with the reason): the depth in
+    which ``restore`` writes what it restores from that file."""
     from PIL import Image
 
-    path = Path(path)
-    if _png_header(path):
-        return 16 if _png_header(path)[0] == 16 else 8
     try:
+        with open(path, "rb") as f:
+            header = _png_header(f.read(26))
+        if header:
+            return 16 if header[0] == 16 else 8
         with Image.open(path) as im:
             return 16 if im.mode.startswith("I;16") or im.mode == "I" else 8
-    except Exception:  # unreadable files are refused by read_image, with the reason
+    except Exception:
         return 8
 
 
-def _deep_png(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """A 16-bit RGB, RGBA or gray + alpha PNG as _pixels returns an image, at its full precision: PIL has
-    no mode for these and would keep 8 bits, so torchvision's libpng decoder reads the samples and PIL the
-    EXIF orientation and a tRNS colour key."""
+def _deep_png(path: Path, data: bytes, im) -> tuple[np.ndarray, np.ndarray | None]:
+    """A 16-bit RGB, RGBA or gray + alpha PNG (its bytes ``data``) as _pixels returns an image, at its full
+    precision: PIL has no mode for these and would keep 8 bits, so torchvision's libpng decoder reads the
+    samples and PIL the EXIF orientation and a tRNS colour key. A torchvision that cannot decode 16 bits
+    (before 0.20) leaves PIL's 8-bit reading ``im``, which has already checked the file."""
     import warnings
+    from io import BytesIO
 
     from PIL import Image
 
-    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec's
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision.io import ImageReadMode, decode_png
 
-            samples = decode_png(data, mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint16
-    except RuntimeError as exc:
-        raise RestoreError(f"cannot read image '{path}': corrupt or truncated file ({_one_line(exc)})") from None
-    raw = samples.to(torch.int32).permute(1, 2, 0).numpy()  # (H, W, C)
-    with Image.open(path) as im:
-        orientation, key = im.getexif().get(0x0112, 1), im.info.get("transparency")
+            samples = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    except (ImportError, RuntimeError):
+        return _pixels(im, path)
+    raw = samples.to(torch.float32).permute(1, 2, 0).numpy()  # (H, W, C), the integer sample values
+    with Image.open(BytesIO(data)) as original:
+        orientation, key = original.getexif().get(0x0112, 1), original.info.get("transparency")
     raw = _UPRIGHT.get(orientation, lambda a: a)(raw)
     alpha = None
     if raw.shape[2] in (2, 4):  # the last channel is alpha
-        raw, alpha = raw[:, :, :-1], raw[:, :, -1].astype(np.float32) / np.float32(65535)
+        raw, alpha = raw[:, :, :-1], raw[:, :, -1] / np.float32(65535)
     elif isinstance(key, tuple) and len(key) == 3:  # this RGB value is transparent
-        alpha = (raw != np.asarray(key)).any(axis=2).astype(np.float32)
-    return raw.astype(np.float32) / np.float32(65535), alpha
+        alpha = (raw != np.asarray(key, dtype=np.float32)).any(axis=2).astype(np.float32)
+    return raw / np.float32(65535), alpha
 
 
 def _pixels(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -276,9 +280,15 @@ def read_image(
         raise RestoreError(f"image mode must be None, 'L' or 'RGB', got {mode!r}")
     path = Path(path)
     _check_input_file(path, "image")
-    im = _open_image(path)  # also what refuses a broken file or a decompression bomb
-    if _png_header(path) in ((16, 2), (16, 4), (16, 6)):  # PIL would read these at 8 bits
-        pixels, alpha = _deep_png(path)
+    try:  # one read: every decoder sees the same bytes, and a named pipe works
+        data = path.read_bytes()
+    except PermissionError:
+        raise RestoreError(f"cannot read image '{path}': permission denied") from None
+    except OSError as exc:
+        raise RestoreError(f"cannot read image '{path}': {_one_line(exc)}") from None
+    im = _open_image(path, data)  # also what refuses a broken file or a decompression bomb
+    if _png_header(data[:26]) in ((16, 2), (16, 4), (16, 6)):  # PIL would read these at 8 bits
+        pixels, alpha = _deep_png(path, data, im)
     else:
         pixels, alpha = _pixels(im, path)
 

@@ -70,7 +70,7 @@ def save(png_path, y: torch.Tensor, operator, *, task: str, image_shape, seed=No
         "seed": seed,
         "source": str(source) if source is not None else None,
         **({"crop": crop} if crop is not None else {}),
-        "bits": bits,
+        **({"bits": bits} if bits != 8 else {}),  # 8 is the default: such a spec reads in older versions too
     }
     image, alpha = preview(y, operator)
     # The arrays, preview and spec land together or not at all: a failed command leaves no partial

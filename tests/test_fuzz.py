@@ -28,7 +28,8 @@ NUMBERS = ["0", "-1", "1e308", "-1e308", "nan", "inf", "0.5", "3", "1e-9", "abc"
 
 def _image(rng: random.Random, path: Path) -> None:
     """A small image of a random mode, or bytes that are not one."""
-    kind = rng.choice(["L", "L", "LA", "RGB", "RGB", "RGBA", "P", "I;16", "1", "truncated", "text", "empty"])
+    kind = rng.choice(["L", "L", "LA", "RGB", "RGB", "RGBA", "P", "I;16", "RGB16", "LA16", "1", "truncated", "text",
+                       "empty"])
     h, w = (rng.randint(1, 24), rng.randint(1, 24)) if rng.random() < 0.3 else (16, 16)
     pixels = np.random.default_rng(rng.randint(0, 2**31)).integers(0, 256, (h, w, 4), dtype=np.uint8)
     if kind in ("truncated", "text", "empty"):
@@ -37,6 +38,10 @@ def _image(rng: random.Random, path: Path) -> None:
         path.write_bytes({"truncated": data[: len(data) // 2], "text": b"not an image\n", "empty": b""}[kind])
     elif kind == "I;16":
         Image.fromarray(pixels[..., 0].astype(np.uint16) * 257).save(path, format="PNG")
+    elif kind in ("RGB16", "LA16"):  # PIL cannot write these; restore's own 16-bit PNG writer can
+        from restore.io import _png16_bytes
+
+        path.write_bytes(_png16_bytes(pixels[..., :3 if kind == "RGB16" else 2].astype(np.uint16) * 257))
     elif kind == "P":
         Image.fromarray(pixels[..., :3]).convert("P").save(path, format="PNG")
     elif kind == "1":
@@ -115,12 +120,13 @@ def _case(rng: random.Random, folder: Path, specs: Path) -> tuple[list[str], set
         "--boundary": (["valid", "circular"], ["bogus"]),
         "--filter": (["box", "bicubic"], ["lanczos"]),
         "--param": (["weight=0.05"], ["eta=-1", "weight=0", "rcond=2", "balance=nan", "x=1", "="]),
+        "--bits": (["auto", "8", "16"], ["12", ""]),
     }
     relevant = {"inpaint": ["--box", "--random"], "deblur": ["--kernel", "--boundary"],
                 "superres": ["--factor", "--filter"], "denoise": []}
     effective = args[3] if task == "degrade" else task
     usable = ["--noise", "--poisson", "--seed"] + relevant[effective] + ([] if task == "degrade" else
-                                                                         ["--solver", "--steps", "--param"])
+                                                                         ["--solver", "--steps", "--param", "--bits"])
     for key in rng.sample(sorted(options) if rng.random() < 0.1 else usable, rng.randint(0, 2)):
         good, bad = options[key]
         args += [key, rng.choice(bad if rng.random() < 1 / 3 else good)]

@@ -107,8 +107,14 @@ def test_bit_depth_of_image_files(tmp_path):
     Image.fromarray(gray).save(tmp_path / "g16.png")
     Image.fromarray((gray // 257).astype(np.uint8)).save(tmp_path / "g8.png")
     Image.fromarray((gray // 257).astype(np.uint8)).convert("RGB").save(tmp_path / "c8.jpg")
-    depths = {name: bit_depth(tmp_path / name) for name in ("g16.tif", "g16.png", "g8.png", "c8.jpg")}
-    assert depths == {"g16.tif": 16, "g16.png": 16, "g8.png": 8, "c8.jpg": 8}
+    Image.fromarray((gray // 257).astype(np.uint8)).convert("P").convert("1").save(tmp_path / "bilevel.png")
+    (tmp_path / "header.png").write_bytes((tmp_path / "g16.png").read_bytes()[:20])  # cut inside IHDR
+    (tmp_path / "folder.png").mkdir()
+    names = ("g16.tif", "g16.png", "g8.png", "c8.jpg", "bilevel.png", "header.png", "folder.png", "missing.png")
+    depths = {name: bit_depth(tmp_path / name) for name in names}
+    # Files that cannot be read are 8 here; read_image refuses them with the reason.
+    assert depths == {"g16.tif": 16, "g16.png": 16, "g8.png": 8, "c8.jpg": 8, "bilevel.png": 8, "header.png": 8,
+                      "folder.png": 8, "missing.png": 8}
 
 
 def test_write_png_clips_and_rounds(tmp_path):

@@ -315,7 +315,8 @@ def test_a_continuation_holds_out_what_the_model_it_continues_held_out(patch_pri
     # A run.json from elsewhere that names no seed (or a non-integer one) has no known split: one line, not a KeyError.
     from restore.errors import RestoreError
 
-    for unseeded in ({k: v for k, v in base.items() if k not in ("seed", "split_seed")}, {**base, "split_seed": "0"}):
+    for unseeded in ({k: v for k, v in base.items() if k not in ("seed", "split_seed")}, {**base, "split_seed": "0"},
+                     {**base, "split_seed": True}):
         with pytest.raises(RestoreError, match="names no seed"):
             held_out_images(unseeded)
 

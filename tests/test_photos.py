@@ -238,7 +238,8 @@ def test_awkward_photo_files_are_handled_or_refused_in_one_line(cli, tmp_path):
         code, _, err = cli("denoise", tmp_path / name, "--noise", "0.05", "--solver", "wiener", "-o", tmp_path / "o.png")
         assert code == 0, (name, err)
         with Image.open(tmp_path / "o.png") as out:
-            assert out.size == size and out.mode == mode, name  # EXIF orientation applied, CMYK as RGB, 16 bits kept
+            # EXIF orientation applied, CMYK as RGB, 16 bits kept (PIL names 16-bit gray I;16, or I before 10)
+            assert out.size == size and (out.mode == mode or mode == "I;16" and out.mode == "I"), name
     for args in (["deblur", tmp_path / "one.png", "--kernel", "levin:3"], ["denoise", tmp_path / "huge.png"]):
         code, _, err = cli(*args, "-o", tmp_path / "bad.png")
         assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
@@ -260,6 +261,14 @@ def test_a_16_bit_photo_is_restored_in_16_bits(cli, tmp_path):
         assert json.loads(stdout)["bits"] == levels and bit_depth(out) == levels
         y, _ = io.read_image(out)
         assert len(torch.unique(y)) > 400 if levels == 16 else len(torch.unique(y)) <= 17
+    # An 8-bit photo gives 8 bits, or 16 when asked; an 8-bit source's spec leaves bits out (8, the default).
+    write_png(tmp_path / "eight.png", x * (65535 / 4095))
+    for bits, levels in (("auto", 8), ("16", 16)):
+        code, stdout, err = cli("denoise", tmp_path / "eight.png", "--noise", "0.01", "--solver", "wiener",
+                                "--bits", bits, "-o", tmp_path / f"eight{bits}.png", "--json")
+        assert code == 0 and json.loads(stdout)["bits"] == levels == bit_depth(tmp_path / f"eight{bits}.png"), err
+    code, _, err = cli("degrade", tmp_path / "eight.png", "--task", "denoise", "-o", tmp_path / "y8.png")
+    assert code == 0 and "bits" not in json.loads((tmp_path / "y8.json").read_text()), err
     # Through a measurement spec: degrade records the source's depth, its preview and the restoration keep it.
     code, _, err = cli("degrade", tmp_path / "raw12.png", "--task", "denoise", "--noise", "0.001", "-o", tmp_path / "y.png")
     assert code == 0, err

@@ -367,7 +367,7 @@ Precision = Annotated[Literal["fp32", "bf16"], typer.Option(help="Learned priors
                                              "(about 2x faster on CPUs with AVX-512 BF16, slower on others).")]
 
 Bits = Annotated[Literal["auto", "8", "16"], typer.Option(help="Bits per sample of the restored PNG: auto (the input's: 16 for "
-                                                  "a 16-bit PNG or TIFF, else 8), 8 or 16.")]
+                                                  "a 16-bit PNG or gray TIFF, or a spec made from one; else 8), 8 or 16.")]
 
 Solver = Annotated[Optional[str], typer.Option(help="Solver; default per task (see README).")]
 

@@ -225,6 +225,7 @@ def _restore_classical(req: Request, out: Path) -> None:
     fn = CLASSICAL[name]
     check_compatible(name, fn, op, CLASSICAL)
     truth = _read_reference(req.reference, shape, op)
+    bits = _output_bits(req)
     dev = _device(req.device)
     op = op.to(dev)
     y = y.to(dev)
@@ -242,7 +243,6 @@ def _restore_classical(req: Request, out: Path) -> None:
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
-    bits = _output_bits(req)
     io.write_png(out, x_hat.cpu(), bits=bits)
     result = {"input": source, "output": str(out), "task": task, "prior": req.prior, "solver": name,
               "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape),
@@ -359,7 +359,8 @@ def _report(result: dict, json_out: bool, line: str) -> None:
 
 def _output_bits(req: Request) -> int:
     """The bit depth of the restored PNG: ``--bits``, else that of the input image (16 for a 16-bit PNG or
-    TIFF, so a 12-bit camera's levels survive), or of the image a measurement spec was made from."""
+    gray TIFF, so a 12-bit camera's levels survive), or of the image a measurement spec was made from.
+    Called once the input has been read and checked, before the restoration."""
     import json
 
     from .. import io
@@ -415,6 +416,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(req.reference, shape, op)
+    bits = _output_bits(req)
     steps = _solver_steps(fn, name, req.steps, default_steps, getattr(model, "num_timesteps", None))
     for note in notes:
         typer.echo(note, err=True)
@@ -427,8 +429,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": req.estimate,
               "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
               "image_shape": list(shape),
-              "seed": seed, "device": str(dev), "resize": resize, "precision": req.precision,
-              "bits": _output_bits(req)}
+              "seed": seed, "device": str(dev), "resize": resize, "precision": req.precision, "bits": bits}
     if getattr(model, "channel_groups", 1) > 1:
         result["channelwise"] = True  # a gray prior applied to each colour channel
     if samples > 1:
@@ -447,7 +448,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         size_note = f"{shape[2]}x{shape[1]}, resized from {before[2]}x{before[1]}; " if before else ""
         result["resized_from"] = list(before) if before else None
     with io.together():  # the estimate, grid, std map and record land together or not at all
-        io.write_png(out, x_hat, bits=result["bits"])
+        io.write_png(out, x_hat, bits=bits)
         if samples > 1:
             io.write_grid(paths["samples"], x.clamp(0, 1))
             io.write_png(paths["std"], (4 * std.mean(1, keepdim=True)).clamp(0, 1))  # white = std 0.25 or more

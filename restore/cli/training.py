@@ -99,7 +99,7 @@ def _family(name: str, doc: str, options: list):
              _option("timesteps", int, 1000, "Diffusion timesteps T of the schedule.", min=1),
              _option("init", Optional[str], None, "Start from this model (a --prior value) instead of random weights."),
              _option("patch", Optional[int], None, "Train on random PATCH x PATCH crops of whole photographs (flipped "
-                     "and turned), with a fully convolutional UNet that runs on any image size.", min=8),
+                     "and turned), with a UNet that runs on any image size.", min=8),
              _option("focus_sigma", Optional[float], None, "Draw --focus-share of each batch's timesteps among those of "
                      "noise level at most this (on [0, 1] images; e.g. 0.3, the levels DPIR and Tweedie denoising "
                      "use), the rest from all T (Karras et al. 2022's choice of training noise levels).", min=0.0),

@@ -119,8 +119,8 @@ class DDPMPrior(DiffusionPrior):
 
     @property
     def any_size(self) -> bool:
-        """Whether the prior restores images of any size: a fully convolutional UNet trained on patches of
-        photographs (``restore train ddpm --patch``), which runs on the whole image."""
+        """Whether the prior restores images of any size: a UNet trained on patches of photographs
+        (``restore train ddpm --patch``; :func:`make_patch_unet`), which runs on the whole image."""
         return bool((self.run_info or {}).get("patch"))
 
     def with_autocast(self, dtype: torch.dtype) -> "DDPMPrior":
@@ -335,7 +335,7 @@ def make_unet(size: int, channels: int, width: int = 32, layers_per_block: int =
 
 
 def make_patch_unet(patch: int, channels: int, width: int = 32, layers_per_block: int = 1):
-    """A fully convolutional UNet2DModel for photographs, trained on ``patch`` x ``patch`` crops and run on
+    """A UNet2DModel for photographs, trained on ``patch`` x ``patch`` crops and run on
     whole images of any size (padded to a multiple of 8): widths (w, 2w, 3w, 4w), three downsamplings,
     convolutions throughout but for one self-attention layer in the middle block, at 1/8 of the resolution
     (diffusers' default). Trained on patches it attends over 8x8 positions and on a whole photo over all of
@@ -485,7 +485,7 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
     """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder.
 
     ``patch`` trains on random ``patch`` x ``patch`` crops of whole photographs (a folder or a named
-    set: train400, bsds400), flipped and turned at random, with the fully convolutional
+    set: train400, bsds400), flipped and turned at random, with
     :func:`make_patch_unet`, which runs on images of any size afterwards.
 
     ``init`` (a --prior value: family name, model folder or hub id) starts from that model's weights
