@@ -15,8 +15,13 @@ ever attended over 8 x 8 = 64 positions; on a 481x321 photo it attends over 61 x
 - ``none``: the layer removed (its residual passed through), to show what it contributes at all.
 
 If ``R`` scores as ``global`` does, the long-range attention adds nothing the training patch did not teach,
-and the layer generalises. One JSON line per variant goes to
-``benchmarks/results/ddpm_photo/attention.jsonl``.
+and the layer generalises. With ``--setting`` the variants restore the first ``-n`` held-out photos
+degraded as that benchmark setting degrades its test images (``restore.photo_bench``), with ``--solver``:
+
+    python benchmarks/ddpm_photo_attention.py --prior ddpm-photo-rgb --setting superres/cbsd68/x4 \
+        --solver dpir --steps 24 --params '{"sigma_max": 0.3, "views": 8}' -n 4 --attention global 4
+
+One JSON line per variant goes to ``benchmarks/results/ddpm_photo/attention.jsonl``.
 """
 
 from __future__ import annotations
@@ -89,12 +94,36 @@ class LocalAttention:
         return out / attn.rescale_output_factor
 
 
+def _restore_setting(args, prior, images) -> float:
+    """Mean PSNR of ``args.solver`` with ``prior`` on ``images`` degraded as the benchmark setting
+    ``args.setting`` degrades its test images (same operator, same seeded noise, same scoring)."""
+    from restore import photo_bench
+    from restore.operators import functional as Fn
+    from restore.solvers import PRIOR_SOLVERS
+
+    setting = next(s for s in photo_bench.settings() if s.name == args.setting)
+    kwargs = {**({"steps": args.steps} if args.steps else {}), **json.loads(args.params)}
+    scores = []
+    for i, x in enumerate(images):
+        x = Fn.modcrop(x, setting.modcrop)
+        op, y = photo_bench.measurement(setting, x, i * setting.items_per_image)
+        with torch.no_grad():
+            x_hat = PRIOR_SOLVERS[args.solver](y, op, prior, generator=torch.Generator().manual_seed(0), **kwargs)
+        scores.append(photo_bench.score(op.field_of_view(x_hat), x, setting.shave)[0])
+    return round(float(np.mean(scores)), 3)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior", required=True, help="a photo DDPM (a --prior value)")
     parser.add_argument("--attention", nargs="+", default=["global", "4", "7", "none"],
                         help="variants: global, none, or a neighbourhood radius in positions at 1/8 scale")
     parser.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50], help="noise levels on 0-255")
+    parser.add_argument("--setting", help="restore this benchmark setting's degradation of held-out photos instead")
+    parser.add_argument("--solver", default="dpir", help="with --setting: the diffusion solver")
+    parser.add_argument("--steps", type=int, default=None, help="with --setting: the solver's steps")
+    parser.add_argument("--params", default="{}", help="with --setting: JSON object of solver hyperparameters")
+    parser.add_argument("-n", type=int, default=4, help="with --setting: held-out photos")
     args = parser.parse_args()
 
     from diffusers.models.attention_processor import Attention
@@ -104,7 +133,8 @@ def main():
     prior = load_prior(args.prior)
     layers = [m for m in prior.unet.modules() if isinstance(m, Attention)]
     shipped = [layer.processor for layer in layers]
-    images, _ = held_out_images(prior.run_info, channels=prior.run_info["channels"])
+    images, _ = held_out_images(prior.run_info, channels=prior.run_info["channels"],
+                                n=args.n if args.setting else None)
     val = [image.float()[None] / 255 for image in images]
     for variant in args.attention:
         for layer, processor in zip(layers, shipped):
@@ -113,6 +143,10 @@ def main():
         row = {"prior": args.prior, "training_steps": prior.info()["training_steps"], "attention": variant,
                "attention_layers": len(layers), "images": len(val), "machine": machine()}
         t0 = time.perf_counter()
+        if args.setting:
+            row.update(setting=args.setting, solver=args.solver, steps=args.steps, params=json.loads(args.params),
+                       psnr=_restore_setting(args, prior, val))
+            args.sigmas = []
         for sigma in args.sigmas:
             op = Denoising(GaussianNoise(sigma / 255))
             scores = []
