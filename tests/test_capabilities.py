@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from restore import operators as O
+from restore.errors import RestoreError
 from restore.priors import load_prior
 from restore.solvers import CLASSICAL, PRIOR_SOLVERS, missing_capabilities, solvers_for
 
@@ -59,7 +60,10 @@ def _cases():
     cases = [(name, None) for name in CLASSICAL]
     seen = set()
     for prior_name in PRIORS:
-        prior = load_prior(prior_name, image_shape=SHAPE)
+        try:
+            prior = load_prior(prior_name, image_shape=SHAPE)
+        except RestoreError:  # its weights are not installed (moved aside for a device run, gpu_prepare.sh):
+            continue  # this file still collects, and test_every_solver_is_checked names what went unchecked
         for name in solvers_for(prior):
             if name not in seen:
                 seen.add(name)
@@ -100,4 +104,5 @@ def test_the_stub_hides_what_is_not_declared():
 
 
 def test_every_solver_is_checked():
-    assert {name for name, _ in _cases()} == set(CLASSICAL) | set(PRIOR_SOLVERS)
+    unchecked = (set(CLASSICAL) | set(PRIOR_SOLVERS)) - {name for name, _ in _cases()}
+    assert not unchecked, f"no case for {sorted(unchecked)}: are the priors {PRIORS} installed?"
