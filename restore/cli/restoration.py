@@ -15,7 +15,7 @@ from ..errors import RestoreError
 from .app import TASKS, _threads, app
 from .common import (Boundary, Box, DEFAULT_PATCH_SOLVER, DEFAULT_PHOTO_SOLVER, DEFAULT_PRIOR_SOLVER, DEFAULT_SOLVER,
     Device, Estimate, Factor, Filter, Force, Input, Json, Kernel, LARGE_HOLE_DPIR, Mask, Noise, Output, Param, Poisson,
-    Bits, Precision, Prior, Random, Reference, Resize, Samples, Seed, Solver, Spec, Steps, _NOTES, _check_observed,
+    Bits, Precision, Prior, Stretch, Random, Reference, Resize, Samples, Seed, Solver, Spec, Steps, _NOTES, _check_observed,
     _default_steps, _device, _input_files, _noise, _operator, _output_check, _parse_box, _parse_params, _progress,
     _read_reference, _refuse_overwrite, report)
 
@@ -46,6 +46,7 @@ class Request:
     precision: str = "fp32"
     force: bool = False
     bits: str = "auto"
+    stretch: bool = False
 
     def input_files(self) -> list:
         """The files the command reads (an option naming a kernel such as levin:3 is no file)."""
@@ -226,6 +227,7 @@ def _restore_classical(req: Request, out: Path) -> None:
     check_compatible(name, fn, op, CLASSICAL)
     truth = _read_reference(req.reference, shape, op)
     bits = _output_bits(req)
+    y, op, stretch = _stretched(y, op) if req.stretch else (y, op, None)
     dev = _device(req.device)
     op = op.to(dev)
     y = y.to(dev)
@@ -240,13 +242,15 @@ def _restore_classical(req: Request, out: Path) -> None:
     bar = _progress(fn, req.steps, y, op)
     t0 = time.perf_counter()
     x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
+    if stretch:  # back to the input's range
+        x_hat = stretch["low"] + stretch["scale"] * x_hat.clamp(0, 1)
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
     io.write_png(out, x_hat.cpu(), bits=bits)
     result = {"input": source, "output": str(out), "task": task, "prior": req.prior, "solver": name,
               "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape),
-              "seed": req.seed, "bits": bits}
+              "seed": req.seed, "bits": bits, **({"stretch": stretch} if stretch else {})}
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
@@ -357,6 +361,46 @@ def _report(result: dict, json_out: bool, line: str) -> None:
     report(result, json_out, line)
 
 
+def _observed_range(y, op) -> tuple[float, float]:
+    """The smallest and largest measured value (an inpainting's observed pixels only)."""
+    values = y[op.mask.expand_as(y) > 0] if hasattr(op, "mask") else y
+    return float(values.min()), float(values.max())
+
+
+def _narrow_range(y, op) -> str | None:
+    """A note for a measurement whose values span under a quarter of [0, 1] (a 12-bit camera's image in a
+    16-bit file spans a sixteenth), which a learned prior of full-range photographs misreads."""
+    if y.dim() != 4:  # compressed sensing: y holds projections, not pixel values
+        return None
+    low, high = _observed_range(y, op)
+    if high - low < 0.25:
+        return (f"the image's values span only [{low:.4f}, {high:.4f}] of [0, 1]: a learned prior expects the full "
+                "range, so --stretch (map the range to [0, 1] and back) may restore it far better")
+    return None
+
+
+def _stretched(y, op):
+    """(y', op', stretch) with the measurement's observed range [low, high] mapped onto [0, 1]: x' = (x - low)
+    / scale has y' = (y - A(low)) / scale = A x' + n / scale for any linear A, so the Gaussian noise level
+    is divided by scale too; the estimate x' maps back as low + scale x'. ``stretch`` records low and scale."""
+    import torch
+
+    from ..operators import from_spec
+
+    spec, noise = op.spec(), op.spec().get("noise")
+    if noise is not None and noise.get("type") != "gaussian":
+        raise RestoreError("--stretch needs Gaussian noise (or none): Poisson noise depends on the intensity scale")
+    low, high = _observed_range(y, op)
+    if high - low <= 1e-6:
+        raise RestoreError(f"--stretch needs a measurement whose values vary; they are all {low:.6g}")
+    scale = high - low
+    if noise is not None:
+        spec["noise"] = {**noise, "sigma": noise["sigma"] / scale}
+    stretched = from_spec(spec, op.arrays())
+    constant = torch.full(op.input_shape(tuple(y.shape)), low, dtype=y.dtype)
+    return (y - op.A(constant)) / scale, stretched, {"low": low, "scale": scale}
+
+
 def _output_bits(req: Request) -> int:
     """The bit depth of the restored PNG: ``--bits``, else that of the input image (16 for a 16-bit PNG or
     gray TIFF, so a 12-bit camera's levels survive), or of the image a measurement spec was made from.
@@ -417,19 +461,25 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(req.reference, shape, op)
     bits = _output_bits(req)
+    y, op, stretch = _stretched(y, op) if req.stretch else (y, op, None)
+    if not stretch and (narrow := _narrow_range(y, op)):
+        notes.append(narrow)
     steps = _solver_steps(fn, name, req.steps, default_steps, getattr(model, "num_timesteps", None))
     for note in notes:
         typer.echo(note, err=True)
     counted = CountingPrior(model)
     t0 = time.perf_counter()
     x = _draw(fn, name, y.to(dev), op.to(dev), counted, samples, steps, hyper, seed, dev)
+    if stretch:  # back to the input's range: samples, their mean and their spread
+        x = stretch["low"] + stretch["scale"] * x.clamp(0, 1)
     seconds = time.perf_counter() - t0
     x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": req.estimate,
               "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
               "image_shape": list(shape),
-              "seed": seed, "device": str(dev), "resize": resize, "precision": req.precision, "bits": bits}
+              "seed": seed, "device": str(dev), "resize": resize, "precision": req.precision, "bits": bits,
+              **({"stretch": stretch} if stretch else {})}
     if getattr(model, "channel_groups", 1) > 1:
         result["channelwise"] = True  # a gray prior applied to each colour channel
     if samples > 1:
@@ -551,7 +601,7 @@ TASK_COMMANDS = {
 _SHARED = [("spec", Spec, None), ("prior", Prior, "classical"), ("solver", Solver, None), ("steps", Steps, None),
            ("reference", Reference, None), ("json", Json, False), ("device", Device, "auto"), ("seed", Seed, 0),
            ("samples", Samples, 1), ("estimate", Estimate, "mean"), ("param", Param, None), ("resize", Resize, False),
-           ("force", Force, False), ("precision", Precision, "fp32"), ("bits", Bits, "auto")]
+           ("force", Force, False), ("precision", Precision, "fp32"), ("bits", Bits, "auto"), ("stretch", Stretch, False)]
 
 
 def _task_command(task: str, doc: str, options: list) -> None:
