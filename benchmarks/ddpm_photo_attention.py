@@ -35,9 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restore import metrics
+from ddpm_photo_curve import denoising_psnr  # a sibling script, as export_checkpoint.py imports it
 from restore.data import held_out_images
-from restore.operators import Denoising, GaussianNoise
 from restore.runtime import machine
 from restore.solvers import DIFFUSION
 
@@ -147,15 +146,8 @@ def main():
             row.update(setting=args.setting, solver=args.solver, steps=args.steps, params=json.loads(args.params),
                        psnr=_restore_setting(args, prior, val))
             args.sigmas = []
-        for sigma in args.sigmas:
-            op = Denoising(GaussianNoise(sigma / 255))
-            scores = []
-            for i, x in enumerate(val):  # the noise of ddpm_photo_curve.py, so its rows compare
-                y = op(x.double(), generator=torch.Generator().manual_seed(1000 * sigma + i)).float()
-                with torch.no_grad():
-                    x_hat = DIFFUSION["tweedie"](y, op, prior)
-                scores.append(float(metrics.psnr((x_hat * 255).round() / 255, x)[0]))
-            row[f"psnr_sigma{sigma}"] = round(float(np.mean(scores)), 3)
+        for sigma in args.sigmas:  # the noise of ddpm_photo_curve.py, so its rows compare
+            row[f"psnr_sigma{sigma}"] = denoising_psnr(lambda y, op: DIFFUSION["tweedie"](y, op, prior), val, sigma)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         OUT.parent.mkdir(parents=True, exist_ok=True)
         with open(OUT, "a") as f:

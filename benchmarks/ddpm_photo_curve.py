@@ -44,6 +44,19 @@ def from_checkpoint(run: Path, weights: str = "ema"):
     return prior, {"step": meta["step"], "minutes": round(meta.get("minutes", 0.0), 1)}, config
 
 
+def denoising_psnr(solve, images: list[torch.Tensor], sigma: int) -> float:
+    """Mean PSNR of the 8-bit-rounded ``solve(y, op)`` over ``images`` ((1, C, H, W) in [0, 1]) with Gaussian
+    noise of ``sigma`` (on 0-255), seeded by sigma and the image's index, so that every call sees the same y."""
+    op = Denoising(GaussianNoise(sigma / 255))
+    scores = []
+    for i, x in enumerate(images):
+        y = op(x.double(), generator=torch.Generator().manual_seed(1000 * sigma + i)).float()
+        with torch.no_grad():
+            x_hat = solve(y, op)
+        scores.append(float(metrics.psnr((x_hat * 255).round() / 255, x)[0]))
+    return round(float(np.mean(scores)), 3)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="a training run folder (its latest checkpoint)")
@@ -77,14 +90,9 @@ def main():
     row = {**where, "label": args.label, "images": len(val), "machine": machine()}
     t0 = time.perf_counter()
     for sigma in args.sigmas:
-        op = Denoising(GaussianNoise(sigma / 255))
-        scores = []
-        for i, x in enumerate(val):
-            y = op(x.double(), generator=torch.Generator().manual_seed(1000 * sigma + i)).float()
-            with torch.no_grad():
-                x_hat = CLASSICAL[args.classical](y, op, None) if prior is None else DIFFUSION["tweedie"](y, op, prior)
-            scores.append(float(metrics.psnr((x_hat * 255).round() / 255, x)[0]))
-        row[f"psnr_sigma{sigma}"] = round(float(np.mean(scores)), 3)
+        row[f"psnr_sigma{sigma}"] = denoising_psnr(
+            lambda y, op: CLASSICAL[args.classical](y, op, None) if prior is None else DIFFUSION["tweedie"](y, op, prior),
+            val, sigma)
     row["seconds"] = round(time.perf_counter() - t0, 1)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "a") as f:
