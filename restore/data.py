@@ -199,10 +199,19 @@ def image_files(root: Path) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def _eight_bit(im, path: Path):
-    """The image as 8-bit PIL mode "L" (gray) or "RGB" (colour), alpha dropped, 16 bits scaled."""
+def _eight_bit(im, path: Path, stretch: bool = False):
+    """The image as 8-bit PIL mode "L" (gray) or "RGB" (colour), alpha dropped, 16 bits scaled; with
+    ``stretch``, its own range of values [lowest, highest] mapped onto 0-255 (as ``restore ... --stretch``
+    maps a measurement's), so that a dark image, e.g. unscaled 12-bit data, keeps 256 levels."""
     from PIL import Image
 
+    if stretch:
+        raw = np.asarray(im if im.mode.startswith("I") else _eight_bit(im, path)).astype(np.int64)
+        if im.mode.startswith("I") and raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise RestoreError(f"cannot read image '{path}': pixel values outside the 16-bit range")
+        low = int(raw.min()) if raw.size else 0
+        span = max(int(raw.max()) - low, 1) if raw.size else 1
+        return Image.fromarray((((raw - low) * 255 + span // 2) // span).astype(np.uint8))
     mode = im.mode
     if mode.startswith("I"):
         # 16-bit data (I;16*, or "I" as PNG readers give it): v * 255 / 65535, rounded, in integers.
@@ -558,11 +567,11 @@ def held_out_images(run: dict, *, channels: int | None = None, n: int | None = N
     if seed is None:
         raise RestoreError(f"the run of {run['data']!r} names no seed of its train/validation split")
     _, val = split_indices(len(files), VAL_FRACTION, seed)
-    return read_images(folder, channels=channels, files=[files[i] for i in val[:n]])
+    return read_images(folder, channels=channels, files=[files[i] for i in val[:n]], stretch=run.get("stretch", False))
 
 
-def read_images(folder: str | os.PathLike, *, channels: int | None = None,
-                files: list[str] | None = None) -> tuple[list[torch.Tensor], list[str]]:
+def read_images(folder: str | os.PathLike, *, channels: int | None = None, files: list[str] | None = None,
+                stretch: bool = False) -> tuple[list[torch.Tensor], list[str]]:
     """Every image under ``folder`` (recursively, sorted by path; or the relative paths ``files`` of
     :func:`image_files`) at its own size, as uint8 (C, H, W) tensors, and their relative paths.
     ``channels`` 1 or 3 converts; None keeps the stored kind (all must agree)."""
@@ -581,7 +590,7 @@ def read_images(folder: str | os.PathLike, *, channels: int | None = None,
         path = folder / rel
         im = _open_image(path)
         kind = _kind(im, path, rel, channels, kinds, folder)
-        pixels = np.asarray(_to_channels(_eight_bit(im, path), channels or (1 if kind == "gray" else 3)))
+        pixels = np.asarray(_to_channels(_eight_bit(im, path, stretch), channels or (1 if kind == "gray" else 3)))
         # (H, W) or (H, W, 3) -> (C, H, W)
         images.append(torch.from_numpy(np.array(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))))
     return images, files
@@ -651,12 +660,13 @@ class PatchSet:
 
 def patch_training_data(data: str, *, patch: int, channels: int | None = None, val_fraction: float = VAL_FRACTION,
                         val_patches: int = 512, augment: bool = True, seed: int = 0,
-                        root: str | os.PathLike | None = None) -> dict:
+                        root: str | os.PathLike | None = None, stretch: bool = False) -> dict:
     """Training data of random patches from a folder of photographs (or a named set: train400, bsds400).
 
     Whole images are split into train and validation files as :func:`load_folder` splits them; "train" is
     a :class:`PatchSet` (with the 8 flips and turns when ``augment``) and "val" a fixed uint8 tensor of
-    ``val_patches`` patches of the validation images.
+    ``val_patches`` patches of the validation images. ``stretch`` maps each image's range of values onto
+    0-255 (:func:`_eight_bit`).
     """
     _check_training_options(None, channels, val_fraction)
     if data in _FOLDERS:
@@ -665,7 +675,7 @@ def patch_training_data(data: str, *, patch: int, channels: int | None = None, v
     if not folder.exists():
         raise RestoreError(f"unknown dataset {data!r}: use mnist, fashion-mnist, {', '.join(NATURAL_SETS)} or a folder")
     listing = image_files(folder)  # (relative path, bytes), for the reading and for the file-list hash
-    images, files = read_images(folder, channels=channels, files=[rel for rel, _ in listing])
+    images, files = read_images(folder, channels=channels, files=[rel for rel, _ in listing], stretch=stretch)
     n = len(images)
     if n < 2 and val_fraction > 0:
         raise RestoreError(f"folder '{folder}' has only 1 image; a train/validation split needs at least 2")

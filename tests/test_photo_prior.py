@@ -372,3 +372,45 @@ def test_a_large_hole_gives_dpir_a_lower_first_noise_level_in_the_cli(patch_prio
     assert run("--box", "10,8,20,20", "--param", "sigma_max=0.1")["sigma_max"] == 0.1
     assert run("--box", "10,8,20,20", "--param", "init=biharmonic")["sigma_max"] == default
     assert run("--box", "10,8,4,4")["sigma_max"] == default  # a small hole: no pixel farther than 8 from the observed
+
+
+def test_a_prior_trained_with_stretch_sees_dark_images_at_full_range(tmp_path, monkeypatch, capsys):
+    """--stretch trains on each image's range of values mapped onto [0, 1]: unscaled 12-bit data (0-4095 in a
+    16-bit file) would otherwise become 17 levels of a nearly black image. run.json records it, the held-out
+    images are read the same way, and restoring with the prior stretches each measurement without being asked."""
+    import json
+    import sys
+
+    from restore.cli import main
+    from restore.data import held_out_images
+    from restore.errors import RestoreError
+    from restore.io import write_png
+    from restore.priors.ddpm import train_ddpm
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "raw").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(100, 4000, (24, 32)).astype(np.uint16)).save(tmp_path / "raw" / f"{i}.png")
+    common = dict(data=str(tmp_path / "raw"), width=8, steps=1, batch_size=4, timesteps=20, sample_every=100,
+                  checkpoint_every=1, val_every=100, precision="fp32")
+    with pytest.raises(RestoreError, match="--patch"):
+        train_ddpm(**common, out=tmp_path / "whole", size=16, stretch=True)
+    train_ddpm(**common, out=tmp_path / "run", patch=16, stretch=True)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["stretch"] is True
+    held_out, _ = held_out_images(run)
+    assert int(held_out[0].min()) == 0 and int(held_out[0].max()) == 255  # its own range, onto all 256 levels
+    plain, _ = held_out_images({k: v for k, v in run.items() if k != "stretch"})
+    assert int(plain[0].max()) <= 16  # what training without --stretch would see
+
+    write_png(tmp_path / "dark.png", torch.rand(1, 1, 20, 28, generator=torch.Generator().manual_seed(0)) / 16, bits=16)
+    monkeypatch.setattr(sys, "argv", ["restore", "denoise", str(tmp_path / "dark.png"), "--noise", "0.002", "--prior",
+                                      str(tmp_path / "run"), "-o", str(tmp_path / "out.png"), "--json"])
+    try:
+        main()
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    out = capsys.readouterr()
+    record = json.loads(out.out)
+    assert "stretching this one too" in out.err and record["stretch"]["scale"] < 1 / 16
+    assert record["operator"]["noise"]["sigma"] == 0.002  # the measurement's, not the stretched one

@@ -226,7 +226,7 @@ def _restore_classical(req: Request, out: Path) -> None:
     fn = CLASSICAL[name]
     check_compatible(name, fn, op, CLASSICAL)
     truth = _read_reference(req.reference, shape, op)
-    bits = _output_bits(req)
+    bits, operator_spec = _output_bits(req), op.spec()  # the measurement's operator, whatever the solver sees
     y, op, stretch = _stretched(y, op) if req.stretch else (y, op, None)
     dev = _device(req.device)
     op = op.to(dev)
@@ -249,7 +249,7 @@ def _restore_classical(req: Request, out: Path) -> None:
         bar.close()
     io.write_png(out, x_hat.cpu(), bits=bits)
     result = {"input": source, "output": str(out), "task": task, "prior": req.prior, "solver": name,
-              "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape),
+              "operator": operator_spec, "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape),
               "seed": req.seed, "bits": bits, **({"stretch": stretch} if stretch else {})}
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
@@ -460,8 +460,11 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(req.reference, shape, op)
-    bits = _output_bits(req)
-    y, op, stretch = _stretched(y, op) if req.stretch else (y, op, None)
+    bits, operator_spec = _output_bits(req), op.spec()  # the measurement's operator, whatever the solver sees
+    trained_stretched = bool((getattr(model, "run_info", None) or {}).get("stretch"))
+    if trained_stretched and not req.stretch:
+        notes.append(f"the prior {prior!r} was trained on images stretched to [0, 1]: stretching this one too")
+    y, op, stretch = _stretched(y, op) if req.stretch or trained_stretched else (y, op, None)
     if not stretch and (narrow := _narrow_range(y, op)):
         notes.append(narrow)
     steps = _solver_steps(fn, name, req.steps, default_steps, getattr(model, "num_timesteps", None))
@@ -476,7 +479,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": req.estimate,
-              "operator": op.spec(), "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
+              "operator": operator_spec, "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
               "image_shape": list(shape),
               "seed": seed, "device": str(dev), "resize": resize, "precision": req.precision, "bits": bits,
               **({"stretch": stretch} if stretch else {})}

@@ -104,7 +104,9 @@ def _family(name: str, doc: str, options: list):
                      "noise level at most this (on [0, 1] images; e.g. 0.3, the levels DPIR and Tweedie denoising "
                      "use), the rest from all T (Karras et al. 2022's choice of training noise levels).", min=0.0),
              _option("focus_share", float, 0.75, "The share of each batch that --focus-sigma draws.", min=0.0,
-                     max=1.0)])
+                     max=1.0),
+             _flag("stretch", "With --patch: map each image's range of values onto [0, 1] (dark data such as "
+                   "unscaled 12-bit images); restoring with the prior then stretches each measurement too.")])
 def _ddpm(kw):
     from ..priors.ddpm import train_ddpm
 

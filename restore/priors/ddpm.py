@@ -481,7 +481,7 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
                max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
                val_every: int = 500, resume: bool = False, device: str = "auto", precision: str = "auto",
                flip: bool = False, init: str | None = None, patch: int | None = None, data_root=None,
-               focus_sigma: float | None = None, focus_share: float = 0.75) -> dict:
+               focus_sigma: float | None = None, focus_share: float = 0.75, stretch: bool = False) -> dict:
     """Train a DDPM with :func:`restore.training.train`; ``out`` becomes a diffusers DDPM folder.
 
     ``patch`` trains on random ``patch`` x ``patch`` crops of whole photographs (a folder or a named
@@ -492,6 +492,10 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
     (and architecture) instead of random ones: to continue training a shipped or downloaded DDPM.
 
     ``focus_sigma`` and ``focus_share``: see :func:`ddpm_loss` (a share of each batch at low noise levels).
+
+    ``stretch`` (with ``patch``) trains on each image with its range of values mapped onto [0, 1], for data
+    such as unscaled 12-bit microscopy; run.json records it, and restoring with the prior then stretches
+    each measurement the same way.
     """
 
     from .. import data as datasets
@@ -504,10 +508,13 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
 
         init_prior = load_prior(init)
     split_seed = _split_seed(out, resume, init_prior.run_info if init_prior is not None else None, seed)
+    if stretch and patch is None:
+        raise RestoreError("--stretch is for training on photographs of any size (--patch)")
     if patch is not None:
         if size is not None:
             raise RestoreError("--patch trains on crops of the images at their own size; drop --size")
-        ds = datasets.patch_training_data(data, patch=patch, channels=channels, seed=split_seed, root=data_root)
+        ds = datasets.patch_training_data(data, patch=patch, channels=channels, seed=split_seed, root=data_root,
+                                          stretch=stretch)
     else:
         ds = datasets.training_data(data, size=size, channels=channels, seed=split_seed, root=data_root)
     _, c, h, w = ds["train"].shape
@@ -535,6 +542,7 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
         **({"init_steps": init_steps} if init is not None and isinstance(init_steps, int) else {}),
         **({"patch": patch, "train_images": len(ds["train"])} if patch is not None else {}),
         **focus,
+        **({"stretch": True} if stretch else {}),
     }
 
     def sample_fn(ema, generator):
