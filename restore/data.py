@@ -199,26 +199,26 @@ def image_files(root: Path) -> list[tuple[str, int]]:
     return sorted(found)
 
 
+def _stretch_levels(raw: np.ndarray) -> np.ndarray:
+    """Integer samples with their own range [lowest, highest] mapped onto 0-255, rounded, as uint8."""
+    low = int(raw.min()) if raw.size else 0
+    span = max(int(raw.max()) - low, 1) if raw.size else 1
+    return (((raw.astype(np.int64) - low) * 255 + span // 2) // span).astype(np.uint8)
+
+
 def _eight_bit(im, path: Path, stretch: bool = False):
     """The image as 8-bit PIL mode "L" (gray) or "RGB" (colour), alpha dropped, 16 bits scaled; with
-    ``stretch``, its own range of values [lowest, highest] mapped onto 0-255 (as ``restore ... --stretch``
-    maps a measurement's), so that a dark image, e.g. unscaled 12-bit data, keeps 256 levels."""
+    ``stretch``, 16-bit data has its own range mapped onto 0-255 instead (:func:`_stretch_levels`), so that
+    unscaled 12-bit data keeps 256 levels rather than 17."""
     from PIL import Image
 
-    if stretch:
-        raw = np.asarray(im if im.mode.startswith("I") else _eight_bit(im, path)).astype(np.int64)
-        if im.mode.startswith("I") and raw.size and (raw.min() < 0 or raw.max() > 65535):
-            raise RestoreError(f"cannot read image '{path}': pixel values outside the 16-bit range")
-        low = int(raw.min()) if raw.size else 0
-        span = max(int(raw.max()) - low, 1) if raw.size else 1
-        return Image.fromarray((((raw - low) * 255 + span // 2) // span).astype(np.uint8))
     mode = im.mode
     if mode.startswith("I"):
         # 16-bit data (I;16*, or "I" as PNG readers give it): v * 255 / 65535, rounded, in integers.
         raw = np.asarray(im).astype(np.int64)
         if raw.size and (raw.min() < 0 or raw.max() > 65535):
             raise RestoreError(f"cannot read image '{path}': pixel values outside the 16-bit range")
-        return Image.fromarray(((raw * 255 + 32767) // 65535).astype(np.uint8))
+        return Image.fromarray(_stretch_levels(raw) if stretch else ((raw * 255 + 32767) // 65535).astype(np.uint8))
     if mode in ("1", "LA", "La"):
         return im.convert("LA").convert("L") if mode == "La" else im.convert("L")
     if mode in ("P", "PA", "RGBa"):
@@ -591,6 +591,8 @@ def read_images(folder: str | os.PathLike, *, channels: int | None = None, files
         im = _open_image(path)
         kind = _kind(im, path, rel, channels, kinds, folder)
         pixels = np.asarray(_to_channels(_eight_bit(im, path, stretch), channels or (1 if kind == "gray" else 3)))
+        if stretch:  # the range of what is trained on, after any colour-to-gray conversion (as restoring sees it)
+            pixels = _stretch_levels(pixels)
         # (H, W) or (H, W, 3) -> (C, H, W)
         images.append(torch.from_numpy(np.array(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))))
     return images, files

@@ -381,6 +381,7 @@ def test_a_prior_trained_with_stretch_sees_dark_images_at_full_range(tmp_path, m
     import json
     import sys
 
+    from restore import io
     from restore.cli import main
     from restore.data import held_out_images
     from restore.errors import RestoreError
@@ -396,8 +397,13 @@ def test_a_prior_trained_with_stretch_sees_dark_images_at_full_range(tmp_path, m
     with pytest.raises(RestoreError, match="--patch"):
         train_ddpm(**common, out=tmp_path / "whole", size=16, stretch=True)
     train_ddpm(**common, out=tmp_path / "run", patch=16, stretch=True)
+    train_ddpm(**{**common, "steps": 2}, out=tmp_path / "run", patch=16, resume=True)  # keeps its stretch
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["stretch"] is True
+    assert run["stretch"] is True and run["steps_done"] == 2
+    from restore.data import patch_training_data
+
+    trained_on = patch_training_data(str(tmp_path / "raw"), patch=16, stretch=True)["train"].images
+    assert all(int(im.min()) == 0 and int(im.max()) == 255 for im in trained_on)
     held_out, _ = held_out_images(run)
     assert int(held_out[0].min()) == 0 and int(held_out[0].max()) == 255  # its own range, onto all 256 levels
     plain, _ = held_out_images({k: v for k, v in run.items() if k != "stretch"})
@@ -406,11 +412,17 @@ def test_a_prior_trained_with_stretch_sees_dark_images_at_full_range(tmp_path, m
     write_png(tmp_path / "dark.png", torch.rand(1, 1, 20, 28, generator=torch.Generator().manual_seed(0)) / 16, bits=16)
     monkeypatch.setattr(sys, "argv", ["restore", "denoise", str(tmp_path / "dark.png"), "--noise", "0.002", "--prior",
                                       str(tmp_path / "run"), "-o", str(tmp_path / "out.png"), "--json"])
-    try:
-        main()
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    out = capsys.readouterr()
-    record = json.loads(out.out)
-    assert "stretching this one too" in out.err and record["stretch"]["scale"] < 1 / 16
-    assert record["operator"]["noise"]["sigma"] == 0.002  # the measurement's, not the stretched one
+    records = {}
+    for extra in ([], ["--no-stretch"]):
+        monkeypatch.setattr(sys, "argv", [*sys.argv[:-3], "-o", str(tmp_path / f"out{len(extra)}.png"), "--json", *extra])
+        try:
+            main()
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+        out = capsys.readouterr()
+        records[bool(extra)] = json.loads(out.out)
+        assert ("stretching this one too" in out.err) != bool(extra)
+    assert records[False]["stretch"]["scale"] < 1 / 16 and "stretch" not in records[True]
+    assert records[False]["operator"]["noise"]["sigma"] == 0.002  # the measurement's, not the stretched one
+    y, _ = io.read_image(tmp_path / "dark.png")
+    assert io.read_image(tmp_path / "out0.png")[0].max() <= y.max() + 1e-4  # mapped back to the measurement's range

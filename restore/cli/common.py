@@ -366,9 +366,10 @@ Resize = Annotated[bool, typer.Option("--resize", help="Fit a plain image's size
 Precision = Annotated[Literal["fp32", "bf16"], typer.Option(help="Learned priors: fp32, or bf16 to run the network under bfloat16 autocast "
                                              "(about 2x faster on CPUs with AVX-512 BF16, slower on others).")]
 
-Stretch = Annotated[bool, typer.Option("--stretch", help="Map the measurement's range of values onto [0, 1] for the "
-                                         "solver and back (with the noise level): for dark images, e.g. 12-bit "
-                                         "data in a 16-bit file, which a learned prior of photographs misreads.")]
+Stretch = Annotated[Optional[bool], typer.Option("--stretch/--no-stretch", help="Map the measurement's range of values onto "
+                                         "[0, 1] for the solver and back (with the noise level): for dark images, "
+                                         "e.g. 12-bit data in a 16-bit file, which a learned prior of photographs "
+                                         "misreads. Default: as the prior was trained (restore train --stretch).")]
 
 Bits = Annotated[Literal["auto", "8", "16"], typer.Option(help="Bits per sample of the restored PNG: auto (the input's: 16 for "
                                                   "a 16-bit PNG or gray TIFF, or a spec made from one; else 8), 8 or 16.")]

@@ -46,7 +46,7 @@ class Request:
     precision: str = "fp32"
     force: bool = False
     bits: str = "auto"
-    stretch: bool = False
+    stretch: Optional[bool] = None  # None: as the prior was trained (off for classical solvers)
 
     def input_files(self) -> list:
         """The files the command reads (an option naming a kernel such as levin:3 is no file)."""
@@ -227,7 +227,7 @@ def _restore_classical(req: Request, out: Path) -> None:
     check_compatible(name, fn, op, CLASSICAL)
     truth = _read_reference(req.reference, shape, op)
     bits, operator_spec = _output_bits(req), op.spec()  # the measurement's operator, whatever the solver sees
-    y, op, stretch = _stretched(y, op) if req.stretch else (y, op, None)
+    y, op, stretch = _stretched(y, op, "--stretch") if req.stretch else (y, op, None)
     dev = _device(req.device)
     op = op.to(dev)
     y = y.to(dev)
@@ -243,7 +243,7 @@ def _restore_classical(req: Request, out: Path) -> None:
     t0 = time.perf_counter()
     x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
     if stretch:  # back to the input's range
-        x_hat = stretch["low"] + stretch["scale"] * x_hat.clamp(0, 1)
+        x_hat = (stretch["low"] + stretch["scale"] * (x_hat - stretch["margin"])).clamp(0, 1)
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
@@ -379,26 +379,38 @@ def _narrow_range(y, op) -> str | None:
     return None
 
 
-def _stretched(y, op):
-    """(y', op', stretch) with the measurement's observed range [low, high] mapped onto [0, 1]: x' = (x - low)
-    / scale has y' = (y - A(low)) / scale = A x' + n / scale for any linear A, so the Gaussian noise level
-    is divided by scale too; the estimate x' maps back as low + scale x'. ``stretch`` records low and scale."""
+#: Share of [0, 1] left free below and above a stretched measurement's range when A is not the identity:
+#: blur, downsampling and holes narrow the range of y against that of x, whose estimate must fit.
+STRETCH_MARGIN = 0.1
+
+
+def _stretched(y, op, why: str):
+    """(y', op', stretch) with the measurement's observed range [low, high] mapped onto [m, 1 - m] (m = 0
+    for denoising, else STRETCH_MARGIN): x' = m + (x - low) / scale with scale = (high - low) / (1 - 2 m)
+    is measured as y' = (y - A(low)) / scale + A(m) = A x' + n / scale for any linear A, so the Gaussian
+    noise level is divided by scale too; the estimate maps back as low + scale (x' - m). ``why`` names
+    what asked for it, for the errors."""
     import torch
 
-    from ..operators import from_spec
+    from ..operators import LinearOperator, from_spec
 
     spec, noise = op.spec(), op.spec().get("noise")
+    if not isinstance(op, LinearOperator) or y.dim() != 4:
+        raise RestoreError(f"{why} maps an image's values, so it needs a linear operator on images, not {op.name}")
     if noise is not None and noise.get("type") != "gaussian":
-        raise RestoreError("--stretch needs Gaussian noise (or none): Poisson noise depends on the intensity scale")
+        raise RestoreError(f"{why} needs Gaussian noise (or none): Poisson noise depends on the intensity scale")
     low, high = _observed_range(y, op)
-    if high - low <= 1e-6:
-        raise RestoreError(f"--stretch needs a measurement whose values vary; they are all {low:.6g}")
-    scale = high - low
+    if high - low < 1e-4:  # about 6 levels of a 16-bit file
+        raise RestoreError(f"{why} needs a measurement whose values span at least 1e-4; they span "
+                           f"[{low:.6g}, {high:.6g}]")
+    margin = 0.0 if getattr(op, "identity", False) else STRETCH_MARGIN
+    scale = (high - low) / (1 - 2 * margin)
     if noise is not None:
         spec["noise"] = {**noise, "sigma": noise["sigma"] / scale}
     stretched = from_spec(spec, op.arrays())
-    constant = torch.full(op.input_shape(tuple(y.shape)), low, dtype=y.dtype)
-    return (y - op.A(constant)) / scale, stretched, {"low": low, "scale": scale}
+    shape = op.input_shape(tuple(y.shape))
+    y_new = (y - op.A(torch.full(shape, low, dtype=y.dtype))) / scale + op.A(torch.full(shape, margin, dtype=y.dtype))
+    return y_new, stretched, {"low": low, "scale": scale, "margin": margin}
 
 
 def _output_bits(req: Request) -> int:
@@ -462,10 +474,13 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     truth = _read_reference(req.reference, shape, op)
     bits, operator_spec = _output_bits(req), op.spec()  # the measurement's operator, whatever the solver sees
     trained_stretched = bool((getattr(model, "run_info", None) or {}).get("stretch"))
-    if trained_stretched and not req.stretch:
-        notes.append(f"the prior {prior!r} was trained on images stretched to [0, 1]: stretching this one too")
-    y, op, stretch = _stretched(y, op) if req.stretch or trained_stretched else (y, op, None)
-    if not stretch and (narrow := _narrow_range(y, op)):
+    if trained_stretched and req.stretch is None:
+        notes.append(f"the prior {prior!r} was trained on images stretched to [0, 1]: stretching this one too "
+                     "(--no-stretch to not)")
+    why = "--stretch" if req.stretch else f"the prior {prior!r}, trained stretched,"
+    stretching = req.stretch if req.stretch is not None else trained_stretched
+    y, op, stretch = _stretched(y, op, why) if stretching else (y, op, None)
+    if not stretch and req.stretch is None and (narrow := _narrow_range(y, op)):
         notes.append(narrow)
     steps = _solver_steps(fn, name, req.steps, default_steps, getattr(model, "num_timesteps", None))
     for note in notes:
@@ -474,7 +489,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     t0 = time.perf_counter()
     x = _draw(fn, name, y.to(dev), op.to(dev), counted, samples, steps, hyper, seed, dev)
     if stretch:  # back to the input's range: samples, their mean and their spread
-        x = stretch["low"] + stretch["scale"] * x.clamp(0, 1)
+        x = (stretch["low"] + stretch["scale"] * (x - stretch["margin"])).clamp(0, 1)
     seconds = time.perf_counter() - t0
     x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
@@ -604,7 +619,7 @@ TASK_COMMANDS = {
 _SHARED = [("spec", Spec, None), ("prior", Prior, "classical"), ("solver", Solver, None), ("steps", Steps, None),
            ("reference", Reference, None), ("json", Json, False), ("device", Device, "auto"), ("seed", Seed, 0),
            ("samples", Samples, 1), ("estimate", Estimate, "mean"), ("param", Param, None), ("resize", Resize, False),
-           ("force", Force, False), ("precision", Precision, "fp32"), ("bits", Bits, "auto"), ("stretch", Stretch, False)]
+           ("force", Force, False), ("precision", Precision, "fp32"), ("bits", Bits, "auto"), ("stretch", Stretch, None)]
 
 
 def _task_command(task: str, doc: str, options: list) -> None:

@@ -167,6 +167,8 @@ class DDPMPrior(DiffusionPrior):
             "channels": self.image_shape[0], "prediction_type": self.prediction_type,
             "timesteps": self.num_timesteps, "parameters": sum(p.numel() for p in self.unet.parameters()),
             "training_data": run.get("data"), "training_steps": total,
+            **({"stretch": "yes: trained on each image's range mapped onto [0, 1]; restoring stretches too"}
+               if run.get("stretch") else {}),
             **({"steps_last_run": run.get("steps_done")} if total != run.get("steps_done") else {}),
             "file_list_hash": run.get("file_list_hash"),
             **({"any_size": f"yes: trained on {run['patch']}x{run['patch']} patches, restores whole images"}
@@ -501,6 +503,13 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
     from .. import data as datasets
     from .. import training
 
+    if stretch and patch is None:
+        raise RestoreError("--stretch is for training on photographs of any size (--patch)")
+    if resume and (Path(out) / "run.json").exists():  # a resumed run keeps the stretch it was started with
+        stretched_before = bool(json.loads((Path(out) / "run.json").read_text()).get("stretch"))
+        if stretch and not stretched_before:
+            raise RestoreError(f"--stretch: the run in '{out}' was started without it; resume it without --stretch")
+        stretch = stretched_before
     d = training.setup_distributed(device)
     init_prior = None
     if init is not None:
@@ -508,8 +517,6 @@ def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None 
 
         init_prior = load_prior(init)
     split_seed = _split_seed(out, resume, init_prior.run_info if init_prior is not None else None, seed)
-    if stretch and patch is None:
-        raise RestoreError("--stretch is for training on photographs of any size (--patch)")
     if patch is not None:
         if size is not None:
             raise RestoreError("--patch trains on crops of the images at their own size; drop --size")
