@@ -138,7 +138,8 @@ def load(json_path) -> tuple[torch.Tensor, operators.Operator, dict]:
                                "and a measurement is floating point (float16, float32 or float64)")
         if not torch.isfinite(array).all():
             raise RestoreError(f"the array {name!r} in '{path.parent / file}' holds NaN or infinite values")
-        arrays[name] = array
+        # float16 and bfloat16 are ways to store; the operators and solvers compute in float32 or float64.
+        arrays[name] = array.float() if array.dtype in (torch.float16, torch.bfloat16) else array
     try:
         op = operators.from_spec(spec["operator"], arrays)
     except RestoreError:

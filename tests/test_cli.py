@@ -1156,6 +1156,16 @@ def _edited_spec(spec: Path, folder: Path, name: str, y=None, arrays=None) -> Pa
     return out
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_measurement_stored_at_half_precision_restores(cli, tmp_path, digit_specs, dtype):
+    """A spec's y in float16 or bfloat16 (a way to store it) is computed in float32: FFT blurs and
+    Richardson-Lucy had no half-precision kernels and raised a traceback."""
+    edited = _edited_spec(digit_specs["deblur"], tmp_path, "half", y=lambda y: y.to(dtype))
+    for solver in ("richardson-lucy", "wiener"):
+        result = cli("deblur", edited, "--solver", solver, "-o", tmp_path / f"{solver}.png")
+        assert result.code == 0 and (tmp_path / f"{solver}.png").exists(), result.err
+
+
 def test_measurement_specs_that_lie(cli, tmp_path, digit_specs):
     spec = digit_specs["inpaint"]
     deep = tmp_path / "deep.json"
