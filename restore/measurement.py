@@ -117,7 +117,8 @@ def load(json_path) -> tuple[torch.Tensor, operators.Operator, dict]:
         raise RestoreError(f"measurement spec '{path}': 'image_shape' must be [C, H, W], three positive integers")
     if not isinstance(spec["task"], str):
         raise RestoreError(f"measurement spec '{path}': 'task' must be a task name")
-    if not (type(spec.get("bits", 8)) is int and spec.get("bits", 8) in (8, 16)):
+    bits = spec.get("bits", 8)
+    if not (type(bits) is int and bits in (8, 16)):
         raise RestoreError(f"measurement spec '{path}': 'bits' must be 8 or 16")
     arrays: dict[str, torch.Tensor] = {}
     folder = path.parent.resolve()

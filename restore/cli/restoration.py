@@ -76,7 +76,8 @@ def _fit_to(y, alpha, target, task: str, factor: Optional[int]):
 
 
 def _load_measurement(task: str, input: str, spec: Optional[str], op_options: dict, target=None):
-    """(y, operator, image_shape, source, notes) from a spec or from a plain image plus options.
+    """(y, operator, image_shape, source, notes, bits) from a spec or from a plain image plus options;
+    ``bits`` is the depth of the image (16 for a 16-bit file, or a spec made from one; else 8).
 
     ``notes`` are messages for stderr, printed once every check has passed, so that a failing
     command prints its one error line only. ``target`` (C, H, W): resize a plain image to it.
@@ -105,7 +106,8 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
             raise RestoreError(f"'{path}' is not the preview of '{spec_path}' (that is '{spec_path.parent / preview}'): "
                                f"the spec holds the measurement, so pass it alone: restore {task} {spec_path}")
         _check_observed(op)
-        return y, op, tuple(meta["image_shape"]), f"{spec_path} ({Path(spec_path).parent / meta['arrays']['y']})", []
+        source = f"{spec_path} ({Path(spec_path).parent / meta['arrays']['y']})"
+        return y, op, tuple(meta["image_shape"]), source, [], meta.get("bits", 8)
     if path.suffix.lower() in (".npy", ".safetensors"):
         raise RestoreError(f"a float measurement '{path}' needs the JSON spec written beside it: pass --spec")
     if task == "cs":
@@ -146,7 +148,7 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
     shape = tuple(op.input_shape(tuple(y.shape))[1:])  # a valid blur's x is the frame grown by the kernel
     if task == "inpaint":
         y = op.mask * y
-    return y, op, shape, str(path), notes
+    return y, op, shape, str(path), notes, io.bit_depth(path)
 
 
 def _default_boundary(task: str, input: str, spec, op_options: dict, any_size: bool = True) -> None:
@@ -219,14 +221,14 @@ def _restore_classical(req: Request, out: Path) -> None:
     if req.samples != 1 or req.params or req.resize or req.precision != "fp32":
         raise RestoreError("--samples, --param, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
     _default_boundary(task, req.input, req.spec, op_options)
-    y, op, shape, source, notes = _load_measurement(task, req.input, req.spec, op_options)
+    y, op, shape, source, notes, depth = _load_measurement(task, req.input, req.spec, op_options)
     name = req.solver or DEFAULT_SOLVER[task]
     if name not in CLASSICAL:
         raise RestoreError(f"unknown solver {name!r} for prior {req.prior!r}; known: {', '.join(CLASSICAL)}")
     fn = CLASSICAL[name]
     check_compatible(name, fn, op, CLASSICAL)
     truth = _read_reference(req.reference, shape, op)
-    bits, operator_spec = _output_bits(req), op.spec()  # the measurement's operator, whatever the solver sees
+    bits, operator_spec = _output_bits(req, depth), op.spec()  # the measurement's operator, whatever the solver sees
     y, op, stretch = _stretched(y, op, "--stretch") if req.stretch else (y, op, None)
     dev = _device(req.device)
     op = op.to(dev)
@@ -243,7 +245,7 @@ def _restore_classical(req: Request, out: Path) -> None:
     t0 = time.perf_counter()
     x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
     if stretch:  # back to the input's range
-        x_hat = (stretch["low"] + stretch["scale"] * (x_hat - stretch["margin"])).clamp(0, 1)
+        x_hat = _unstretched(x_hat, stretch)
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
@@ -394,7 +396,8 @@ def _stretched(y, op, why: str):
 
     from ..operators import LinearOperator, from_spec
 
-    spec, noise = op.spec(), op.spec().get("noise")
+    spec = op.spec()
+    noise = spec.get("noise")
     if not isinstance(op, LinearOperator) or y.dim() != 4:
         raise RestoreError(f"{why} maps an image's values, so it needs a linear operator on images, not {op.name}")
     if noise is not None and noise.get("type") != "gaussian":
@@ -413,20 +416,15 @@ def _stretched(y, op, why: str):
     return y_new, stretched, {"low": low, "scale": scale, "margin": margin}
 
 
-def _output_bits(req: Request) -> int:
-    """The bit depth of the restored PNG: ``--bits``, else that of the input image (16 for a 16-bit PNG or
-    gray TIFF, so a 12-bit camera's levels survive), or of the image a measurement spec was made from.
-    Called once the input has been read and checked, before the restoration."""
-    import json
+def _output_bits(req: Request, depth: int) -> int:
+    """The bit depth of the restored PNG: ``--bits``, else ``depth``, that of the input image (16 for a 16-bit
+    PNG or gray TIFF, so a 12-bit camera's levels survive) or of the image a measurement spec was made from."""
+    return depth if req.bits == "auto" else int(req.bits)
 
-    from .. import io
 
-    if req.bits != "auto":
-        return int(req.bits)
-    if req.spec is None and Path(req.input).suffix.lower() != ".json":
-        return io.bit_depth(req.input)
-    spec = Path(req.spec if req.spec is not None else req.input)
-    return json.loads(spec.read_text()).get("bits", 8)  # measurement.load has checked it
+def _unstretched(x, stretch: dict):
+    """An estimate (or samples) of the stretched problem back in the measurement's range: low + scale (x' - m)."""
+    return (stretch["low"] + stretch["scale"] * (x - stretch["margin"])).clamp(0, 1)
 
 
 def _restore_with_prior(req: Request, out: Path) -> None:
@@ -457,7 +455,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     if resize and any_size:
         raise RestoreError(f"--resize is for priors of fixed-size images; {prior!r} restores images of any size")
     _default_boundary(task, input, spec, op_options, any_size=any_size)
-    y, op, shape, source, notes = _load_measurement(task, input, spec, op_options,
+    y, op, shape, source, notes, depth = _load_measurement(task, input, spec, op_options,
                                                     target=model.image_shape if resize else None)
     check_compatible(name, fn, op, usable)
     hyper = _large_hole_defaults(name, hyper, req, op, any_size)
@@ -472,7 +470,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(req.reference, shape, op)
-    bits, operator_spec = _output_bits(req), op.spec()  # the measurement's operator, whatever the solver sees
+    bits, operator_spec = _output_bits(req, depth), op.spec()  # the measurement's operator, whatever the solver sees
     trained_stretched = bool((getattr(model, "run_info", None) or {}).get("stretch"))
     if trained_stretched and req.stretch is None:
         notes.append(f"the prior {prior!r} was trained on images stretched to [0, 1]: stretching this one too "
@@ -489,7 +487,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     t0 = time.perf_counter()
     x = _draw(fn, name, y.to(dev), op.to(dev), counted, samples, steps, hyper, seed, dev)
     if stretch:  # back to the input's range: samples, their mean and their spread
-        x = (stretch["low"] + stretch["scale"] * (x - stretch["margin"])).clamp(0, 1)
+        x = _unstretched(x, stretch)
     seconds = time.perf_counter() - t0
     x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
