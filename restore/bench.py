@@ -106,21 +106,27 @@ def run_classical(task, name, x, labels, judge):
 
 def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, settings=None):
     """All images' ``samples`` estimates in batches of ``batch`` (samples included), the solver run
-    with its defaults updated by ``settings``."""
+    with its defaults updated by ``settings``; stretched (:mod:`restore.stretch`) for a prior trained so."""
     from .solvers import PRIOR_SOLVERS
     from .solvers.counting import CountingPrior
+    from .stretch import stretch, trained_stretched, unstretch
 
     op, y = measure(task, x)
     fn = PRIOR_SOLVERS[solver]
     counted = CountingPrior(prior)
-    per = max(1, batch // samples)
+    # A prior trained on stretched images sees each measurement stretched by its own range (so with its own
+    # noise level: one image per batch), as the CLI restores with it.
+    stretching = trained_stretched(prior)
+    per = 1 if stretching else max(1, batch // samples)
     outs = []
     t0 = time.perf_counter()
     for start in range(0, len(x), per):
-        yy = y[start : start + per].repeat_interleave(samples, 0)
+        yy, op_used, record = stretch(y[start : start + 1], op) if stretching else (y[start : start + per], op, None)
+        yy = yy.repeat_interleave(samples, 0)
         g = torch.Generator().manual_seed(1000 + start)
         kwargs = {**({"steps": steps} if steps is not None else {}), **(settings or {})}
-        outs.append(fn(yy, op, counted, generator=g, **kwargs).detach().reshape(-1, samples, *x.shape[1:]))
+        xs = fn(yy, op_used, counted, generator=g, **kwargs).detach()
+        outs.append((unstretch(xs, record) if stretching else xs).reshape(-1, samples, *x.shape[1:]))
     seconds = time.perf_counter() - t0
     xs = torch.cat(outs).clamp(0, 1)  # (n, samples, C, H, W)
     mean = xs.mean(1)
@@ -203,6 +209,7 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
     defaults at the step grid as its own row, e.g. ``{("ddpm", "deblur", "dps"): [{"fidelity": 2.0}]}``
     gives the row "ddpm + dps fidelity=2.0"."""
     from .solvers import CLASSICAL, DIFFUSION, ESTIMATORS, PRIOR_SOLVERS, missing_capabilities, solvers_for
+    from .stretch import trained_stretched
 
     n = len(x)
     cells = []
@@ -212,6 +219,8 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
     data_id = f"{data}-{images}"
     where = "" if data == "mnist" else f"{Path(data).name or data}-{images}/"
     weights = {name: digest(prior.state_dict().values()) for name, prior in priors.items()}
+    # A prior trained on stretched images restores stretched measurements (run_prior): not the cells of before.
+    stretched = {name: {"stretch": True} if trained_stretched(prior) else {} for name, prior in priors.items()}
     for task in tasks:
         op, _ = measure(task, x[:1])
         # Prior solvers return y on noiselessly observed pixels (solvers.base.keep_observed) since
@@ -248,7 +257,7 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                                               t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k,
                                               batch, se), {**solver_settings(PRIOR_SOLVERS[solver], st, settings),
                                                            "data": data_id, "prior_weights": weights[pname],
-                                                           **observed,
+                                                           **observed, **stretched[pname],
                                                            **({"calibration": metrics.COVERAGE_RULE} if k > 1 else {})}))
     return cells
 
@@ -436,6 +445,7 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
 
     from .priors import load_prior
     from .solvers import PRIOR_SOLVERS
+    from .stretch import trained_stretched
 
     unknown = [t for t in tasks if t not in STANDARD]
     if unknown:
@@ -460,7 +470,8 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
 
     warnings = []
     for name, prior in loaded.items():
-        text = overlap_warning(prior, (x * 255).round().to(torch.uint8), "bench images", root=data_root)
+        text = overlap_warning(prior, (x * 255).round().to(torch.uint8), "bench images", root=data_root,
+                               stretched=trained_stretched(prior))
         if text:
             warnings.append(f"{name}: {text}")
     judge = None

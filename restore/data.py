@@ -206,6 +206,12 @@ def _stretch_levels(raw: np.ndarray) -> np.ndarray:
     return (((raw.astype(np.int64) - low) * 255 + span // 2) // span).astype(np.uint8)
 
 
+def stretch_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W), each with its own range mapped onto 0-255 (:func:`_stretch_levels`): what a
+    prior trained with ``restore train --stretch`` saw of 8-bit images."""
+    return torch.stack([torch.from_numpy(_stretch_levels(im.numpy())) for im in images]) if len(images) else images
+
+
 def _eight_bit(im, path: Path, stretch: bool = False):
     """The image as 8-bit PIL mode "L" (gray) or "RGB" (colour), alpha dropped, 16 bits scaled; with
     ``stretch``, 16-bit data has its own range mapped onto 0-255 instead (:func:`_stretch_levels`), so that
@@ -483,14 +489,17 @@ def _split_digests(data: str, c: int, size: int, root: str | None) -> frozenset[
     return frozenset(image_digests(train))
 
 
-def overlap_warning(prior, images: torch.Tensor, what: str, root=None) -> str | None:
+def overlap_warning(prior, images: torch.Tensor, what: str, root=None, stretched: bool = False) -> str | None:
     """A one-line warning when some of ``images`` (uint8) are in the prior's training set, or when that
-    cannot be checked; None when none of them are."""
+    cannot be checked; None when none of them are. ``stretched``: the prior was trained on each image's
+    range mapped onto 0-255 (``restore train --stretch``), so its digests are of images stretched so."""
     known = training_digests(getattr(prior, "run_info", None), getattr(prior, "folder", None),
                              tuple(prior.image_shape), root)
     if known is None:
         return (f"cannot check whether the {what} overlap the prior's training images (its folder records no "
                 f"training digests); figures on training images would flatter it")
+    if stretched:
+        images = stretch_images(images)
     shared = sum(d in known for d in image_digests(images))
     if not shared:
         return None

@@ -20,8 +20,9 @@ from .errors import RestoreError
 
 def draw_samples(prior, n: int, *, generator: torch.Generator, steps: int = 50, batch: int = 500) -> torch.Tensor:
     """n samples from any family with its cheap default: exact draws where the family has them (the Gaussian,
-    a patch mixture), DDIM for other diffusion priors, one decoder pass for latent priors, raster order for a
-    PixelCNN."""
+    a patch mixture), DDIM for other diffusion priors (``steps``, at most the prior's timesteps), one decoder
+    pass for latent priors, raster order for a PixelCNN."""
+    steps = min(steps, getattr(prior, "num_timesteps", steps))
     out = []
     for start in range(0, n, batch):
         m = min(batch, n - start)
@@ -41,9 +42,11 @@ def evaluate_prior(prior, *, data: str = "mnist", samples: int = 2000, nll_image
 
     ``data`` is mnist (features of the shipped classifier), fashion-mnist or a folder of images (features of
     an autoencoder trained on the data's training part, see :mod:`restore.features`). The test images are
-    the official test split, or for a folder the validation split that ``restore train`` makes with seed 0.
+    the official test split, or for a folder the validation split that ``restore train`` makes with seed 0;
+    for a prior trained with ``--stretch``, each with its range stretched onto 0-255 as the prior's were.
     """
-    from .data import overlap_warning, training_data
+    from .data import overlap_warning, stretch_images, training_data
+    from .stretch import trained_stretched
 
     c, h, w = prior.image_shape
     if data == "mnist" and (c, h, w) != (1, 28, 28):
@@ -52,11 +55,14 @@ def evaluate_prior(prior, *, data: str = "mnist", samples: int = 2000, nll_image
         raise RestoreError(f"the prior models {c}x{h}x{w} images; evaluation data are resized to squares")
     ds = training_data(data, size=h, channels=c, root=data_root)
     test, train = ds["val"], ds["train"]
+    stretched = trained_stretched(prior)
+    if stretched:  # a prior trained with --stretch draws images spanning 0-255: compare it with such images
+        test, train = stretch_images(test), stretch_images(train)
     if len(test) < 2:
         raise RestoreError(f"'{data}' gives {len(test)} test image(s); the distances need at least 2")
     g = torch.Generator().manual_seed(seed)
     report: dict = {"family": prior.family, "data": data, "seed": seed, "test_images": len(test)}
-    warning = overlap_warning(prior, test, "test images", root=data_root)
+    warning = overlap_warning(prior, ds["val"], "test images", root=data_root, stretched=stretched)
     if warning:
         report["warning"] = warning
     # 1. Bits/dim on the first nll_images test images, where the family has a likelihood or a bound.
@@ -71,7 +77,8 @@ def evaluate_prior(prior, *, data: str = "mnist", samples: int = 2000, nll_image
         net = classifier.load_classifier()
         report["features"] = "MNIST classifier, 128-d penultimate layer"
     else:
-        description = {"data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash")}
+        description = {"data": ds.get("name", data), "file_list_hash": ds.get("file_list_hash"),
+                       **({"stretch": True} if stretched else {})}  # a network of stretched images is another one
         net, info = features.feature_net(train, description, steps=feature_steps, folder=features_folder)
         report["features"] = (f"{info['dim']}-d bottleneck of an autoencoder trained on {len(train)} {data} training "
                               f"images for {info['steps']} steps (reconstruction MSE {info['final_mse']:.4f}; "

@@ -190,10 +190,12 @@ def method(solver: str, prior: str | None = None, steps: int | None = None, shap
     hyperparameters (they are in the settings, not in the name). A learned method's settings name the
     prior's training steps, so a retrained prior's cells are computed again. ``patches``: a diffusion prior
     used on random partitions into patches of that size (PaDIS, :mod:`restore.priors.padis`), not on the
-    whole image."""
+    whole image. A prior trained on stretched images (``restore train --stretch``) restores each measurement
+    stretched (:mod:`restore.stretch`), as the CLI does."""
     from .bench import solver_settings
     from .priors import load_prior
     from .solvers import CLASSICAL, PRIOR_SOLVERS
+    from .stretch import stretch, trained_stretched, unstretch
 
     overrides = overrides or {}
     if prior is None:
@@ -203,14 +205,18 @@ def method(solver: str, prior: str | None = None, steps: int | None = None, shap
     if model.image_shape[0] != shape[0] or not (getattr(model, "any_size", False) or model.image_shape == shape):
         return None
     fn = PRIOR_SOLVERS[solver]
+    stretching = trained_stretched(model)  # as the CLI restores with a prior trained on stretched images
     settings = {**solver_settings(fn, steps, overrides), "prior_steps": model.info().get("training_steps"),
-                **({"patches": patches} if patches else {})}
+                **({"patches": patches} if patches else {}), **({"stretch": True} if stretching else {})}
     kwargs = {**({"steps": steps} if steps is not None else {}), **overrides}
 
     def solve(y, op):
         used = model.with_patches(patches) if patches else model  # the same partitions for every image
+        if stretching:
+            y, op, record = stretch(y, op, why=f"the prior {prior!r}, trained stretched,")
         with torch.no_grad() if solver in ("tweedie", "ddrm", "ddnm", "epll", "dpir") else torch.enable_grad():
-            return fn(y, op, used, generator=torch.Generator().manual_seed(0), **kwargs).detach()
+            x_hat = fn(y, op, used, generator=torch.Generator().manual_seed(0), **kwargs).detach()
+        return unstretch(x_hat, record) if stretching else x_hat
 
     name = f"{prior}{f' (PaDIS {patches})' if patches else ''} + {solver}" + (f" {steps}" if steps is not None else "")
     return name, solve, settings

@@ -1420,3 +1420,14 @@ def test_sigterm_while_writing_leaves_no_partial_output(cli, tmp_path, images, m
 def test_a_spec_restores_only_under_its_own_task(cli, tmp_path, digit_specs):
     line = _assert_user_error(cli("denoise", digit_specs["deblur"], "-o", tmp_path / "o.png"))
     assert "describes a deblur measurement: run `restore deblur`" in line
+
+
+def test_evaluate_draws_a_ddpm_of_fewer_than_50_timesteps_with_all_of_them(ddpm_dir):
+    """draw_samples' 50 DDIM steps are capped at the prior's timesteps (a T = 20 model was refused)."""
+    from restore.evaluate import draw_samples
+    from restore.priors import load_prior
+
+    prior = load_prior(str(ddpm_dir))
+    assert prior.num_timesteps == 20
+    x = draw_samples(prior, 3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 8, 8) and 0 <= float(x.min()) and float(x.max()) <= 1

@@ -426,3 +426,33 @@ def test_a_prior_trained_with_stretch_sees_dark_images_at_full_range(tmp_path, m
     assert records[False]["operator"]["noise"]["sigma"] == 0.002  # the measurement's, not the stretched one
     y, _ = io.read_image(tmp_path / "dark.png")
     assert io.read_image(tmp_path / "out0.png")[0].max() <= y.max() + 1e-4  # mapped back to the measurement's range
+
+    # The benchmarks restore with such a prior as the CLI does: each measurement stretched by its own range
+    # (a denoised estimate then stays within it) and the cells keyed on it, so unstretched ones are not reused.
+    from restore import operators as O
+    from restore import photo_bench
+    from restore.bench import run_prior
+    from restore.priors import load_prior
+    from restore.stretch import stretch, unstretch
+    from restore.solvers import PRIOR_SOLVERS
+
+    dark = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1)) / 16 + torch.tensor([0.0, 0.5]).view(2, 1, 1, 1)
+    _, solve, settings = photo_bench.method("tweedie", str(tmp_path / "run"), shape=(1, 16, 16))
+    assert settings["stretch"] is True
+    op = O.make_operator("denoise", noise=O.GaussianNoise(0.002))
+    prior = load_prior(str(tmp_path / "run"))
+    for item in dark.split(1):
+        y = op(item, generator=torch.Generator().manual_seed(2))
+        y1, op1, record = stretch(y, op)
+        expected = unstretch(PRIOR_SOLVERS["tweedie"](y1, op1, prior).detach(), record)
+        assert torch.allclose(solve(y, op), expected, atol=1e-6)
+        assert y.min() - 1e-6 <= expected.min() and expected.max() <= y.max() + 1e-6
+        assert (PRIOR_SOLVERS["tweedie"](y, op, prior) - y).abs().max() > (expected - y).abs().max()  # unstretched
+    _, pictures = run_prior("denoise", prior, "tweedie", None, dark, None, None, 1, 8)
+    from restore.bench import measure
+
+    op, y = measure("denoise", dark)  # the bench's measurement: sigma_y 0.2 on both images, one batch
+    for i, item in enumerate(y.split(1)):
+        y1, op1, record = stretch(item, op)
+        expected = unstretch(PRIOR_SOLVERS["tweedie"](y1, op1, prior).detach(), record)
+        assert torch.allclose(pictures["x"][i : i + 1], expected, atol=1e-6)

@@ -309,7 +309,7 @@ def test_stretch_lets_a_photo_prior_restore_a_dark_12_bit_photo(cli, tmp_path):
     code, _, err = cli("denoise", tmp_path / "noisy.png", "--poisson", "100", "--stretch", "-o", tmp_path / "p.png")
     assert code == 2 and "Gaussian noise" in err and not (tmp_path / "p.png").exists()
     # A blur narrows the range of y against that of x: stretched, the estimate must still be free to leave it
-    # (a margin of STRETCH_MARGIN on each side). TV, this crop: 54.4 dB as it is, 56.7 stretched.
+    # (a margin of restore.stretch.MARGIN on each side). TV, this crop: 54.4 dB as it is, 56.7 stretched.
     code, _, err = cli("degrade", tmp_path / "clean.png", "--task", "deblur", "--kernel", "gaussian:1.5", "--noise",
                        "0.0005", "-o", tmp_path / "blurred.png")
     assert code == 0, err

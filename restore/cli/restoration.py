@@ -12,6 +12,8 @@ from typing import Optional
 import typer
 
 from ..errors import RestoreError
+from ..stretch import stretch as stretch_map
+from ..stretch import trained_stretched, unstretch
 from .app import TASKS, _threads, app
 from .common import (Boundary, Box, DEFAULT_PATCH_SOLVER, DEFAULT_PHOTO_SOLVER, DEFAULT_PRIOR_SOLVER, DEFAULT_SOLVER,
     Device, Estimate, Factor, Filter, Force, Input, Json, Kernel, LARGE_HOLE_DPIR, Mask, Noise, Output, Param, Poisson,
@@ -229,7 +231,7 @@ def _restore_classical(req: Request, out: Path) -> None:
     check_compatible(name, fn, op, CLASSICAL)
     truth = _read_reference(req.reference, shape, op)
     bits, operator_spec = _output_bits(req, depth), op.spec()  # the measurement's operator, whatever the solver sees
-    y, op, stretch = _stretched(y, op, "--stretch") if req.stretch else (y, op, None)
+    y, op, stretch = stretch_map(y, op, why="--stretch") if req.stretch else (y, op, None)
     dev = _device(req.device)
     op = op.to(dev)
     y = y.to(dev)
@@ -245,7 +247,7 @@ def _restore_classical(req: Request, out: Path) -> None:
     t0 = time.perf_counter()
     x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
     if stretch:  # back to the input's range
-        x_hat = _unstretched(x_hat, stretch)
+        x_hat = unstretch(x_hat, stretch)
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
@@ -363,68 +365,24 @@ def _report(result: dict, json_out: bool, line: str) -> None:
     report(result, json_out, line)
 
 
-def _observed_range(y, op) -> tuple[float, float]:
-    """The smallest and largest measured value (an inpainting's observed pixels only)."""
-    values = y[op.mask.expand_as(y) > 0] if hasattr(op, "mask") else y
-    return float(values.min()), float(values.max())
-
-
 def _narrow_range(y, op) -> str | None:
     """A note for a measurement whose values span under a quarter of [0, 1] (a 12-bit camera's image in a
     16-bit file spans a sixteenth), which a learned prior of full-range photographs misreads."""
+    from ..stretch import observed_range
+
     if y.dim() != 4:  # compressed sensing: y holds projections, not pixel values
         return None
-    low, high = _observed_range(y, op)
+    low, high = observed_range(y, op)
     if high - low < 0.25:
         return (f"the image's values span only [{low:.4f}, {high:.4f}] of [0, 1]: a learned prior expects the full "
                 "range, so --stretch (map the range to [0, 1] and back) may restore it far better")
     return None
 
 
-#: Share of [0, 1] left free below and above a stretched measurement's range when A is not the identity:
-#: blur, downsampling and holes narrow the range of y against that of x, whose estimate must fit.
-STRETCH_MARGIN = 0.1
-
-
-def _stretched(y, op, why: str):
-    """(y', op', stretch) with the measurement's observed range [low, high] mapped onto [m, 1 - m] (m = 0
-    for denoising, else STRETCH_MARGIN): x' = m + (x - low) / scale with scale = (high - low) / (1 - 2 m)
-    is measured as y' = (y - A(low)) / scale + A(m) = A x' + n / scale for any linear A, so the Gaussian
-    noise level is divided by scale too; the estimate maps back as low + scale (x' - m). ``why`` names
-    what asked for it, for the errors."""
-    import torch
-
-    from ..operators import LinearOperator, from_spec
-
-    spec = op.spec()
-    noise = spec.get("noise")
-    if not isinstance(op, LinearOperator) or y.dim() != 4:
-        raise RestoreError(f"{why} maps an image's values, so it needs a linear operator on images, not {op.name}")
-    if noise is not None and noise.get("type") != "gaussian":
-        raise RestoreError(f"{why} needs Gaussian noise (or none): Poisson noise depends on the intensity scale")
-    low, high = _observed_range(y, op)
-    if high - low < 1e-4:  # about 6 levels of a 16-bit file
-        raise RestoreError(f"{why} needs a measurement whose values span at least 1e-4; they span "
-                           f"[{low:.6g}, {high:.6g}]")
-    margin = 0.0 if getattr(op, "identity", False) else STRETCH_MARGIN
-    scale = (high - low) / (1 - 2 * margin)
-    if noise is not None:
-        spec["noise"] = {**noise, "sigma": noise["sigma"] / scale}
-    stretched = from_spec(spec, op.arrays())
-    shape = op.input_shape(tuple(y.shape))
-    y_new = (y - op.A(torch.full(shape, low, dtype=y.dtype))) / scale + op.A(torch.full(shape, margin, dtype=y.dtype))
-    return y_new, stretched, {"low": low, "scale": scale, "margin": margin}
-
-
 def _output_bits(req: Request, depth: int) -> int:
     """The bit depth of the restored PNG: ``--bits``, else ``depth``, that of the input image (16 for a 16-bit
     PNG or gray TIFF, so a 12-bit camera's levels survive) or of the image a measurement spec was made from."""
     return depth if req.bits == "auto" else int(req.bits)
-
-
-def _unstretched(x, stretch: dict):
-    """An estimate (or samples) of the stretched problem back in the measurement's range: low + scale (x' - m)."""
-    return (stretch["low"] + stretch["scale"] * (x - stretch["margin"])).clamp(0, 1)
 
 
 def _restore_with_prior(req: Request, out: Path) -> None:
@@ -471,13 +429,13 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(req.reference, shape, op)
     bits, operator_spec = _output_bits(req, depth), op.spec()  # the measurement's operator, whatever the solver sees
-    trained_stretched = bool((getattr(model, "run_info", None) or {}).get("stretch"))
-    if trained_stretched and req.stretch is None:
+    trained = trained_stretched(model)
+    if trained and req.stretch is None:
         notes.append(f"the prior {prior!r} was trained on images stretched to [0, 1]: stretching this one too "
                      "(--no-stretch to not)")
     why = "--stretch" if req.stretch else f"the prior {prior!r}, trained stretched,"
-    stretching = req.stretch if req.stretch is not None else trained_stretched
-    y, op, stretch = _stretched(y, op, why) if stretching else (y, op, None)
+    stretching = req.stretch if req.stretch is not None else trained
+    y, op, stretch = stretch_map(y, op, why=why) if stretching else (y, op, None)
     if not stretch and req.stretch is None and (narrow := _narrow_range(y, op)):
         notes.append(narrow)
     steps = _solver_steps(fn, name, req.steps, default_steps, getattr(model, "num_timesteps", None))
@@ -487,7 +445,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     t0 = time.perf_counter()
     x = _draw(fn, name, y.to(dev), op.to(dev), counted, samples, steps, hyper, seed, dev)
     if stretch:  # back to the input's range: samples, their mean and their spread
-        x = _unstretched(x, stretch)
+        x = unstretch(x, stretch)
     seconds = time.perf_counter() - t0
     x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
     result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
