@@ -212,6 +212,28 @@ def stretch_images(images: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.from_numpy(_stretch_levels(im.numpy())) for im in images]) if len(images) else images
 
 
+def _deep_colour(path: Path) -> np.ndarray | None:
+    """A 16-bit colour or gray + alpha PNG's integer samples (H, W, 3) or (H, W, 1), alpha dropped, upright;
+    None for any other file (PIL reads those at their full depth, or they have 8 bits)."""
+    from .io import _deep_png, _png_header
+
+    with open(path, "rb") as f:
+        if _png_header(f.read(26)) not in ((16, 2), (16, 4), (16, 6)):
+            return None
+    data = path.read_bytes()
+    pixels, _ = _deep_png(path, data, _open_image(path, data))
+    return np.rint(pixels.astype(np.float64) * 65535).astype(np.int64)
+
+
+def _gray16(samples: np.ndarray) -> np.ndarray:
+    """(H, W, 3) integer samples to (H, W) gray with the ITU-R BT.601 luma weights and rounding of PIL's
+    "L" conversion, at the samples' own depth; (H, W, 1) as it is."""
+    if samples.shape[2] == 1:
+        return samples[:, :, 0]
+    r, g, b = (samples[:, :, k].astype(np.int64) for k in range(3))
+    return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
+
+
 def _eight_bit(im, path: Path, stretch: bool = False):
     """The image as 8-bit PIL mode "L" (gray) or "RGB" (colour), alpha dropped, 16 bits scaled; with
     ``stretch``, 16-bit data has its own range mapped onto 0-255 instead (:func:`_stretch_levels`), so that
@@ -599,7 +621,13 @@ def read_images(folder: str | os.PathLike, *, channels: int | None = None, files
         path = folder / rel
         im = _open_image(path)
         kind = _kind(im, path, rel, channels, kinds, folder)
-        pixels = np.asarray(_to_channels(_eight_bit(im, path, stretch), channels or (1 if kind == "gray" else 3)))
+        c = channels or (1 if kind == "gray" else 3)
+        deep = _deep_colour(path) if stretch else None
+        if deep is not None:  # PIL keeps 8 of a colour PNG's 16 bits: stretch the 16-bit samples instead
+            pixels = _stretch_levels(_gray16(deep) if c == 1 else deep if deep.shape[2] == 3 else deep[:, :, 0])
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2) if c == 3 and pixels.ndim == 2 else pixels
+        else:
+            pixels = np.asarray(_to_channels(_eight_bit(im, path, stretch), c))
         if stretch:  # the range of what is trained on, after any colour-to-gray conversion (as restoring sees it)
             pixels = _stretch_levels(pixels)
         # (H, W) or (H, W, 3) -> (C, H, W)

@@ -272,3 +272,23 @@ def test_training_data_folder_and_errors(tmp_path, monkeypatch):
         training_data("nonexistent")
     assert str(info.value) == ("unknown dataset 'nonexistent': use mnist, fashion-mnist, train400, bsds400, set12, bsd68, "
                                "cbsd68 or a folder of images")
+
+
+@pytest.mark.parametrize("channels", [None, 1, 3])
+def test_stretched_training_keeps_the_levels_of_a_16_bit_colour_png(tmp_path, channels):
+    """PIL reads a 16-bit colour PNG at 8 bits: unscaled 12-bit colour data (0-4095) would keep 16 levels per
+    channel, which --stretch could only spread apart. The 16-bit samples are stretched instead (after the
+    conversion to gray where asked), so about 256 levels remain."""
+    from restore.data import read_images
+    from restore.io import write_png
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(100, 4000, (1, 3, 20, 24)) / 65535).float()
+    (tmp_path / "f").mkdir()
+    write_png(tmp_path / "f" / "dark.png", x, bits=16)
+    (image,), _ = read_images(tmp_path / "f", channels=channels, stretch=True)
+    assert image.shape[0] == (channels or 3)
+    assert int(image.min()) == 0 and int(image.max()) == 255
+    assert len(torch.unique(image)) > 150  # 16 without the 16-bit samples
+    (plain,), _ = read_images(tmp_path / "f", channels=channels)
+    assert int(plain.max()) <= 16  # without --stretch: 8 bits of the full 16-bit range, as before
