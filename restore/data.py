@@ -212,17 +212,31 @@ def stretch_images(images: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.from_numpy(_stretch_levels(im.numpy())) for im in images]) if len(images) else images
 
 
-def _deep_colour(path: Path) -> np.ndarray | None:
-    """A 16-bit colour or gray + alpha PNG's integer samples (H, W, 3) or (H, W, 1), alpha dropped, upright;
-    None for any other file (PIL reads those at their full depth, or they have 8 bits)."""
-    from .io import _deep_png, _png_header
+def _deep_samples(path: Path) -> np.ndarray | None:
+    """The integer samples (H, W, 3) or (H, W, 1), alpha dropped, upright, of a 16-bit colour or gray + alpha
+    PNG or TIFF, which PIL reads at 8 bits (a planar TIFF wrongly; a gray + alpha TIFF not at all); None
+    for any other file (PIL reads those at their full depth, or they have 8 bits)."""
+    from .io import _TIFF_SIGNATURES, _deep_png, _deep_tiff, _png_header
 
     with open(path, "rb") as f:
-        if _png_header(f.read(26)) not in ((16, 2), (16, 4), (16, 6)):
-            return None
+        head = f.read(26)
+    tiff = head[:4] in _TIFF_SIGNATURES
+    if not tiff and _png_header(head) not in ((16, 2), (16, 4), (16, 6)):
+        return None
     data = path.read_bytes()
-    pixels, _ = _deep_png(path, data, _open_image(path, data))
-    return np.rint(pixels.astype(np.float64) * 65535).astype(np.int64)
+    deep = _deep_tiff(path, data) if tiff else _deep_png(path, data, _open_image(path, data))
+    return None if deep is None else np.rint(deep[0].astype(np.float64) * 65535).astype(np.int64)
+
+
+def _eight_bit_samples(samples: np.ndarray, c: int, stretch: bool = False):
+    """16-bit integer samples (H, W, S) as an 8-bit PIL image of c channels: converted to gray at 16 bits
+    (:func:`_gray16`), then their range stretched onto 0-255 (``stretch``) or v * 255 / 65535 rounded, as
+    16-bit gray files are."""
+    from PIL import Image
+
+    plane = _gray16(samples) if c == 1 or samples.shape[2] == 1 else samples
+    eight = _stretch_levels(plane) if stretch else ((plane * 255 + 32767) // 65535).astype(np.uint8)
+    return _to_channels(Image.fromarray(eight), c)
 
 
 def _gray16(samples: np.ndarray) -> np.ndarray:
@@ -263,15 +277,15 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _kind(im, path: Path, rel: str, channels: int | None, kinds: dict[str, str], root: Path) -> str:
-    """"gray" or "colour" for a decoded image; records the first file of each kind in ``kinds`` and refuses a
-    folder that mixes them when ``channels`` does not say what to convert to."""
-    if im.mode in _GRAY_MODES:
+def _kind(mode: str, path: Path, rel: str, channels: int | None, kinds: dict[str, str], root: Path) -> str:
+    """"gray" or "colour" for a decoded image of PIL mode ``mode``; records the first file of each kind in
+    ``kinds`` and refuses a folder that mixes them when ``channels`` does not say what to convert to."""
+    if mode in _GRAY_MODES:
         kind = "gray"
-    elif im.mode in _COLOUR_MODES:
+    elif mode in _COLOUR_MODES:
         kind = "colour"
     else:
-        raise RestoreError(f"cannot read image '{path}': unsupported image mode '{im.mode}'")
+        raise RestoreError(f"cannot read image '{path}': unsupported image mode '{mode}'")
     kinds.setdefault(kind, rel)
     if channels is None and len(kinds) == 2:
         raise RestoreError(
@@ -377,10 +391,13 @@ def load_folder(
     with tqdm(files, desc="reading images", unit="image", disable=show) as bar:
         for i, (rel, _) in enumerate(bar):
             path = root / rel
-            im = _open_image(path)
-            kind = _kind(im, path, rel, channels, kinds, root)
+            deep = _deep_samples(path)  # a 16-bit colour or gray + alpha file, else PIL's reading
+            im = None if deep is not None else _open_image(path)
+            kind = _kind(im.mode if im is not None else "RGB" if deep.shape[2] == 3 else "L", path, rel, channels,
+                         kinds, root)
             c = channels or (1 if kind == "gray" else 3)
-            picture = _to_channels(_square(_eight_bit(im, path), size), c)
+            picture = (_square(_eight_bit_samples(deep, c), size) if deep is not None
+                       else _to_channels(_square(_eight_bit(im, path), size), c))
             if not parts:
                 parts[False] = np.empty((n - n_val, c, size, size), np.uint8)
                 parts[True] = np.empty((n_val, c, size, size), np.uint8)
@@ -619,15 +636,13 @@ def read_images(folder: str | os.PathLike, *, channels: int | None = None, files
     show = None if len(files) > _PROGRESS_MIN_FILES else True
     for rel in tqdm(files, desc="reading images", unit="image", disable=show):
         path = folder / rel
-        im = _open_image(path)
-        kind = _kind(im, path, rel, channels, kinds, folder)
+        deep = _deep_samples(path)  # a 16-bit colour or gray + alpha file: its 16 bits, stretched if asked
+        im = None if deep is not None else _open_image(path)
+        kind = _kind(im.mode if im is not None else "RGB" if deep.shape[2] == 3 else "L", path, rel, channels,
+                     kinds, folder)
         c = channels or (1 if kind == "gray" else 3)
-        deep = _deep_colour(path) if stretch else None
-        if deep is not None:  # PIL keeps 8 of a colour PNG's 16 bits: stretch the 16-bit samples instead
-            pixels = _stretch_levels(_gray16(deep) if c == 1 else deep if deep.shape[2] == 3 else deep[:, :, 0])
-            pixels = np.repeat(pixels[:, :, None], 3, axis=2) if c == 3 and pixels.ndim == 2 else pixels
-        else:
-            pixels = np.asarray(_to_channels(_eight_bit(im, path, stretch), c))
+        picture = _eight_bit_samples(deep, c, stretch) if deep is not None else _to_channels(_eight_bit(im, path, stretch), c)
+        pixels = np.asarray(picture)
         if stretch:  # the range of what is trained on, after any colour-to-gray conversion (as restoring sees it)
             pixels = _stretch_levels(pixels)
         # (H, W) or (H, W, 3) -> (C, H, W)

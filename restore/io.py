@@ -183,16 +183,21 @@ def _png_header(head: bytes) -> tuple:
 
 
 def bit_depth(path: str | os.PathLike) -> int:
-    """16 for an image file with 16 bits per sample (a 16-bit PNG, gray or colour, or a 16-bit gray TIFF),
+    """16 for an image file with 16 bits per sample (a 16-bit PNG or TIFF, gray or colour),
     else 8 (also for a file that cannot be read: read_image refuses it, with the reason): the depth in
     which ``restore`` writes what it restores from that file."""
     from PIL import Image
 
     try:
         with open(path, "rb") as f:
-            header = _png_header(f.read(26))
-        if header:
+            head = f.read(26)
+        if header := _png_header(head):
             return 16 if header[0] == 16 else 8
+        if head[:4] in _TIFF_SIGNATURES:  # PIL calls a 16-bit colour TIFF "RGB", and cannot open gray + alpha
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return 16 if tif.pages[0].bitspersample == 16 else 8
         with Image.open(path) as im:
             return 16 if im.mode.startswith("I;16") or im.mode == "I" else 8
     except Exception:
@@ -227,6 +232,57 @@ def _deep_png(path: Path, data: bytes, im) -> tuple[np.ndarray, np.ndarray | Non
     elif isinstance(key, tuple) and len(key) == 3:  # this RGB value is transparent
         alpha = (raw != np.asarray(key, dtype=np.float32)).any(axis=2).astype(np.float32)
     return raw / np.float32(65535), alpha
+
+
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little, big endian; BigTIFF
+
+
+def _deep_tiff(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A TIFF (its bytes ``data``) of 16-bit unsigned samples with more than one per pixel (RGB, RGBA, gray +
+    alpha) as _pixels returns an image, at its full precision, upright by its Orientation tag. PIL reads such
+    colour at 8 bits (a planar one wrongly) and gray + alpha not at all, so tifffile reads them. None for
+    any other file, and where tifffile is missing or cannot decode the file: PIL's reading then stands, and
+    for a compression that tifffile needs the imagecodecs package for (LZW) a RestoreWarning says so."""
+    import warnings
+    from io import BytesIO
+
+    from PIL import Image
+
+    from .errors import RestoreWarning
+
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(BytesIO(data)) as tif:
+            page = tif.pages[0]
+            photometric, extras = int(page.photometric), [int(e) for e in page.extrasamples]
+            if (page.bitspersample != 16 or page.samplesperpixel < 2 or page.dtype != np.uint16
+                    or (photometric, page.samplesperpixel - len(extras)) not in ((1, 1), (2, 3))):
+                return None  # 8 bits, one sample (PIL keeps 16), or not gray or RGB: PIL's reading
+            if page.shape[page.axes.index("Y")] * page.shape[page.axes.index("X")] > Image.MAX_IMAGE_PIXELS:
+                raise RestoreError(f"cannot read image '{path}': it has more than {Image.MAX_IMAGE_PIXELS} pixels; "
+                                   "restore reads images of at most that many (crop or tile it first)")
+            orientation = page.tags.get(274)
+            samples = page.asarray()
+    except RestoreError:
+        raise
+    except Exception as exc:  # a compression without its codec, or a file tifffile cannot parse
+        if "imagecodecs" in str(exc):
+            warnings.warn(f"'{path}' is read at 8 bits: decoding its 16-bit samples ({_one_line(exc)}) needs the "
+                          "imagecodecs package (pip install imagecodecs)", RestoreWarning, stacklevel=3)
+        return None
+    raw = samples if page.axes.endswith("S") else np.moveaxis(samples, 0, -1)  # (H, W, S) from YXS or SYX
+    raw = _UPRIGHT.get(orientation.value if orientation is not None else 1, lambda a: a)(raw)
+    raw = raw.astype(np.float32) / np.float32(65535)
+    colours = raw.shape[2] - len(extras)
+    pixels, alpha = raw[:, :, :colours], None
+    if extras and extras[0] in (1, 2):  # the first extra sample is alpha: associated (premultiplied) or not
+        alpha = raw[:, :, colours]
+        if extras[0] == 1:
+            pixels = np.where(alpha[:, :, None] > 0, pixels / np.maximum(alpha, 1e-12)[:, :, None], 0).clip(0, 1)
+    return np.ascontiguousarray(pixels), alpha
 
 
 def _pixels(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -286,11 +342,15 @@ def read_image(
         raise RestoreError(f"cannot read image '{path}': permission denied") from None
     except OSError as exc:
         raise RestoreError(f"cannot read image '{path}': {_one_line(exc)}") from None
-    im = _open_image(path, data)  # also what refuses a broken file or a decompression bomb
-    if _png_header(data[:26]) in ((16, 2), (16, 4), (16, 6)):  # PIL would read these at 8 bits
-        pixels, alpha = _deep_png(path, data, im)
+    deep = _deep_tiff(path, data) if data[:4] in _TIFF_SIGNATURES else None
+    if deep is not None:  # a 16-bit colour or gray + alpha TIFF
+        pixels, alpha = deep
     else:
-        pixels, alpha = _pixels(im, path)
+        im = _open_image(path, data)  # also what refuses a broken file or a decompression bomb
+        if _png_header(data[:26]) in ((16, 2), (16, 4), (16, 6)):  # PIL would read these at 8 bits
+            pixels, alpha = _deep_png(path, data, im)
+        else:
+            pixels, alpha = _pixels(im, path)
 
     image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
     if mode == "L" and image.shape[1] == 3:

@@ -101,6 +101,80 @@ def test_16bit_colour_png_is_turned_upright_as_8bit_files_are(tmp_path, orientat
     assert alpha is not None and torch.equal(alpha[0, 0] == 0, transparent) and transparent.sum() >= 1
 
 
+@pytest.mark.parametrize("layout", ["contig", "separate", "zlib"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_16bit_colour_tiff_is_read_at_16_bits_and_turned_upright(tmp_path, layout, orientation):
+    """PIL reads a 16-bit RGB TIFF at 8 bits, and a planar one (one plane per channel) as a wrong picture;
+    tifffile reads it exactly, and its Orientation tag turns it as PIL turns the same picture in 8 bits."""
+    import tifffile
+
+    pixels = (_on_grid(_rand(5, 7, 3), 255).numpy() * 255).astype(np.uint16) * 257  # 8-bit values on 16 bits
+    tag = [(274, "H", 1, orientation, True)]
+    stored = pixels.transpose(2, 0, 1) if layout == "separate" else pixels  # (3, H, W) planes or (H, W, 3)
+    tifffile.imwrite(tmp_path / "c16.tif", stored, photometric="rgb", extratags=tag,
+                     planarconfig="separate" if layout == "separate" else "contig",
+                     compression="zlib" if layout == "zlib" else None)
+    tifffile.imwrite(tmp_path / "c8.tif", (pixels // 257).astype(np.uint8), photometric="rgb", extratags=tag)
+    y16, alpha = read_image(tmp_path / "c16.tif")
+    y8, _ = read_image(tmp_path / "c8.tif")  # PIL's reading, EXIF orientation applied
+    assert alpha is None and bit_depth(tmp_path / "c16.tif") == 16 and bit_depth(tmp_path / "c8.tif") == 8
+    torch.testing.assert_close(y16, y8, atol=1e-6, rtol=0)
+    fine = (_rand(4, 6, 3, seed=2).numpy() * 65535).round().astype(np.uint16)  # all 16 bits used
+    tifffile.imwrite(tmp_path / "fine.tif", fine, photometric="rgb")
+    y, _ = read_image(tmp_path / "fine.tif")
+    assert torch.equal((y[0] * 65535).round().permute(1, 2, 0), torch.from_numpy(fine.astype(np.float32)))
+
+
+@pytest.mark.parametrize("extra", ["unassalpha", "assocalpha"])
+def test_16bit_tiffs_with_alpha(tmp_path, extra):
+    """RGBA (premultiplied or not) and gray + alpha (which PIL cannot open) TIFFs of 16-bit samples."""
+    import tifffile
+
+    colour, a = _rand(6, 5, 3).numpy(), 0.2 + 0.8 * _rand(6, 5, 1, seed=1).numpy()
+    stored = colour * a if extra == "assocalpha" else colour  # associated alpha: colour stored premultiplied
+    tifffile.imwrite(tmp_path / "rgba.tif", (np.concatenate([stored, a], 2) * 65535).round().astype(np.uint16),
+                     photometric="rgb", extrasamples=[extra])
+    y, alpha = read_image(tmp_path / "rgba.tif")
+    assert y.shape == (1, 3, 6, 5) and alpha.shape == (1, 1, 6, 5)
+    torch.testing.assert_close(alpha[0, 0], torch.from_numpy(a[:, :, 0]).float(), atol=1 / 65535, rtol=0)
+    torch.testing.assert_close(y[0].permute(1, 2, 0), torch.from_numpy(colour).float(), atol=1e-4, rtol=0)
+    tifffile.imwrite(tmp_path / "la.tif", (np.concatenate([colour[:, :, :1], a], 2) * 65535).round().astype(np.uint16),
+                     photometric="minisblack", extrasamples=[extra])
+    y, alpha = read_image(tmp_path / "la.tif")
+    assert y.shape == (1, 1, 6, 5) and alpha.shape == (1, 1, 6, 5) and bit_depth(tmp_path / "la.tif") == 16
+
+
+def test_a_16bit_tiff_that_needs_imagecodecs_is_read_at_8_bits_with_a_note(tmp_path, monkeypatch):
+    """LZW (among others) needs the imagecodecs package, which restore does not require: PIL's 8 bits then,
+    and a RestoreWarning that says so; the command line prints it as one line."""
+    import subprocess
+    import sys
+
+    import tifffile
+
+    from restore.errors import RestoreWarning
+
+    pixels = (_rand(4, 6, 3).numpy() * 65535).round().astype(np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", pixels, photometric="rgb")
+
+    def needs_codecs(self, *args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    with monkeypatch.context() as m:
+        m.setattr(tifffile.TiffPage, "asarray", needs_codecs)
+        with pytest.warns(RestoreWarning, match="read at 8 bits.*imagecodecs"):
+            y, _ = read_image(tmp_path / "c.tif")
+    assert torch.equal((y[0] * 255).round().permute(1, 2, 0), torch.from_numpy((pixels >> 8).astype(np.float32)))
+    script = ("import sys, warnings, tifffile\n"
+              "from restore.cli.app import _notes_as_one_line\n"
+              "from restore.errors import RestoreWarning\n"
+              "_notes_as_one_line()\n"
+              "warnings.warn('read at 8 bits', RestoreWarning)\n"
+              "warnings.warn('other', UserWarning)\n")
+    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stderr.splitlines()
+    assert err[0] == "note: read at 8 bits" and "UserWarning: other" in err[1]
+
+
 def test_bit_depth_of_image_files(tmp_path):
     gray = (_rand(6, 5).numpy() * 65535).astype(np.uint16)
     Image.fromarray(gray).save(tmp_path / "g16.tif")

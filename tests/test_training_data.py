@@ -292,3 +292,24 @@ def test_stretched_training_keeps_the_levels_of_a_16_bit_colour_png(tmp_path, ch
     assert len(torch.unique(image)) > 150  # 16 without the 16-bit samples
     (plain,), _ = read_images(tmp_path / "f", channels=channels)
     assert int(plain.max()) <= 16  # without --stretch: 8 bits of the full 16-bit range, as before
+
+
+def test_a_planar_16_bit_colour_tiff_trains_as_the_picture_it_holds(tmp_path):
+    """PIL reads a 16-bit RGB TIFF stored one plane per channel as a wrong picture, and a 16-bit gray + alpha
+    TIFF not at all; training reads both through tifffile, at 8 bits rounded as 16-bit gray files are."""
+    import tifffile
+
+    from restore.data import read_images
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 65536, (12, 10, 3)).astype(np.uint16)
+    (tmp_path / "f").mkdir()
+    tifffile.imwrite(tmp_path / "f" / "planar.tif", pixels.transpose(2, 0, 1), photometric="rgb", planarconfig="separate")
+    (image,), _ = read_images(tmp_path / "f")
+    expected = (pixels.astype(np.int64) * 255 + 32767) // 65535
+    assert np.array_equal(image.numpy(), expected.transpose(2, 0, 1))
+    ds = load_folder(tmp_path / "f", size=10, val_fraction=0.0)  # centre-cropped to 10x10, nothing to resize
+    assert np.array_equal(ds["train"][0].numpy(), expected[1:11].transpose(2, 0, 1))
+    tifffile.imwrite(tmp_path / "f" / "planar.tif", pixels[:, :, :2], photometric="minisblack", extrasamples=["unassalpha"])
+    (gray,), _ = read_images(tmp_path / "f")
+    assert np.array_equal(gray[0].numpy(), expected[:, :, 0])

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from ..errors import RestoreError
+from ..errors import RestoreError, RestoreWarning
 
 
 app = typer.Typer(
@@ -42,6 +42,25 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def _notes_as_one_line() -> None:
+    """Show a RestoreWarning as one line on stderr ("note: ..."), without Python's source location; other
+    warnings as before."""
+    import warnings
+
+    if getattr(warnings.showwarning, "restore_notes", False):
+        return
+    shown = warnings.showwarning
+
+    def note(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RestoreWarning):
+            print(f"note: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    note.restore_notes = True
+    warnings.showwarning = note
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     import os
@@ -62,6 +81,7 @@ def main() -> None:
 
     if threading.current_thread() is threading.main_thread():  # handlers can only be installed there
         signal.signal(signal.SIGTERM, terminated)
+    _notes_as_one_line()
     try:
         # standalone_mode=False: usage errors come here as exceptions instead of a framed message box.
         code = app(prog_name="restore", standalone_mode=False)
