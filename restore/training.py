@@ -220,17 +220,36 @@ def _scalars(out) -> tuple[torch.Tensor, dict[str, float]]:
     return out, {"loss": float(out.detach())}
 
 
-def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bool = False) -> torch.Tensor:
-    """A batch drawn with replacement, as floats in [0, 1]; with ``flip``, each image is mirrored
-    left-right with probability 1/2. A :class:`restore.data.PatchSet` draws its own random patches."""
+def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bool = False,
+           device: torch.device | str = "cpu") -> torch.Tensor:
+    """A batch drawn with replacement, as floats in [0, 1] on ``device``; with ``flip``, each image is mirrored
+    left-right with probability 1/2. A :class:`restore.data.PatchSet` draws its own random patches. The
+    draws come from ``generator`` whatever the device; the images travel as uint8 (a quarter of the bytes)
+    and become floats, and are flipped, on the device."""
     if hasattr(images, "crops"):
-        return images.batch(size, generator)
+        return images.batch(size, generator, device=device)
     idx = torch.randint(len(images), (size,), generator=generator)
-    x = images[idx].float() / 255
+    x = images[idx].to(device).float() / 255
     if flip:
-        mirror = torch.rand(size, generator=generator) < 0.5
+        mirror = (torch.rand(size, generator=generator) < 0.5).to(device)
         x[mirror] = x[mirror].flip(-1)
     return x
+
+
+def randn_on(shape, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Standard normal samples of ``shape`` on ``device``: from ``generator`` on the CPU; elsewhere from a
+    generator on the device seeded by one draw of ``generator``, so a seed still gives the same batch there.
+    Drawn on the CPU and copied, the 3.1 M normals of a batch of 256 colour 64x64 patches took 33 ms on one
+    core of the project's CPU, about half of what a training step took on an H200 (benchmarks/results/ddpm_photo/gpu.md)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.randn(shape, generator=generator)
+    return _randn_from_seed(shape, int(torch.randint(2**62, (1,), generator=generator)), device)
+
+
+def _randn_from_seed(shape, seed: int, device: torch.device) -> torch.Tensor:
+    """Standard normal samples of ``shape`` drawn on ``device`` by a generator there seeded with ``seed``."""
+    return torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
 
 
 def train(
@@ -326,7 +345,7 @@ def train(
             logged: dict[str, float] = {}
             for phase, opt in zip(phases, opts):
                 for _ in range(phase.repeats):
-                    x = _batch(train_images, per_rank, g, flip).to(d.device)
+                    x = _batch(train_images, per_rank, g, flip, device=d.device)
                     with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
                         loss, values = _scalars(phase.loss_fn(net, x, g, step))
                     rate = lr * min(1.0, (step + 1) / warmup) if warmup else lr
@@ -551,7 +570,7 @@ def validation_loss(model, loss_fn, images: torch.Tensor, batch_size: int, seed:
     totals: dict[str, float] = {}
     for i in range(batches):
         g = torch.Generator().manual_seed(10_000_019 + seed + i)
-        out = loss_fn(model, _batch(images, batch_size, g).to(device), g, None)
+        out = loss_fn(model, _batch(images, batch_size, g, device=device), g, None)
         for k, v in _scalars(out)[1].items():
             totals[k] = totals.get(k, 0.0) + v / batches
     return totals if isinstance(out, dict) else totals["loss"]

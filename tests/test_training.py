@@ -181,6 +181,28 @@ def test_flip_mirrors_about_half_the_batch():
     assert plain[:, 0, :, 0].eq(1).all()
 
 
+def test_batches_and_noise_for_a_device_come_from_the_same_draws(monkeypatch):
+    """On an accelerator the patches are made floats, flipped and turned there, and eps is drawn there from a
+    generator seeded by the CPU generator (3 M normals took 33 ms on a CPU core): the draws must not depend on
+    where they land, and a seed must still fix the batch. Checked on the CPU, whose path the others share."""
+    from restore.data import PatchSet
+
+    images = [torch.randint(0, 256, (3, 40 + i, 50), generator=torch.Generator().manual_seed(i), dtype=torch.uint8)
+              for i in range(3)]
+    patches = PatchSet(images, 16)
+    a = patches.batch(64, torch.Generator().manual_seed(1))
+    b = training._batch(patches, 64, torch.Generator().manual_seed(1), device=torch.device("cpu"))
+    assert torch.equal(a, b) and a.shape == (64, 3, 16, 16)
+    crops = patches.crops(64, torch.Generator().manual_seed(1)).float() / 255  # the same crops, unturned
+    assert torch.equal(torch.sort(a.flatten(1), dim=1)[0], torch.sort(crops.flatten(1), dim=1)[0])
+    # eps: from the CPU generator on the CPU (as before); elsewhere from a generator there, seeded by it.
+    cpu = torch.device("cpu")
+    assert torch.equal(training.randn_on((4, 3), torch.Generator().manual_seed(5), cpu),
+                       torch.randn((4, 3), generator=torch.Generator().manual_seed(5)))
+    e1, e2 = (training._randn_from_seed((4, 3), 7, cpu) for _ in range(2))
+    assert torch.equal(e1, e2) and e1.device == cpu and not torch.equal(e1, training._randn_from_seed((4, 3), 8, cpu))
+
+
 def test_resume_of_a_checkpoint_without_minutes_takes_them_from_the_log(tmp_path):
     _run(tmp_path / "run", 3)
     index = tmp_path / "run" / "checkpoint" / "checkpoint.json"
