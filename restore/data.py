@@ -315,7 +315,10 @@ def _own_size(root: Path, files) -> int:
             with Image.open(root / rel) as im:
                 sizes.add(min(im.size))
         except OSError:
-            continue  # reading it later gives the error
+            deep = _deep_samples(root / rel) if (root / rel).suffix.lower() in (".tif", ".tiff") else None
+            if deep is None:  # not a 16-bit gray + alpha TIFF, which PIL cannot open: reading it later gives the error
+                continue
+            sizes.add(min(deep.shape[:2]))
         if len(sizes) > 1:
             raise RestoreError(f"the images in '{root}' have different sizes (shorter sides {min(sizes)} and "
                                f"{max(sizes)} at least): give --size S to resize each (shorter side S, centre crop), "

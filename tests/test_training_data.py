@@ -313,3 +313,4 @@ def test_a_planar_16_bit_colour_tiff_trains_as_the_picture_it_holds(tmp_path):
     tifffile.imwrite(tmp_path / "f" / "planar.tif", pixels[:, :, :2], photometric="minisblack", extrasamples=["unassalpha"])
     (gray,), _ = read_images(tmp_path / "f")
     assert np.array_equal(gray[0].numpy(), expected[:, :, 0])
+    assert training_data(str(tmp_path / "f"), val_fraction=0.0)["train"].shape == (1, 1, 10, 10)  # its own size
