@@ -57,9 +57,10 @@ class Cell:
     figures: dict = field(default_factory=dict)
 
 
-def bench_images(data: str, n: int, root=None, shape=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def bench_images(data: str, n: int, root=None, shape=None, stretch: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The first n test images of MNIST / Fashion-MNIST (with labels), or of a folder (sorted, resized
-    to ``shape`` (C, H, W), no labels)."""
+    to ``shape`` (C, H, W), no labels); ``stretch``: each with its range mapped onto [0, 1], as a prior
+    trained with ``--stretch`` saw its images."""
     from . import data as datasets
 
     if data in ("mnist", "fashion-mnist"):
@@ -68,7 +69,7 @@ def bench_images(data: str, n: int, root=None, shape=None) -> tuple[torch.Tensor
     if not folder.is_dir():
         raise RestoreError(f"--data must be mnist, fashion-mnist or a folder of images, got {data!r}")
     c, size = (shape[0], shape[1]) if shape is not None else (None, 64)
-    ds = datasets.load_folder(folder, size=size, channels=c, val_fraction=0.0)
+    ds = datasets.load_folder(folder, size=size, channels=c, val_fraction=0.0, stretch=stretch)
     images = ds["train"][:n]
     if len(images) < n:
         raise RestoreError(f"'{folder}' has {len(images)} images; -n asks for {n}")
@@ -121,7 +122,8 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, sett
     outs = []
     t0 = time.perf_counter()
     for start in range(0, len(x), per):
-        yy, op_used, record = stretch(y[start : start + 1], op) if stretching else (y[start : start + per], op, None)
+        yy, op_used, record = (stretch(y[start : start + 1], op, why=f"bench image {start + 1}: the prior, trained "
+                                       "stretched,") if stretching else (y[start : start + per], op, None))
         yy = yy.repeat_interleave(samples, 0)
         g = torch.Generator().manual_seed(1000 + start)
         kwargs = {**({"steps": steps} if steps is not None else {}), **(settings or {})}
@@ -460,7 +462,11 @@ def run_bench(*, data: str, tasks: list[str], priors: list[str], solvers: list[s
     if not out.parent.is_dir():
         raise RestoreError(f"cannot create '{out}': '{out.parent}' does not exist")
     loaded = {p: load_prior(p) for p in priors}
-    x, labels = bench_images(data, n, data_root, next(iter(loaded.values())).image_shape if loaded else None)
+    # A folder's images are read as a prior trained with --stretch saw its own: 16-bit dark data keeps its
+    # levels instead of 17, and every method restores the same stretched images.
+    stretched = any(trained_stretched(prior) for prior in loaded.values())
+    x, labels = bench_images(data, n, data_root, next(iter(loaded.values())).image_shape if loaded else None,
+                             stretch=stretched)
     for name, prior in loaded.items():
         if tuple(prior.image_shape) != tuple(x.shape[1:]):
             raise RestoreError(f"prior {name!r} models {'x'.join(map(str, prior.image_shape))} images; the data are "

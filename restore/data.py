@@ -215,28 +215,47 @@ def stretch_images(images: torch.Tensor) -> torch.Tensor:
 def _deep_samples(path: Path) -> np.ndarray | None:
     """The integer samples (H, W, 3) or (H, W, 1), alpha dropped, upright, of a 16-bit colour or gray + alpha
     PNG or TIFF, which PIL reads at 8 bits (a planar TIFF wrongly; a gray + alpha TIFF not at all); None
-    for any other file (PIL reads those at their full depth, or they have 8 bits)."""
-    from .io import _TIFF_SIGNATURES, _deep_png, _deep_tiff, _png_header
+    for any other file (PIL reads those at their full depth, or they have 8 bits), for a file that cannot be
+    read (PIL's reading then says why), and for a TIFF whose compression needs the imagecodecs package (PIL's
+    8 bits then, with a RestoreWarning, or a one-line error where PIL cannot read it either)."""
+    import warnings
 
-    with open(path, "rb") as f:
-        head = f.read(26)
-    tiff = head[:4] in _TIFF_SIGNATURES
-    if not tiff and _png_header(head) not in ((16, 2), (16, 4), (16, 6)):
+    from .errors import RestoreWarning
+    from .io import _TIFF_SIGNATURES, _NeedsCodec, _deep_png, _deep_tiff, _png_header
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+        tiff = head[:4] in _TIFF_SIGNATURES
+        if not tiff and _png_header(head) not in ((16, 2), (16, 4), (16, 6)):
+            return None
+        data = path.read_bytes()
+    except OSError:
         return None
-    data = path.read_bytes()
-    deep = _deep_tiff(path, data) if tiff else _deep_png(path, data, _open_image(path, data))
+    try:
+        deep = _deep_tiff(path, data) if tiff else _deep_png(path, data, _open_image(path, data))
+    except _NeedsCodec as exc:
+        try:
+            _open_image(path, data)
+        except RestoreError:
+            raise RestoreError(f"cannot read image '{path}': {exc}") from None
+        warnings.warn(f"'{path}' is read at 8 bits: {exc}", RestoreWarning, stacklevel=2)
+        return None
     return None if deep is None else np.rint(deep[0].astype(np.float64) * 65535).astype(np.int64)
 
 
 def _eight_bit_samples(samples: np.ndarray, c: int, stretch: bool = False):
-    """16-bit integer samples (H, W, S) as an 8-bit PIL image of c channels: converted to gray at 16 bits
-    (:func:`_gray16`), then their range stretched onto 0-255 (``stretch``) or v * 255 / 65535 rounded, as
-    16-bit gray files are."""
+    """16-bit integer samples (H, W, S) as an 8-bit PIL image of c channels. With ``stretch``: converted to
+    gray at 16 bits where asked (:func:`_gray16`), then their range stretched onto 0-255. Without: the high
+    byte of each sample, then converted, which is what PIL gives for the 16-bit colour files it reads, so
+    that the digests of runs trained before these files were read at 16 bits still match."""
     from PIL import Image
 
-    plane = _gray16(samples) if c == 1 or samples.shape[2] == 1 else samples
-    eight = _stretch_levels(plane) if stretch else ((plane * 255 + 32767) // 65535).astype(np.uint8)
-    return _to_channels(Image.fromarray(eight), c)
+    if stretch:
+        plane = _gray16(samples) if c == 1 or samples.shape[2] == 1 else samples
+        return _to_channels(Image.fromarray(_stretch_levels(plane)), c)
+    eight = (samples >> 8).astype(np.uint8)
+    return _to_channels(Image.fromarray(eight[:, :, 0] if eight.shape[2] == 1 else eight), c)
 
 
 def _gray16(samples: np.ndarray) -> np.ndarray:
@@ -351,12 +370,15 @@ def load_folder(
     channels: int | None = None,
     val_fraction: float = VAL_FRACTION,
     seed: int = 0,
+    stretch: bool = False,
 ) -> dict:
     """Every image under ``root``, recursively, as uint8 (N, C, size, size) tensors split into train and val.
 
     Each image is resized so its shorter side is ``size`` and centre-cropped. ``channels`` None keeps the
     stored kind (all files must agree); 1 or 3 converts every image. The validation files are
     round(val_fraction * N) of the sorted file list shuffled with ``seed`` (at least 1 when N >= 2).
+    ``stretch`` maps each image's range onto 0-255 as a prior trained with ``--stretch`` saw it: 16-bit
+    samples before they are cut to 8 bits, and the resized image's range again.
     """
     from tqdm.auto import tqdm
 
@@ -399,12 +421,12 @@ def load_folder(
             kind = _kind(im.mode if im is not None else "RGB" if deep.shape[2] == 3 else "L", path, rel, channels,
                          kinds, root)
             c = channels or (1 if kind == "gray" else 3)
-            picture = (_square(_eight_bit_samples(deep, c), size) if deep is not None
-                       else _to_channels(_square(_eight_bit(im, path), size), c))
+            picture = (_square(_eight_bit_samples(deep, c, stretch), size) if deep is not None
+                       else _to_channels(_square(_eight_bit(im, path, stretch), size), c))
             if not parts:
                 parts[False] = np.empty((n - n_val, c, size, size), np.uint8)
                 parts[True] = np.empty((n_val, c, size, size), np.uint8)
-            pixels = np.asarray(picture)
+            pixels = _stretch_levels(np.asarray(picture)) if stretch else np.asarray(picture)
             is_val, row = slot[i]
             # (size, size) or (size, size, 3) -> (C, size, size)
             parts[is_val][row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
@@ -447,8 +469,10 @@ def training_data(
     val_fraction: float = VAL_FRACTION,
     seed: int = 0,
     root: str | os.PathLike | None = None,
+    stretch: bool = False,
 ) -> dict:
-    """Train and validation images (uint8, (N, C, H, W)) from "mnist", "fashion-mnist" or a folder.
+    """Train and validation images (uint8, (N, C, H, W)) from "mnist", "fashion-mnist" or a folder;
+    ``stretch``: each with its range mapped onto 0-255 (see load_folder).
 
     For the two MNIST datasets, val is the official test split (``val_fraction`` and ``seed`` are unused)
     and ``root`` is where the IDX files are; for a folder, see load_folder. Keys: train, val,
@@ -462,6 +486,8 @@ def training_data(
             train, val = _resize_uint8(train, size), _resize_uint8(val, size)
         if channels == 3:
             train, val = train.repeat(1, 3, 1, 1), val.repeat(1, 3, 1, 1)
+        if stretch:
+            train, val = stretch_images(train), stretch_images(val)
         return {
             "train": train,
             "val": val,
@@ -475,7 +501,7 @@ def training_data(
     if not folder.exists():
         raise RestoreError(f"unknown dataset {data!r}: use mnist, fashion-mnist, {', '.join(NATURAL_SETS)} "
                            "or a folder of images")
-    result = load_folder(folder, size=size, channels=channels, val_fraction=val_fraction, seed=seed)
+    result = load_folder(folder, size=size, channels=channels, val_fraction=val_fraction, seed=seed, stretch=stretch)
     return {**result, "name": str(folder.resolve())}
 
 

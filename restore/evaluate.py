@@ -45,7 +45,7 @@ def evaluate_prior(prior, *, data: str = "mnist", samples: int = 2000, nll_image
     the official test split, or for a folder the validation split that ``restore train`` makes with seed 0;
     for a prior trained with ``--stretch``, each with its range stretched onto 0-255 as the prior's were.
     """
-    from .data import overlap_warning, stretch_images, training_data
+    from .data import overlap_warning, training_data
     from .stretch import trained_stretched
 
     c, h, w = prior.image_shape
@@ -53,16 +53,14 @@ def evaluate_prior(prior, *, data: str = "mnist", samples: int = 2000, nll_image
         raise RestoreError(f"the prior models {c}x{h}x{w} images; MNIST is 1x28x28")
     if h != w:
         raise RestoreError(f"the prior models {c}x{h}x{w} images; evaluation data are resized to squares")
-    ds = training_data(data, size=h, channels=c, root=data_root)
+    stretched = trained_stretched(prior)  # then it draws images spanning 0-255: compare it with such images
+    ds = training_data(data, size=h, channels=c, root=data_root, stretch=stretched)
     test, train = ds["val"], ds["train"]
-    stretched = trained_stretched(prior)
-    if stretched:  # a prior trained with --stretch draws images spanning 0-255: compare it with such images
-        test, train = stretch_images(test), stretch_images(train)
     if len(test) < 2:
         raise RestoreError(f"'{data}' gives {len(test)} test image(s); the distances need at least 2")
     g = torch.Generator().manual_seed(seed)
     report: dict = {"family": prior.family, "data": data, "seed": seed, "test_images": len(test)}
-    warning = overlap_warning(prior, ds["val"], "test images", root=data_root, stretched=stretched)
+    warning = overlap_warning(prior, test, "test images", root=data_root, stretched=stretched)
     if warning:
         report["warning"] = warning
     # 1. Bits/dim on the first nll_images test images, where the family has a likelihood or a bound.

@@ -8,6 +8,7 @@ import math
 import os
 import secrets
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import RestoreError
+from .errors import RestoreError, RestoreWarning
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -197,7 +198,9 @@ def bit_depth(path: str | os.PathLike) -> int:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                return 16 if tif.pages[0].bitspersample == 16 else 8
+                found = _tiff_page(tif)
+                if found is not None:  # read at 16 bits where tifffile can decode it, else at PIL's 8
+                    return 8 if _decodable(tifffile, found[0]) else 16
         with Image.open(path) as im:
             return 16 if im.mode.startswith("I;16") or im.mode == "I" else 8
     except Exception:
@@ -237,18 +240,40 @@ def _deep_png(path: Path, data: bytes, im) -> tuple[np.ndarray, np.ndarray | Non
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little, big endian; BigTIFF
 
 
+class _NeedsCodec(Exception):
+    """A TIFF whose 16-bit samples tifffile cannot decode without the imagecodecs package (LZW, among others)."""
+
+
+def _tiff_page(tif):
+    """(page, its photometric, its extra samples) when the first page holds 16-bit unsigned samples, more than
+    one per pixel, gray or RGB (what PIL cannot read at full depth); else None."""
+    page = tif.pages[0]
+    photometric, extras = int(page.photometric), [int(e) for e in page.extrasamples]
+    if (page.bitspersample != 16 or page.samplesperpixel < 2 or page.dtype != np.uint16
+            or (photometric, page.samplesperpixel - len(extras)) not in ((1, 1), (2, 3))):
+        return None
+    return page, photometric, extras
+
+
+def _decodable(tifffile, page) -> str | None:
+    """None when tifffile can decode ``page``'s compression, else why not (one clause)."""
+    try:
+        tifffile.TIFF.DECOMPRESSORS[page.compression]
+    except KeyError:
+        name = getattr(page.compression, "name", str(page.compression))
+        return f"its 16-bit samples are {name}-compressed, which needs the imagecodecs package (pip install imagecodecs)"
+    return None
+
+
 def _deep_tiff(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None] | None:
     """A TIFF (its bytes ``data``) of 16-bit unsigned samples with more than one per pixel (RGB, RGBA, gray +
     alpha) as _pixels returns an image, at its full precision, upright by its Orientation tag. PIL reads such
     colour at 8 bits (a planar one wrongly) and gray + alpha not at all, so tifffile reads them. None for
-    any other file, and where tifffile is missing or cannot decode the file: PIL's reading then stands, and
-    for a compression that tifffile needs the imagecodecs package for (LZW) a RestoreWarning says so."""
-    import warnings
+    any other file, and where tifffile is missing or cannot parse the file: PIL's reading then stands. A
+    compression that tifffile needs the imagecodecs package for raises _NeedsCodec, with the reason."""
     from io import BytesIO
 
     from PIL import Image
-
-    from .errors import RestoreWarning
 
     try:
         import tifffile
@@ -256,22 +281,21 @@ def _deep_tiff(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None] 
         return None
     try:
         with tifffile.TiffFile(BytesIO(data)) as tif:
-            page = tif.pages[0]
-            photometric, extras = int(page.photometric), [int(e) for e in page.extrasamples]
-            if (page.bitspersample != 16 or page.samplesperpixel < 2 or page.dtype != np.uint16
-                    or (photometric, page.samplesperpixel - len(extras)) not in ((1, 1), (2, 3))):
+            found = _tiff_page(tif)
+            if found is None:
                 return None  # 8 bits, one sample (PIL keeps 16), or not gray or RGB: PIL's reading
-            if page.shape[page.axes.index("Y")] * page.shape[page.axes.index("X")] > Image.MAX_IMAGE_PIXELS:
-                raise RestoreError(f"cannot read image '{path}': it has more than {Image.MAX_IMAGE_PIXELS} pixels; "
+            page, photometric, extras = found
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and page.shape[page.axes.index("Y")] * page.shape[page.axes.index("X")] > limit:
+                raise RestoreError(f"cannot read image '{path}': it has more than {limit} pixels; "
                                    "restore reads images of at most that many (crop or tile it first)")
+            if (reason := _decodable(tifffile, page)) is not None:
+                raise _NeedsCodec(reason)
             orientation = page.tags.get(274)
             samples = page.asarray()
-    except RestoreError:
+    except (RestoreError, _NeedsCodec):
         raise
-    except Exception as exc:  # a compression without its codec, or a file tifffile cannot parse
-        if "imagecodecs" in str(exc):
-            warnings.warn(f"'{path}' is read at 8 bits: decoding its 16-bit samples ({_one_line(exc)}) needs the "
-                          "imagecodecs package (pip install imagecodecs)", RestoreWarning, stacklevel=3)
+    except Exception:  # a file tifffile cannot parse: PIL's reading says what is wrong with it
         return None
     raw = samples if page.axes.endswith("S") else np.moveaxis(samples, 0, -1)  # (H, W, S) from YXS or SYX
     raw = _UPRIGHT.get(orientation.value if orientation is not None else 1, lambda a: a)(raw)
@@ -342,11 +366,23 @@ def read_image(
         raise RestoreError(f"cannot read image '{path}': permission denied") from None
     except OSError as exc:
         raise RestoreError(f"cannot read image '{path}': {_one_line(exc)}") from None
-    deep = _deep_tiff(path, data) if data[:4] in _TIFF_SIGNATURES else None
+    deep, codec = None, None
+    if data[:4] in _TIFF_SIGNATURES:
+        try:
+            deep = _deep_tiff(path, data)
+        except _NeedsCodec as exc:
+            codec = str(exc)
     if deep is not None:  # a 16-bit colour or gray + alpha TIFF
         pixels, alpha = deep
     else:
-        im = _open_image(path, data)  # also what refuses a broken file or a decompression bomb
+        try:
+            im = _open_image(path, data)  # also what refuses a broken file or a decompression bomb
+        except RestoreError:
+            if codec:  # PIL cannot read it either (gray + alpha)
+                raise RestoreError(f"cannot read image '{path}': {codec}") from None
+            raise
+        if codec:  # PIL reads 8 of its 16 bits
+            warnings.warn(f"'{path}' is read at 8 bits: {codec}", RestoreWarning, stacklevel=2)
         if _png_header(data[:26]) in ((16, 2), (16, 4), (16, 6)):  # PIL would read these at 8 bits
             pixels, alpha = _deep_png(path, data, im)
         else:

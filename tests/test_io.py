@@ -146,26 +146,29 @@ def test_16bit_tiffs_with_alpha(tmp_path, extra):
 
 def test_a_16bit_tiff_that_needs_imagecodecs_is_read_at_8_bits_with_a_note(tmp_path, monkeypatch):
     """LZW (among others) needs the imagecodecs package, which restore does not require: PIL's 8 bits then,
-    and a RestoreWarning that says so; the command line prints it as one line."""
+    with a RestoreWarning that says so (and bit_depth says 8), or one error line where PIL cannot read the
+    file either (gray + alpha). The command line prints a RestoreWarning as one line."""
     import subprocess
     import sys
 
     import tifffile
 
+    import restore.io
     from restore.errors import RestoreWarning
 
     pixels = (_rand(4, 6, 3).numpy() * 65535).round().astype(np.uint16)
     tifffile.imwrite(tmp_path / "c.tif", pixels, photometric="rgb")
-
-    def needs_codecs(self, *args, **kwargs):
-        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
-
-    with monkeypatch.context() as m:
-        m.setattr(tifffile.TiffPage, "asarray", needs_codecs)
-        with pytest.warns(RestoreWarning, match="read at 8 bits.*imagecodecs"):
-            y, _ = read_image(tmp_path / "c.tif")
+    tifffile.imwrite(tmp_path / "la.tif", pixels[:, :, :2], photometric="minisblack", extrasamples=["unassalpha"])
+    monkeypatch.setattr(restore.io, "_decodable", lambda tifffile, page: "its 16-bit samples are LZW-compressed, "
+                        "which needs the imagecodecs package (pip install imagecodecs)")
+    with pytest.warns(RestoreWarning, match=r"'.*c.tif' is read at 8 bits: .*LZW.*pip install imagecodecs\)$"):
+        y, _ = read_image(tmp_path / "c.tif")
     assert torch.equal((y[0] * 255).round().permute(1, 2, 0), torch.from_numpy((pixels >> 8).astype(np.float32)))
-    script = ("import sys, warnings, tifffile\n"
+    assert bit_depth(tmp_path / "c.tif") == 8  # as it is read
+    with pytest.raises(RestoreError, match=r"cannot read image .*la.tif': its 16-bit samples are LZW-compressed"):
+        read_image(tmp_path / "la.tif")
+    monkeypatch.undo()
+    script = ("import warnings\n"
               "from restore.cli.app import _notes_as_one_line\n"
               "from restore.errors import RestoreWarning\n"
               "_notes_as_one_line()\n"
@@ -184,11 +187,13 @@ def test_bit_depth_of_image_files(tmp_path):
     Image.fromarray((gray // 257).astype(np.uint8)).convert("P").convert("1").save(tmp_path / "bilevel.png")
     (tmp_path / "header.png").write_bytes((tmp_path / "g16.png").read_bytes()[:20])  # cut inside IHDR
     (tmp_path / "folder.png").mkdir()
-    names = ("g16.tif", "g16.png", "g8.png", "c8.jpg", "bilevel.png", "header.png", "folder.png", "missing.png")
+    Image.fromarray(gray.astype(np.int32), mode="I").save(tmp_path / "i32.tif")  # 16-bit values in PIL's "I"
+    names = ("g16.tif", "g16.png", "g8.png", "c8.jpg", "bilevel.png", "header.png", "folder.png", "missing.png",
+             "i32.tif")
     depths = {name: bit_depth(tmp_path / name) for name in names}
     # Files that cannot be read are 8 here; read_image refuses them with the reason.
     assert depths == {"g16.tif": 16, "g16.png": 16, "g8.png": 8, "c8.jpg": 8, "bilevel.png": 8, "header.png": 8,
-                      "folder.png": 8, "missing.png": 8}
+                      "folder.png": 8, "missing.png": 8, "i32.tif": 16}
 
 
 def test_write_png_clips_and_rounds(tmp_path):

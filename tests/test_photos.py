@@ -399,3 +399,22 @@ def test_biharmonic_inpaints_a_large_image_in_tiles_as_it_inpaints_it_whole(monk
     assert float((tiled - whole).abs().mean()) < 1e-4
     monkeypatch.setattr(classical, "BIHARMONIC_MARGIN", 0)
     assert float((CLASSICAL["biharmonic"](y, op) - whole).abs().mean()) > 1e-3  # the context matters
+
+
+def test_a_note_on_how_an_image_was_read_comes_only_with_a_result(cli, tmp_path, monkeypatch):
+    """A 16-bit TIFF that needs imagecodecs is read at 8 bits with a note; the note is printed with the other
+    notes, once every check has passed, so a command that fails prints its one error line only."""
+    import tifffile
+
+    import restore.io
+
+    pixels = (np.random.default_rng(0).random((24, 20, 3)) * 65535).round().astype(np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", pixels, photometric="rgb")
+    io.write_png(tmp_path / "small.png", torch.zeros(1, 3, 5, 5))
+    monkeypatch.setattr(restore.io, "_decodable", lambda tifffile, page: "its 16-bit samples are LZW-compressed, "
+                        "which needs the imagecodecs package (pip install imagecodecs)")
+    code, _, err = cli("denoise", tmp_path / "c.tif", "--noise", "0.01", "--solver", "wiener", "-o", tmp_path / "o.png")
+    assert code == 0 and "c.tif' is read at 8 bits: its 16-bit samples are LZW-compressed" in err, err
+    code, _, err = cli("denoise", tmp_path / "c.tif", "--noise", "0.01", "--solver", "wiener", "--reference",
+                       tmp_path / "small.png", "-o", tmp_path / "o2.png")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "read at 8 bits" not in err, err

@@ -70,3 +70,34 @@ def test_a_stretch_trained_priors_training_images_are_recognised_by_their_stretc
     prior = SimpleNamespace(run_info={"data": str(tmp_path), "stretch": True}, folder=tmp_path, image_shape=(1, 8, 8))
     assert "2 of the 2 bench images" in overlap_warning(prior, images, "bench images", stretched=True)
     assert overlap_warning(prior, images, "bench images") is None
+
+
+def test_evaluate_and_bench_see_a_stretch_trained_priors_images_as_it_did(tmp_path):
+    """For a prior trained with --stretch on dark 16-bit images, restore evaluate and restore bench read the
+    folder stretched from its 16 bits (about 160 levels in 256 pixels, not 17), key their caches on it, and bench each measurement
+    stretched."""
+    import numpy as np
+    from PIL import Image
+
+    from restore.bench import bench_images, plan
+    from restore.evaluate import evaluate_prior
+    from restore.priors import load_prior
+    from restore.priors.ddpm import train_ddpm
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "raw").mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(100, 4000, (16, 16)).astype(np.uint16)).save(tmp_path / "raw" / f"{i:02d}.png")
+    train_ddpm(data=str(tmp_path / "raw"), out=tmp_path / "run", patch=16, width=8, steps=1, batch_size=4, timesteps=20,
+               sample_every=100, checkpoint_every=1, val_every=100, precision="fp32", stretch=True)
+    prior = load_prior(str(tmp_path / "run"))
+    x, _ = bench_images(str(tmp_path / "raw"), 4, shape=(1, 16, 16), stretch=True)
+    assert all(float(im.min()) == 0 and float(im.max()) == 1 and len(torch.unique(im)) > 100 for im in x)
+    assert float(bench_images(str(tmp_path / "raw"), 4, shape=(1, 16, 16))[0].max()) <= 16 / 255 + 1e-6  # as it is
+    cells = plan(["denoise"], {"p": prior}, ["tweedie"], x, None, None, steps=[2], samples=1, batch=4,
+                 data=str(tmp_path / "raw"))
+    learned = [c for c in cells if c.method.startswith("p + ")]
+    assert learned and all(c.settings.get("stretch") is True for c in learned)
+    report = evaluate_prior(prior, data=str(tmp_path / "raw"), samples=4, nll_images=2, feature_steps=2,
+                            features_folder=tmp_path / "features")
+    assert report["feature_net"]["data"]["stretch"] is True and "warning" not in report

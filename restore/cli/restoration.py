@@ -6,12 +6,13 @@ import dataclasses
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..errors import RestoreError
+from ..errors import RestoreError, RestoreWarning
 from ..stretch import stretch as stretch_map
 from ..stretch import trained_stretched, unstretch
 from .app import TASKS, _threads, app
@@ -116,7 +117,13 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
         raise RestoreError("compressed-sensing measurements are vectors: pass the .json spec written by `restore degrade`")
     if path.is_dir():
         raise RestoreError(f"'{path}' is a directory: give one image file")
-    y, alpha = io.read_image(path)
+    with warnings.catch_warnings(record=True) as caught:  # printed with the notes, after every check
+        warnings.simplefilter("always", RestoreWarning)
+        y, alpha = io.read_image(path)
+    read_notes = [str(w.message) for w in caught if issubclass(w.category, RestoreWarning)]
+    for w in caught:
+        if not issubclass(w.category, RestoreWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if target is not None:
         h0, w0 = y.shape[-2:]
         y, alpha = _fit_to(y, alpha, target, task, op_options.get("factor"))
@@ -139,7 +146,7 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
         shape = (C, h, w)
         check_allocation(C * h * w * 4 * 32, f"restoring a {w}x{h} image", "crop or tile the image first")
     noise_opts = (op_options.pop("noise"), op_options.pop("poisson"))
-    notes = []
+    notes = read_notes
     if task == "denoise" and noise_opts == (None, None):
         from ..operators.noise import estimate_sigma
 
