@@ -146,13 +146,15 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, sett
 def solver_settings(fn, steps=None, overrides=None) -> dict:
     """Every keyword-only hyperparameter ``fn`` runs with (steps included, generator and callback
     left out): its declared defaults updated by ``steps`` and ``overrides``, JSON-normalised so it
-    compares equal to its own stored copy."""
+    compares equal to its own stored copy. A default of None computed by a rule (``fn.default_rules``,
+    e.g. DPS's zeta) is keyed by the rule, so a cell of an older rule is computed again."""
     params = inspect.signature(fn).parameters
     out = {k: p.default for k, p in params.items()
            if p.kind is p.KEYWORD_ONLY and k not in ("generator", "callback")}
     if steps is not None:
         out["steps"] = steps
     out.update(overrides or {})
+    out.update({f"{k}_rule": rule for k, rule in getattr(fn, "default_rules", {}).items() if out.get(k) is None})
     return json.loads(json.dumps(out))
 
 
