@@ -84,7 +84,7 @@ def run(zetas: str, steps: int, log: Path) -> None:
     pinv = photo_bench.score(op.A_pinv(y).clamp(0, 1), x, setting.shave)[0]
     for value in zetas.split(","):
         default = value == "default"
-        zeta = math.sqrt(prior.num_timesteps / steps * x[0].numel()) / 28 if default else float(value)
+        zeta = math.sqrt(prior.num_timesteps / steps) * (math.sqrt(x[0].numel()) / 28) if default else float(value)
         t0 = time.perf_counter()
         x_hat = PRIOR_SOLVERS["dps"](y, op, prior, steps=steps, generator=torch.Generator().manual_seed(0),
                                      **({} if default else {"zeta": zeta})).detach()

@@ -143,18 +143,21 @@ def run_prior(task, prior, solver, steps, x, labels, judge, samples, batch, sett
     return figures, pictures
 
 
-def solver_settings(fn, steps=None, overrides=None) -> dict:
+def solver_settings(fn, steps=None, overrides=None, values: int | None = None) -> dict:
     """Every keyword-only hyperparameter ``fn`` runs with (steps included, generator and callback
     left out): its declared defaults updated by ``steps`` and ``overrides``, JSON-normalised so it
-    compares equal to its own stored copy. A default of None computed by a rule (``fn.default_rules``,
-    e.g. DPS's zeta) is keyed by the rule, so a cell of an older rule is computed again."""
+    compares equal to its own stored copy. A default of None computed by a rule (``fn.default_rules``:
+    name -> (rule, the image size in values at which it gives the value of the rule before it), e.g. DPS's
+    zeta) is keyed by the rule on images of ``values`` values other than that size, so a cell the rule
+    changes is computed again and the others are still read from the cache."""
     params = inspect.signature(fn).parameters
     out = {k: p.default for k, p in params.items()
            if p.kind is p.KEYWORD_ONLY and k not in ("generator", "callback")}
     if steps is not None:
         out["steps"] = steps
     out.update(overrides or {})
-    out.update({f"{k}_rule": rule for k, rule in getattr(fn, "default_rules", {}).items() if out.get(k) is None})
+    out.update({f"{k}_rule": rule for k, (rule, same_at) in getattr(fn, "default_rules", {}).items()
+                if out.get(k) is None and values is not None and values != same_at})
     return json.loads(json.dumps(out))
 
 
@@ -259,7 +262,7 @@ def plan(tasks, priors: dict, solvers, x, labels, judge, *, steps: list[int], sa
                         cells.append(Cell(task, f"{pname} + {solver}{label}", key,
                                           lambda t=task, p=prior, s=solver, st=st, k=k, m=m, se=settings: run_prior(
                                               t, p, s, st, x[:m], None if labels is None else labels[:m], judge, k,
-                                              batch, se), {**solver_settings(PRIOR_SOLVERS[solver], st, settings),
+                                              batch, se), {**solver_settings(PRIOR_SOLVERS[solver], st, settings, x[0].numel()),
                                                            "data": data_id, "prior_weights": weights[pname],
                                                            **observed, **stretched[pname],
                                                            **({"calibration": metrics.COVERAGE_RULE} if k > 1 else {})}))

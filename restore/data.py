@@ -244,18 +244,32 @@ def _deep_samples(path: Path) -> np.ndarray | None:
     return None if deep is None else np.rint(deep[0].astype(np.float64) * 65535).astype(np.int64)
 
 
-def _eight_bit_samples(samples: np.ndarray, c: int, stretch: bool = False):
-    """16-bit integer samples (H, W, S) as an 8-bit PIL image of c channels. With ``stretch``: converted to
-    gray at 16 bits where asked (:func:`_gray16`), then their range stretched onto 0-255. Without: the high
-    byte of each sample, then converted, which is what PIL gives for the 16-bit colour files it reads, so
-    that the digests of runs trained before these files were read at 16 bits still match."""
+def _eight_bit_samples(samples: np.ndarray, c: int | None = None, stretch: bool = False):
+    """16-bit integer samples (H, W, S) as an 8-bit PIL image. With ``stretch``: converted to c channels, to
+    gray at 16 bits (:func:`_gray16`), then their range stretched onto 0-255. Without: the high byte of each
+    sample, at the samples' own channels ("L" or "RGB"), which is what PIL gives for the 16-bit colour files it
+    reads, so that the digests of runs trained before these files were read at 16 bits still match."""
     from PIL import Image
 
     if stretch:
         plane = _gray16(samples) if c == 1 or samples.shape[2] == 1 else samples
         return _to_channels(Image.fromarray(_stretch_levels(plane)), c)
     eight = (samples >> 8).astype(np.uint8)
-    return _to_channels(Image.fromarray(eight[:, :, 0] if eight.shape[2] == 1 else eight), c)
+    return Image.fromarray(eight[:, :, 0] if eight.shape[2] == 1 else eight)
+
+
+def _decoded(path: Path):
+    """(PIL image or None, 16-bit samples or None, PIL mode) of a training image: the kind (gray or colour)
+    is PIL's wherever PIL opens the file (a 16-bit gray + alpha PNG is "RGBA" to it, as older runs saw it),
+    else the samples' (a 16-bit gray + alpha TIFF, which PIL cannot open)."""
+    deep = _deep_samples(path)
+    try:
+        im = _open_image(path)
+    except RestoreError:
+        if deep is None:
+            raise
+        return None, deep, "RGB" if deep.shape[2] == 3 else "L"
+    return im, deep, im.mode
 
 
 def _gray16(samples: np.ndarray) -> np.ndarray:
@@ -416,13 +430,14 @@ def load_folder(
     with tqdm(files, desc="reading images", unit="image", disable=show) as bar:
         for i, (rel, _) in enumerate(bar):
             path = root / rel
-            deep = _deep_samples(path)  # a 16-bit colour or gray + alpha file, else PIL's reading
-            im = None if deep is not None else _open_image(path)
-            kind = _kind(im.mode if im is not None else "RGB" if deep.shape[2] == 3 else "L", path, rel, channels,
-                         kinds, root)
+            im, deep, mode = _decoded(path)  # deep: a 16-bit colour or gray + alpha file's samples
+            kind = _kind(mode, path, rel, channels, kinds, root)
             c = channels or (1 if kind == "gray" else 3)
-            picture = (_square(_eight_bit_samples(deep, c, stretch), size) if deep is not None
-                       else _to_channels(_square(_eight_bit(im, path, stretch), size), c))
+            if deep is not None and stretch:  # to gray at 16 bits, stretched, then resized
+                picture = _square(_eight_bit_samples(deep, c, stretch=True), size)
+            else:  # resized, then converted: the order of PIL's reading, which older runs' digests were taken of
+                picture = _to_channels(_square(_eight_bit_samples(deep) if deep is not None
+                                               else _eight_bit(im, path, stretch), size), c)
             if not parts:
                 parts[False] = np.empty((n - n_val, c, size, size), np.uint8)
                 parts[True] = np.empty((n_val, c, size, size), np.uint8)
@@ -665,12 +680,10 @@ def read_images(folder: str | os.PathLike, *, channels: int | None = None, files
     show = None if len(files) > _PROGRESS_MIN_FILES else True
     for rel in tqdm(files, desc="reading images", unit="image", disable=show):
         path = folder / rel
-        deep = _deep_samples(path)  # a 16-bit colour or gray + alpha file: its 16 bits, stretched if asked
-        im = None if deep is not None else _open_image(path)
-        kind = _kind(im.mode if im is not None else "RGB" if deep.shape[2] == 3 else "L", path, rel, channels,
-                     kinds, folder)
+        im, deep, mode = _decoded(path)  # deep: a 16-bit colour or gray + alpha file's samples
+        kind = _kind(mode, path, rel, channels, kinds, folder)
         c = channels or (1 if kind == "gray" else 3)
-        picture = _eight_bit_samples(deep, c, stretch) if deep is not None else _to_channels(_eight_bit(im, path, stretch), c)
+        picture = _to_channels(_eight_bit_samples(deep, c, stretch) if deep is not None else _eight_bit(im, path, stretch), c)
         pixels = np.asarray(picture)
         if stretch:  # the range of what is trained on, after any colour-to-gray conversion (as restoring sees it)
             pixels = _stretch_levels(pixels)

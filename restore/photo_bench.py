@@ -27,6 +27,7 @@ on MNIST digits, not on photographs; ``--solvers lasso`` still runs it.
 from __future__ import annotations
 
 import json
+import math
 import time
 import zlib
 from dataclasses import dataclass
@@ -206,7 +207,7 @@ def method(solver: str, prior: str | None = None, steps: int | None = None, shap
         return None
     fn = PRIOR_SOLVERS[solver]
     stretching = trained_stretched(model)  # as the CLI restores with a prior trained on stretched images
-    settings = {**solver_settings(fn, steps, overrides), "prior_steps": model.info().get("training_steps"),
+    settings = {**solver_settings(fn, steps, overrides, math.prod(shape)), "prior_steps": model.info().get("training_steps"),
                 **({"patches": patches} if patches else {}), **({"stretch": True} if stretching else {})}
     kwargs = {**({"steps": steps} if steps is not None else {}), **overrides}
 

@@ -231,7 +231,7 @@ def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bo
     idx = torch.randint(len(images), (size,), generator=generator)
     x = images[idx].to(device).float() / 255
     if flip:
-        mirror = (torch.rand(size, generator=generator) < 0.5).to(device)
+        mirror = (torch.rand(size, generator=generator) < 0.5).nonzero().squeeze(1).to(device)  # indices: no sync
         x[mirror] = x[mirror].flip(-1)
     return x
 

@@ -317,3 +317,29 @@ def test_a_planar_16_bit_colour_tiff_trains_as_the_picture_it_holds(tmp_path):
     assert training_data(str(tmp_path / "f"), val_fraction=0.0)["train"].shape == (1, 1, 10, 10)  # its own size
     with pytest.raises(RestoreError, match="cannot read image .*gone.tif"):
         read_images(tmp_path / "f", files=["gone.tif"])
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_without_stretch_16_bit_colour_pngs_train_as_pil_read_them(tmp_path, monkeypatch, alpha):
+    """Reading 16-bit colour and gray + alpha PNGs through their 16-bit samples must not change, without
+    --stretch, what older runs trained on and took digests of: PIL's reading (the high byte; a gray + alpha PNG
+    as colour; resized before the conversion to gray), for every channel choice, resized or not."""
+    import restore.data as data
+    from restore.data import read_images
+    from restore.io import write_png
+
+    g = torch.Generator().manual_seed(0)
+    (tmp_path / "f").mkdir()
+    for i in range(2):
+        x = torch.rand(1, 1 if alpha else 3, 30, 34, generator=g)
+        write_png(tmp_path / "f" / f"{i}.png", x, alpha=torch.rand(1, 1, 30, 34, generator=g) if alpha else None, bits=16)
+
+    def everything():
+        return [load_folder(tmp_path / "f", size=s, channels=c, val_fraction=0.0)["train"] for s in (20, 30)
+                for c in (None, 1, 3)] + [torch.stack(read_images(tmp_path / "f", channels=c)[0]) for c in (None, 1, 3)]
+
+    ours = everything()
+    monkeypatch.setattr(data, "_deep_samples", lambda path: None)  # PIL's reading alone
+    for a, b in zip(ours, everything()):
+        assert torch.equal(a, b)
+    assert ours[0].shape[1] == 3  # a gray + alpha PNG is colour to PIL

@@ -37,14 +37,15 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
     - sqrt(n) / 28: the gradient of the residual's norm has a norm of order one whatever the image size, so
       its share per pixel falls as 1 / sqrt(n), and the step keeps the per-pixel length the digits (n = 784)
       were tuned at. Without it, 4x super-resolution of 180x180 held-out photos at 100 steps gave 20.85 dB;
-      with it (zeta 20), about 25.6, where a sweep peaked (zeta 17.8: 25.64); on a 480x320 photo zeta 20 and
-      44.7 gave 26.96 and 26.98 dB (benchmarks/results/tune/dps_photo.md).
+      with it (zeta 20.3), 25.59, where a sweep peaked (zeta 17.8: 25.64); on a 480x320 photo the default
+      (44.3) gave 26.99 dB, zeta 20 26.96, 100 24.93 and 3.16 23.23 (benchmarks/results/tune/dps_photo.md).
+      Checked at 100 steps on gray super-resolution only.
     """
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
     pairs = schedule(prior, steps)
     if zeta is None:
-        zeta = math.sqrt(prior.num_timesteps / len(pairs) * math.prod(shape[1:])) / 28
+        zeta = math.sqrt(prior.num_timesteps / len(pairs)) * (math.sqrt(math.prod(shape[1:])) / 28)  # exactly 1 at 784
     x = noise_like(shape, generator, y.device)  # x_T
     for i, (t, t_prev) in enumerate(pairs):
         a, a_prev = alpha_bars(prior, t, t_prev, x)
@@ -62,4 +63,4 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
 
 
 # How the defaults of None are computed; the benchmarks' caches key cells on it (bench.solver_settings).
-dps.default_rules = {"zeta": "sqrt(T / steps * n) / 28"}
+dps.default_rules = {"zeta": ("sqrt(T / steps * n) / 28", 784)}
