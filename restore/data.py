@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import RestoreError
-from .io import IMAGE_EXTENSIONS, _one_line, _open_image
+from .io import IMAGE_EXTENSIONS, _one_line
 
 # Folder names and file prefixes of the torchvision layout: <root>/MNIST/raw/t10k-images-idx3-ubyte.gz.
 _FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -212,38 +212,6 @@ def stretch_images(images: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.from_numpy(_stretch_levels(im.numpy())) for im in images]) if len(images) else images
 
 
-def _deep_samples(path: Path) -> np.ndarray | None:
-    """The integer samples (H, W, 3) or (H, W, 1), alpha dropped, upright, of a 16-bit colour or gray + alpha
-    PNG or TIFF, which PIL reads at 8 bits (a planar TIFF wrongly; a gray + alpha TIFF not at all); None
-    for any other file (PIL reads those at their full depth, or they have 8 bits), for a file that cannot be
-    read (PIL's reading then says why), and for a TIFF whose compression needs the imagecodecs package (PIL's
-    8 bits then, with a RestoreWarning, or a one-line error where PIL cannot read it either)."""
-    import warnings
-
-    from .errors import RestoreWarning
-    from .io import _TIFF_SIGNATURES, _NeedsCodec, _deep_png, _deep_tiff, _png_header
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(26)
-        tiff = head[:4] in _TIFF_SIGNATURES
-        if not tiff and _png_header(head) not in ((16, 2), (16, 4), (16, 6)):
-            return None
-        data = path.read_bytes()
-    except OSError:
-        return None
-    try:
-        deep = _deep_tiff(path, data) if tiff else _deep_png(path, data, _open_image(path, data))
-    except _NeedsCodec as exc:
-        try:
-            _open_image(path, data)
-        except RestoreError:
-            raise RestoreError(f"cannot read image '{path}': {exc}") from None
-        warnings.warn(f"'{path}' is read at 8 bits: {exc}", RestoreWarning, stacklevel=2)
-        return None
-    return None if deep is None else np.rint(deep[0].astype(np.float64) * 65535).astype(np.int64)
-
-
 def _eight_bit_samples(samples: np.ndarray, c: int | None = None, stretch: bool = False):
     """16-bit integer samples (H, W, S) as an 8-bit PIL image. With ``stretch``: converted to c channels, to
     gray at 16 bits (:func:`_gray16`), then their range stretched onto 0-255. Without: the high byte of each
@@ -259,17 +227,16 @@ def _eight_bit_samples(samples: np.ndarray, c: int | None = None, stretch: bool 
 
 
 def _decoded(path: Path):
-    """(PIL image or None, 16-bit samples or None, PIL mode) of a training image: the kind (gray or colour)
-    is PIL's wherever PIL opens the file (a 16-bit gray + alpha PNG is "RGBA" to it, as older runs saw it),
-    else the samples' (a 16-bit gray + alpha TIFF, which PIL cannot open)."""
-    deep = _deep_samples(path)
-    try:
-        im = _open_image(path)
-    except RestoreError:
-        if deep is None:
-            raise
-        return None, deep, "RGB" if deep.shape[2] == 3 else "L"
-    return im, deep, im.mode
+    """(PIL image or None, 16-bit integer samples (H, W, 3) or (H, W, 1) or None, PIL mode) of a training image,
+    its bytes read once (:func:`restore.io._decode`): samples for a 16-bit colour or gray + alpha PNG or TIFF,
+    which PIL reads at 8 bits (a planar TIFF wrongly; a gray + alpha TIFF not at all). The kind (gray or colour)
+    is PIL's wherever PIL read the file (a 16-bit gray + alpha PNG is "RGBA" to it, as older runs saw it), else
+    the samples' (a TIFF, which PIL calls "RGB" when it opens it)."""
+    from .io import _decode, _file_bytes
+
+    deep, im = _decode(path, _file_bytes(path))
+    samples = None if deep is None else np.rint(deep[0].astype(np.float64) * 65535).astype(np.int64)
+    return im, samples, im.mode if im is not None else "RGB" if samples.shape[2] == 3 else "L"
 
 
 def _gray16(samples: np.ndarray) -> np.ndarray:
@@ -347,9 +314,12 @@ def _own_size(root: Path, files) -> int:
         try:
             with Image.open(root / rel) as im:
                 sizes.add(min(im.size))
-        except OSError:
-            deep = _deep_samples(root / rel) if (root / rel).suffix.lower() in (".tif", ".tiff") else None
-            if deep is None:  # not a 16-bit gray + alpha TIFF, which PIL cannot open: reading it later gives the error
+        except OSError:  # a 16-bit gray + alpha TIFF, which PIL cannot open; for other files reading it later gives the error
+            try:
+                _, deep, _ = _decoded(root / rel)
+            except RestoreError:
+                continue
+            if deep is None:
                 continue
             sizes.add(min(deep.shape[:2]))
         if len(sizes) > 1:

@@ -309,6 +309,46 @@ def _deep_tiff(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None] 
     return np.ascontiguousarray(pixels), alpha
 
 
+#: (bit depth, colour type) of the PNGs PIL reads at 8 bits: 16-bit colour, gray + alpha, colour + alpha.
+_DEEP_PNG = ((16, 2), (16, 4), (16, 6))
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The bytes of an image file, read once (every decoder sees the same bytes, and a named pipe works);
+    an unreadable file is one line."""
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise RestoreError(f"cannot read image '{path}': permission denied") from None
+    except OSError as exc:
+        raise RestoreError(f"cannot read image '{path}': {_one_line(exc)}") from None
+
+
+def _decode(path: Path, data: bytes):
+    """(pixels and alpha at full depth as _pixels gives them, or None; PIL's image, or None) of an image file's
+    bytes ``data``. A 16-bit colour or gray + alpha TIFF is read by tifffile alone (no PIL image); a 16-bit
+    colour or gray + alpha PNG by libpng, beside PIL's image (its kind and orientation); any other file by PIL
+    alone, which also refuses a broken file or a decompression bomb. A TIFF whose compression needs the
+    imagecodecs package is PIL's 8 bits with a RestoreWarning, or one error line where PIL cannot read it."""
+    codec = None
+    if data[:4] in _TIFF_SIGNATURES:
+        try:
+            deep = _deep_tiff(path, data)
+        except _NeedsCodec as exc:
+            deep, codec = None, str(exc)
+        if deep is not None:
+            return deep, None
+    try:
+        im = _open_image(path, data)
+    except RestoreError:
+        if codec:  # PIL cannot read it either (gray + alpha)
+            raise RestoreError(f"cannot read image '{path}': {codec}") from None
+        raise
+    if codec:  # PIL reads 8 of its 16 bits
+        warnings.warn(f"'{path}' is read at 8 bits: {codec}", RestoreWarning, stacklevel=3)
+    return (_deep_png(path, data, im) if _png_header(data[:26]) in _DEEP_PNG else None), im
+
+
 def _pixels(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W, C) float32 pixels in [0, 1] and an (H, W) float32 alpha or None."""
     mode = im.mode
@@ -360,33 +400,8 @@ def read_image(
         raise RestoreError(f"image mode must be None, 'L' or 'RGB', got {mode!r}")
     path = Path(path)
     _check_input_file(path, "image")
-    try:  # one read: every decoder sees the same bytes, and a named pipe works
-        data = path.read_bytes()
-    except PermissionError:
-        raise RestoreError(f"cannot read image '{path}': permission denied") from None
-    except OSError as exc:
-        raise RestoreError(f"cannot read image '{path}': {_one_line(exc)}") from None
-    deep, codec = None, None
-    if data[:4] in _TIFF_SIGNATURES:
-        try:
-            deep = _deep_tiff(path, data)
-        except _NeedsCodec as exc:
-            codec = str(exc)
-    if deep is not None:  # a 16-bit colour or gray + alpha TIFF
-        pixels, alpha = deep
-    else:
-        try:
-            im = _open_image(path, data)  # also what refuses a broken file or a decompression bomb
-        except RestoreError:
-            if codec:  # PIL cannot read it either (gray + alpha)
-                raise RestoreError(f"cannot read image '{path}': {codec}") from None
-            raise
-        if codec:  # PIL reads 8 of its 16 bits
-            warnings.warn(f"'{path}' is read at 8 bits: {codec}", RestoreWarning, stacklevel=2)
-        if _png_header(data[:26]) in ((16, 2), (16, 4), (16, 6)):  # PIL would read these at 8 bits
-            pixels, alpha = _deep_png(path, data, im)
-        else:
-            pixels, alpha = _pixels(im, path)
+    deep, im = _decode(path, _file_bytes(path))
+    pixels, alpha = deep if deep is not None else _pixels(im, path)
 
     image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].contiguous()  # (1, C, H, W)
     if mode == "L" and image.shape[1] == 3:

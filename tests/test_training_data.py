@@ -339,7 +339,13 @@ def test_without_stretch_16_bit_colour_pngs_train_as_pil_read_them(tmp_path, mon
                 for c in (None, 1, 3)] + [torch.stack(read_images(tmp_path / "f", channels=c)[0]) for c in (None, 1, 3)]
 
     ours = everything()
-    monkeypatch.setattr(data, "_deep_samples", lambda path: None)  # PIL's reading alone
+    from restore.io import _open_image
+
+    def pil_only(path):  # PIL's reading alone
+        im = _open_image(path)
+        return im, None, im.mode
+
+    monkeypatch.setattr(data, "_decoded", pil_only)
     for a, b in zip(ours, everything()):
         assert torch.equal(a, b)
     assert ours[0].shape[1] == 3  # a gray + alpha PNG is colour to PIL
