@@ -8,7 +8,7 @@
 # Then, device:  run(command="bash benchmarks/gpu.sh", carry=[".whl", ".gpudata"], timeout_s=600)
 #
 # BUDGET_S (default 540) bounds the whole call; DEVICE=cpu makes a dry run here (tiny budgets).
-# $OUT receives: smoke.log, tests.log, ddpm-photo-gray.tar, ddpm-photo-rgb.tar (each: the exported diffusers folder in
+# $OUT receives: smoke.log, tests.log, throughput.json and .log (the batch chosen), ddpm-photo-gray.tar, ddpm-photo-rgb.tar (each: the exported diffusers folder in
 # float16, run.json and log.jsonl), train-gray.log, train-rgb.log. Unpack a tar, then ship it with
 # restore/weights/<name>/ and a model card, or continue it here with --init.
 set -u
@@ -38,7 +38,18 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     echo "pytest exit: $?" >> "$OUT/tests.log"
 fi
 
-# 2. The gray and the colour photo priors, half the time left each (less 45 s each for loading, export and packing).
+# 2. The batch: the smallest whose patches per second are within 10% of the best of 256..2048 (gpu_throughput.py,
+#    at most ~40 s). At batch 256 the 2026-11-30 steps were bound by the host, not the device.
+if [ -z "${BATCH:-}" ]; then
+    probe=256,512,1024,2048
+    [ "$DEVICE" = cpu ] && probe=4,8  # a dry run
+    BATCH=$(timeout 90 python3 benchmarks/gpu_throughput.py --device "$DEVICE" --batches $probe --budget 40 \
+        --out "$OUT/throughput.json" 2> "$OUT/throughput.log" | sed -n 's/^BATCH=//p')
+    BATCH=${BATCH:-256}
+fi
+echo "batch $BATCH" >> "$OUT/throughput.log"
+
+# 3. The gray and the colour photo priors, half the time left each (less 45 s each for loading, export and packing).
 train() {  # name data minutes
     local name=$1 data=$2 minutes=$3
     local init=()
@@ -52,7 +63,7 @@ train() {  # name data minutes
     fi
     # --precision auto: bf16 on the GPU, fp32 on a CPU dry run (emulated bf16 takes minutes a step on some CPUs).
     python3 -m restore.cli train ddpm --data "$data" --patch 64 --out "/tmp/$name" --steps 1000000 \
-        --batch-size 256 --width 32 --lr 4e-4 --precision auto --device "$DEVICE" --max-minutes "$minutes" \
+        --batch-size "$BATCH" --width 32 --lr 4e-4 --precision auto --device "$DEVICE" --max-minutes "$minutes" \
         --checkpoint-every 2000 --sample-every 100000 "${init[@]}" > "$OUT/train-${name#ddpm-photo-}.log" 2>&1
     python3 - "$name" <<'PY'
 import sys, torch

@@ -213,11 +213,31 @@ def _prefix(phases: list, j: int) -> str:
     return "optim" if j == 0 else f"optim_{phases[j].name}"
 
 
-def _scalars(out) -> tuple[torch.Tensor, dict[str, float]]:
-    """A loss function's result as (the loss to minimise, the floats to log)."""
-    if isinstance(out, dict):
-        return out["loss"], {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
-    return out, {"loss": float(out.detach())}
+# On an accelerator the losses of this many steps are read back at once (each read waits for the device).
+READ_EVERY = 25
+
+
+def _read_every(device: torch.device) -> int:
+    """How many steps' losses are read back at once: each step's on the CPU, READ_EVERY elsewhere."""
+    return 1 if device.type == "cpu" else READ_EVERY
+
+
+def _scalars(out, read: bool = True) -> tuple[torch.Tensor, dict]:
+    """A loss function's result as (the loss to minimise, the values to log): floats, or with ``read`` False
+    the detached tensors, read later by :func:`_read` so that the host need not wait for the device."""
+    loss = out["loss"] if isinstance(out, dict) else out
+    values = {k: v.detach() if torch.is_tensor(v) else float(v) for k, v in (out if isinstance(out, dict) else {"loss": out}).items()}
+    if read:
+        _read([values])
+    return loss, values
+
+
+def _read(records: list[dict]) -> None:
+    """Replace the tensors among the values of ``records`` by floats, in place, with one read from the device."""
+    where = [(r, k) for r in records for k, v in r.items() if torch.is_tensor(v)]
+    if where:
+        for (r, k), v in zip(where, torch.stack([r[k].double().reshape(()) for r, k in where]).tolist()):
+            r[k] = v
 
 
 def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bool = False,
@@ -305,6 +325,8 @@ def train(
         raise ValueError("give either loss_fn or phases")
     phases = phases or [Phase("loss", loss_fn)]
     model = model.to(d.device)
+    if d.device.type == "cuda":  # every batch has one shape: let cuDNN time its convolution algorithms once
+        torch.backends.cudnn.benchmark = True
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opts = [torch.optim.Adam((model.get_submodule(ph.module) if ph.module else model).parameters(), lr=lr, betas=ph.betas)
             for ph in phases]
@@ -336,18 +358,20 @@ def train(
     step = start
     stopped_by_budget = False
     interrupted = _Interrupt()  # Ctrl-C or SIGTERM: finish the step, checkpoint, export, say how to resume
+    read_every = _read_every(d.device)  # on an accelerator a step does not wait for its loss to be read
+    pending: list[dict] = []  # log records not yet written
 
     try:
         while step < steps:
             g = torch.Generator().manual_seed(seed * 1_000_003 + step * d.world_size + d.rank)
             model.train()
             # 1. One optimiser step per phase and repeat (DDP averages the gradients across ranks).
-            logged: dict[str, float] = {}
+            logged: dict = {}
             for phase, opt in zip(phases, opts):
                 for _ in range(phase.repeats):
                     x = _batch(train_images, per_rank, g, flip, device=d.device)
                     with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
-                        loss, values = _scalars(phase.loss_fn(net, x, g, step))
+                        loss, values = _scalars(phase.loss_fn(net, x, g, step), read=read_every == 1)
                     rate = lr * min(1.0, (step + 1) / warmup) if warmup else lr
                     skipped += not _optimizer_step(opt, loss, rate, grad_clip)
                 logged.update(values if len(phases) == 1 else {f"{phase.name}_{k}": v for k, v in values.items()})
@@ -357,28 +381,38 @@ def train(
             seen += per_rank * d.world_size
             minutes = minutes_before + (time.monotonic() - t_start) / 60  # training time over all segments
             record = {"step": step, **logged, "minutes": minutes, **({"skipped": skipped} if skipped else {})}
-            if val_images is not None and len(phases) == 1 and (step % val_every == 0 or step == steps):
+            pending.append(record)
+            validate = val_images is not None and len(phases) == 1 and (step % val_every == 0 or step == steps)
+            if validate:
                 val = validation_loss(ema, phases[0].loss_fn, val_images, per_rank, seed, d.device)
                 record.update({f"val_{k}": v for k, v in val.items()} if isinstance(val, dict) else {"val_loss": val})
+                _read([record])
                 warning = warn_fn(record) if warn_fn is not None else None
                 if warning and d.is_main:
                     record["warning"] = warning
                     tqdm.write(f"warning: step {step}: {warning}")
-            if d.is_main:
-                rate = seen / max(time.monotonic() - t_window, 1e-9)
-                first = next(iter(logged))
-                bar.set_postfix({first: f"{logged[first]:.4f}", "img_s": f"{rate:.0f}"})
-                bar.update(1)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if sample_fn is not None and step % sample_every == 0:
-                    io.write_grid(out / "samples" / f"step-{step}.png", sample_fn(ema, _sample_generator(ema, seed)).cpu())
             over_budget = (max_minutes is not None and time.monotonic() - t_start > 60 * max_minutes) or bool(interrupted.signal)
             if d.world_size > 1:  # every rank must stop at the same step
                 flag = torch.tensor([float(over_budget)], device=d.device)
                 torch.distributed.all_reduce(flag)
                 over_budget = bool(flag.item() > 0)
-            if d.is_main and (step % checkpoint_every == 0 or step == steps or over_budget):
+            checkpoint = step % checkpoint_every == 0 or step == steps or over_budget
+            sample = sample_fn is not None and step % sample_every == 0
+            if d.is_main:
+                bar.update(1)
+                if len(pending) >= read_every or validate or checkpoint or sample:
+                    _read(pending)  # the log is written up to this step before any checkpoint of it
+                    rate = seen / max(time.monotonic() - t_window, 1e-9)
+                    first = next(iter(logged))
+                    bar.set_postfix({first: f"{record[first]:.4f}", "img_s": f"{rate:.0f}"})
+                    with open(log_path, "a") as f:
+                        f.write("".join(json.dumps(r) + "\n" for r in pending))
+                    pending.clear()
+                if sample:
+                    io.write_grid(out / "samples" / f"step-{step}.png", sample_fn(ema, _sample_generator(ema, seed)).cpu())
+            else:
+                pending.clear()
+            if d.is_main and checkpoint:
                 _checkpoint(ckpt_dir, step, model, ema, opts, phases, config,
                             minutes_before + (time.monotonic() - t_start) / 60)
             if over_budget:

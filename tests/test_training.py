@@ -203,6 +203,44 @@ def test_batches_and_noise_for_a_device_come_from_the_same_draws(monkeypatch):
     assert torch.equal(e1, e2) and e1.device == cpu and not torch.equal(e1, training._randn_from_seed((4, 3), 8, cpu))
 
 
+def test_patches_gathered_on_a_device_equal_the_cut_and_turned_ones():
+    """Off the CPU, a batch of patches is one gather from a copy of the images on the device, cutting and
+    turning at once; it must give exactly the patches that the CPU cuts one by one and turns (checked by
+    gathering on the CPU), with and without the turns, for gray and colour images of several sizes."""
+    from restore.data import PatchSet
+
+    for channels in (1, 3):
+        images = [torch.randint(0, 256, (channels, 30 + 7 * i, 45 - 4 * i), dtype=torch.uint8,
+                                generator=torch.Generator().manual_seed(i)) for i in range(4)]
+        for augment in (True, False):
+            patches = PatchSet(images, 12, augment=augment)
+            for seed in range(3):
+                a = patches.batch(50, torch.Generator().manual_seed(seed))
+                b = patches.gathered(50, torch.Generator().manual_seed(seed), "cpu")
+                assert b.dtype == torch.uint8 and torch.equal(a, b.float() / 255), (channels, augment, seed)
+
+
+def test_losses_read_in_groups_log_and_train_as_when_read_at_each_step(monkeypatch, tmp_path):
+    """On an accelerator the loss of each step is read back every few steps (a read waits for the device);
+    the log must still get every step's record, written before any checkpoint of it, and the weights must
+    not change. Run on the CPU with the grouped reading forced."""
+    _run(tmp_path / "each", 7)
+    monkeypatch.setattr(training, "_read_every", lambda device: 4)
+    _run(tmp_path / "grouped", 7)
+    logs = [[{k: v for k, v in json.loads(line).items() if k != "minutes"}
+             for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("each", "grouped")]
+    assert logs[0] == logs[1] and [r["step"] for r in logs[1] if "step" in r][:7] == list(range(1, 8))
+    a, b = _weights(tmp_path / "each")[0], _weights(tmp_path / "grouped")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A resume after the checkpoint of step 3 (as if killed with steps 4-5 unread) continues exactly too.
+    _run(tmp_path / "split", 3)
+    _run(tmp_path / "split", 7, resume=True)
+    c = _weights(tmp_path / "split")[0]
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    steps = [json.loads(line).get("step") for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s is not None][:7] == list(range(1, 8))
+
+
 def test_resume_of_a_checkpoint_without_minutes_takes_them_from_the_log(tmp_path):
     _run(tmp_path / "run", 3)
     index = tmp_path / "run" / "checkpoint" / "checkpoint.json"
