@@ -10,7 +10,8 @@ batch. A larger batch then buys samples at little cost in time, until the device
 script times the real training step (restore.training's batch, ddpm_loss with --focus-sigma, Adam and the
 EMA update, in bf16 autocast on a GPU) on random photo-sized images at each batch size, and prints the
 smallest batch whose patches per second are within 10% of the best: past it, a larger batch only trades
-steps for less gradient noise. The timings go to --out as JSON, one record per batch size.
+steps for less gradient noise. The timings go to --out as JSON, one record per batch size, each with the
+number of times a step made the host wait for the device (CUDA's sync debug mode; the aim is none).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 
 import torch
 
@@ -37,22 +39,43 @@ def measure(batch: int, *, device: torch.device, channels: int, width: int, patc
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for step in range(steps + 2):
-        sync(device)
-        t = time.perf_counter()
+
+    def one_step(step: int) -> None:
         g = torch.Generator().manual_seed(step)
         x = training._batch(images, batch, g, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, _ = training._scalars(loss_fn(model, x, g, step), read=False)
         training._optimizer_step(opt, loss, 4e-4, None)
         training._update_ema(ema, model, 0.999)
+
+    times = []
+    for step in range(steps + 2):
+        sync(device)
+        t = time.perf_counter()
+        one_step(step)
         sync(device)
         times.append(time.perf_counter() - t)
     per_step = sorted(times[2:])[len(times[2:]) // 2]
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"batch": batch, "s_per_step": round(per_step, 5), "patches_per_s": round(batch / per_step, 1),
-            "peak_gib": None if memory is None else round(memory, 2), "steps_timed": steps}
+            "peak_gib": None if memory is None else round(memory, 2), "steps_timed": steps,
+            "syncs_per_step": syncs(device, one_step)}
+
+
+def syncs(device: torch.device, one_step, n: int = 3) -> float | None:
+    """Operations that made the host wait for the device, per training step, as CUDA's sync debug mode
+    reports them (none is the aim: the host then queues steps ahead of the device)."""
+    if device.type != "cuda":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for step in range(n):
+                one_step(100 + step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught) / n
 
 
 def sync(device: torch.device) -> None:

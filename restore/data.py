@@ -14,6 +14,7 @@ import torch
 
 from .errors import RestoreError
 from .io import IMAGE_EXTENSIONS, _one_line
+from .runtime import to_device
 
 # Folder names and file prefixes of the torchvision layout: <root>/MNIST/raw/t10k-images-idx3-ubyte.gz.
 _FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -672,7 +673,7 @@ def dihedral(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     for j in range(8):
         sel = (k == j).nonzero().squeeze(1)  # (m,) indices of the images that take element j
         if len(sel):
-            sel = sel.to(x.device)
+            sel = to_device(sel, x.device)
             y = torch.rot90(x[sel], j % 4, dims=(-2, -1))
             out[sel] = y.flip(-1) if j >= 4 else y
     return out
@@ -750,7 +751,7 @@ class PatchSet:
         if device not in self._stores:
             self._stores[device] = self._store(device)
         flat, offsets, heights, widths, rows, cols = self._stores[device]
-        i, top, left, k = torch.stack([idx, top, left, k]).to(device)  # one copy
+        i, top, left, k = to_device(torch.stack([idx, top, left, k]), device)  # one copy, not waited for
         w = widths[i].view(n, 1, 1, 1)
         plane = (heights[i] * widths[i]).view(n, 1, 1, 1)
         base = (offsets[i] + top * widths[i] + left).view(n, 1, 1, 1)

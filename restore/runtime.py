@@ -98,3 +98,16 @@ def check_allocation(nbytes: float, what: str, fix: str) -> None:
     if nbytes > have:
         raise RestoreError(f"{what} needs about {nbytes / 2**30:.1f} GiB of memory and {have / 2**30:.1f} GiB is "
                            f"available: {fix}")
+
+
+def to_device(t, device):
+    """``t`` (a CPU tensor) on ``device``. To a GPU the copy is made from pinned memory without waiting:
+    a plain copy from the CPU to CUDA synchronises the stream, so each one made while queueing a
+    training step waits for everything queued before it, and the host can no longer work ahead of the
+    device. The pinned block is PyTorch's cached host memory, which is not reused before the copy is done."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -29,6 +29,7 @@ import torch
 from . import io
 from .data import write_training_digests
 from .errors import RestoreError
+from .runtime import to_device
 
 CHECKPOINT_FORMAT = "restore.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -249,9 +250,9 @@ def _batch(images: torch.Tensor, size: int, generator: torch.Generator, flip: bo
     if hasattr(images, "crops"):
         return images.batch(size, generator, device=device)
     idx = torch.randint(len(images), (size,), generator=generator)
-    x = images[idx].to(device).float() / 255
+    x = to_device(images[idx], device).float() / 255
     if flip:
-        mirror = (torch.rand(size, generator=generator) < 0.5).nonzero().squeeze(1).to(device)  # indices: no sync
+        mirror = to_device((torch.rand(size, generator=generator) < 0.5).nonzero().squeeze(1), device)  # no sync
         x[mirror] = x[mirror].flip(-1)
     return x
 

@@ -392,6 +392,7 @@ def ddpm_loss(alpha_bar: torch.Tensor, focus_sigma: float | None = None, focus_s
     while the rest of the batch keeps the whole reverse chain trained for the samplers. Validation
     (``step`` None) always draws t uniformly, so its curve stays comparable.
     """
+    from ..runtime import to_device
     from ..training import randn_on  # eps drawn on the model's device
 
     focus = None if focus_sigma is None else focus_timesteps(alpha_bar, focus_sigma)
@@ -403,9 +404,9 @@ def ddpm_loss(alpha_bar: torch.Tensor, focus_sigma: float | None = None, focus_s
             low = torch.randint(focus, (x0.shape[0],), generator=generator)
             t = torch.where(torch.rand(x0.shape[0], generator=generator) < focus_share, low, t)
         eps = randn_on(x0.shape, generator, x0.device)
-        a = alpha_bar[t].to(x0.device).view(-1, 1, 1, 1)
+        a = to_device(alpha_bar[t], x0.device).view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        return (net(x_t, t.to(x0.device)).sample.float() - eps).square().mean()
+        return (net(x_t, to_device(t, x0.device)).sample.float() - eps).square().mean()
 
     return loss
 
