@@ -201,9 +201,13 @@ def image_files(root: Path) -> list[tuple[str, int]]:
 
 
 def _stretch_levels(raw: np.ndarray) -> np.ndarray:
-    """Integer samples with their own range [lowest, highest] mapped onto 0-255, rounded, as uint8."""
+    """Integer samples with their own range [lowest, highest] mapped onto 0-255, rounded, as uint8. A flat
+    image has no range to map: it becomes mid-gray (128), not black, which would teach a prior that flat
+    areas are dark."""
     low = int(raw.min()) if raw.size else 0
-    span = max(int(raw.max()) - low, 1) if raw.size else 1
+    span = int(raw.max()) - low if raw.size else 0
+    if span == 0:
+        return np.full(raw.shape, 128, dtype=np.uint8)
     return (((raw.astype(np.int64) - low) * 255 + span // 2) // span).astype(np.uint8)
 
 

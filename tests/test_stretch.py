@@ -72,6 +72,22 @@ def test_a_stretch_trained_priors_training_images_are_recognised_by_their_stretc
     assert overlap_warning(prior, images, "bench images") is None
 
 
+def test_a_flat_training_image_stretches_to_mid_gray_not_black(tmp_path):
+    """A flat image has no range to stretch; training with --stretch makes it mid-gray (it was black, which
+    teaches a prior that flat areas are dark), from 8-bit and from 16-bit files alike."""
+    import numpy as np
+    from PIL import Image
+
+    from restore.data import read_images, stretch_images
+
+    flat = stretch_images(torch.full((1, 1, 6, 6), 37, dtype=torch.uint8))
+    assert torch.equal(flat, torch.full_like(flat, 128))
+    Image.fromarray(np.full((20, 20), 900, dtype=np.uint16)).save(tmp_path / "flat16.png")
+    Image.fromarray(np.full((20, 20), 200, dtype=np.uint8)).save(tmp_path / "flat8.png")
+    images, _ = read_images(tmp_path, channels=1, stretch=True)
+    assert all(torch.equal(im, torch.full_like(im, 128)) for im in images) and len(images) == 2
+
+
 def test_evaluate_and_bench_see_a_stretch_trained_priors_images_as_it_did(tmp_path):
     """For a prior trained with --stretch on dark 16-bit images, restore evaluate and restore bench read the
     folder stretched from its 16 bits (about 160 levels in 256 pixels, not 17), key their caches on it, and bench each measurement
