@@ -44,7 +44,10 @@ if [ -z "${BATCH:-}" ]; then
     probe=256,512,1024,2048
     [ "$DEVICE" = cpu ] && probe=4,8  # a dry run
     BATCH=$(timeout 90 python3 benchmarks/gpu_throughput.py --device "$DEVICE" --batches $probe --budget 40 \
-        --out "$OUT/throughput.json" 2> "$OUT/throughput.log" | sed -n 's/^BATCH=//p')
+        --out "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log" | sed -n 's/^BATCH=//p')
+    # No figure (the probe failed or timed out at its first batch): the best batch measured, else 256.
+    [ -z "$BATCH" ] && BATCH=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["chosen"])' \
+        "$OUT/throughput.json" 2>/dev/null)
     BATCH=${BATCH:-256}
 fi
 echo "batch $BATCH" >> "$OUT/throughput.log"

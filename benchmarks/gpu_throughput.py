@@ -30,7 +30,8 @@ from restore.priors.ddpm import ddpm_loss, make_patch_unet, make_scheduler
 
 def measure(batch: int, *, device: torch.device, channels: int, width: int, patch: int, steps: int,
             amp: bool, images: PatchSet) -> dict:
-    """Seconds per training step (median of ``steps`` after two warm-up steps) and peak device memory."""
+    """Seconds per training step (the mean of ``steps`` run back to back after two warm-up steps) and peak
+    device memory."""
     torch.manual_seed(0)
     model = make_patch_unet(patch, channels, width).to(device)
     ema = make_patch_unet(patch, channels, width).to(device).requires_grad_(False)
@@ -48,14 +49,14 @@ def measure(batch: int, *, device: torch.device, channels: int, width: int, patc
         training._optimizer_step(opt, loss, 4e-4, None)
         training._update_ema(ema, model, 0.999)
 
-    times = []
-    for step in range(steps + 2):
-        sync(device)
-        t = time.perf_counter()
+    for step in range(2):  # warm-up: cuDNN's autotuning, the images' copy on the device
         one_step(step)
-        sync(device)
-        times.append(time.perf_counter() - t)
-    per_step = sorted(times[2:])[len(times[2:]) // 2]
+    sync(device)
+    t = time.perf_counter()
+    for step in range(2, steps + 2):  # back to back, as training runs them: the host queues ahead of the device
+        one_step(step)
+    sync(device)
+    per_step = (time.perf_counter() - t) / steps
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"batch": batch, "s_per_step": round(per_step, 5), "patches_per_s": round(batch / per_step, 1),
             "peak_gib": None if memory is None else round(memory, 2), "steps_timed": steps,
@@ -115,14 +116,18 @@ def main() -> None:
                                    steps=a.steps, amp=amp, images=images))
         except torch.OutOfMemoryError:
             break
+        except RuntimeError as exc:  # e.g. a cuDNN or cuBLAS workspace that does not fit: keep what was measured
+            print(f"batch {batch}: {str(exc).splitlines()[0]}", flush=True)
+            break
         print(json.dumps(records[-1]), flush=True)
-    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "width": a.width, "channels": a.channels, "patch": a.patch, "bf16": amp, "records": records,
-            "chosen": choose(records)}
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(info, f, indent=1)
-    print(f"BATCH={info['chosen']}")
+        info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "width": a.width, "channels": a.channels, "patch": a.patch, "bf16": amp, "records": records,
+                "chosen": choose(records)}
+        if a.out:  # after each batch size, so a probe stopped by its timeout still leaves its figures
+            with open(a.out, "w") as f:
+                json.dump(info, f, indent=1)
+    if records:
+        print(f"BATCH={choose(records)}")
 
 
 if __name__ == "__main__":

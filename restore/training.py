@@ -237,7 +237,8 @@ def _read(records: list[dict]) -> None:
     """Replace the tensors among the values of ``records`` by floats, in place, with one read from the device."""
     where = [(r, k) for r in records for k, v in r.items() if torch.is_tensor(v)]
     if where:
-        for (r, k), v in zip(where, torch.stack([r[k].double().reshape(()) for r, k in where]).tolist()):
+        device = where[0][0][where[0][1]].device
+        for (r, k), v in zip(where, torch.stack([r[k].double().reshape(()).to(device) for r, k in where]).tolist()):
             r[k] = v
 
 
@@ -326,6 +327,7 @@ def train(
         raise ValueError("give either loss_fn or phases")
     phases = phases or [Phase("loss", loss_fn)]
     model = model.to(d.device)
+    autotune = torch.backends.cudnn.benchmark  # restored at the end (inference on images of many sizes)
     if d.device.type == "cuda":  # every batch has one shape: let cuDNN time its convolution algorithms once
         torch.backends.cudnn.benchmark = True
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -393,10 +395,13 @@ def train(
                     record["warning"] = warning
                     tqdm.write(f"warning: step {step}: {warning}")
             over_budget = (max_minutes is not None and time.monotonic() - t_start > 60 * max_minutes) or bool(interrupted.signal)
-            if d.world_size > 1:  # every rank must stop at the same step
-                flag = torch.tensor([float(over_budget)], device=d.device)
-                torch.distributed.all_reduce(flag)
-                over_budget = bool(flag.item() > 0)
+            if d.world_size > 1:  # every rank must stop at the same step: a vote (a wait) every read_every steps
+                if step % read_every == 0 or step == steps:
+                    flag = to_device(torch.tensor([float(over_budget)]), d.device)
+                    torch.distributed.all_reduce(flag)
+                    over_budget = bool(flag.item() > 0)
+                else:
+                    over_budget = False
             checkpoint = step % checkpoint_every == 0 or step == steps or over_budget
             sample = sample_fn is not None and step % sample_every == 0
             if d.is_main:
@@ -421,6 +426,14 @@ def train(
                 break
     finally:
         interrupted.restore()
+        torch.backends.cudnn.benchmark = autotune
+        if pending and d.is_main:  # an error ended the run: keep the records of its last steps
+            try:
+                _read(pending)
+                with open(log_path, "a") as f:
+                    f.write("".join(json.dumps(r) + "\n" for r in pending))
+            except Exception:  # a broken device cannot give them back; the error that ended the run matters more
+                pass
     bar.close()
     segment = (time.monotonic() - t_start) / 60
     summary = {"step": step, "finished": step >= steps, "stopped_by_budget": stopped_by_budget and not interrupted.signal,
@@ -463,7 +476,9 @@ def _resume(out: Path, model, ema, opts, phases, config: dict, d: Dist) -> tuple
     try:
         groups = [meta["param_groups"], *meta.get("more_param_groups", [])]
         for j, opt in enumerate(opts):
-            _load_optimizer(opt, {k: v.to(d.device) for k, v in tensors.items()}, groups[j], _prefix(phases, j))
+            # As saved, on the CPU: Adam moves its moments to each parameter's device and keeps a non-capturable
+            # step count where it is given; a count on a GPU would be read back (a wait) twice a tensor a step.
+            _load_optimizer(opt, tensors, groups[j], _prefix(phases, j))
     except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
         raise RestoreError(f"--resume: the optimiser state in '{ckpt_dir}' is damaged or made for another "
                            f"model ({io._one_line(exc)})") from None

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RestoreError
+from ..runtime import to_device
 from .base import LatentPrior, load_weights, read_run
 from .vae import _check_size
 
@@ -136,13 +137,13 @@ class GAN(nn.Module):
 
 
 def _latent(x: torch.Tensor, latent_dim: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn((x.shape[0], latent_dim), generator=generator).to(x.device)
+    return to_device(torch.randn((x.shape[0], latent_dim), generator=generator), x.device)  # no wait on a GPU
 
 
 def gradient_penalty(net, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """E[(||grad_x D(x_hat)|| - 1)^2] at x_hat = e x + (1 - e) G(z), e ~ U[0, 1] per image
     (Gulrajani et al. 2017, Algorithm 1, lines 6-7)."""
-    e = torch.rand((real.shape[0], 1, 1, 1), generator=generator).to(real.device)
+    e = to_device(torch.rand((real.shape[0], 1, 1, 1), generator=generator), real.device)
     x_hat = (e * real + (1 - e) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(net("discriminate", x_hat).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).square().mean()
