@@ -51,7 +51,7 @@ def main() -> None:
     (OUT / "dps_photo.md").write_text(
         "# DPS's step size on a whole photo\n\nProduced by `python benchmarks/dps_step_photo.py`: 4x super-resolution "
         "(the Set12 setting's operator) of a held-out BSDS400 photo made gray, `ddpm-photo-gray`, DPS at 100 steps, "
-        "seed 0, one run per row on the project's 2-core CPU. The default is sqrt(T / steps * n) / 28 for n pixels; "
+        "seed 0, one run per row on the project's 2-core CPU. The default is sqrt(T / steps * H * W) / 28 for H x W pixels (gray or colour); "
         "before 2026-12-01 it was sqrt(T / steps), 3.16 at 100 steps.\n\n" + table(lines) + "\n\n"
         + small_photos() + "\n")
 

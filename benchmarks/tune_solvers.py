@@ -71,7 +71,7 @@ def main() -> None:
         print(f"{task} {args.solver} {steps} steps {setting}: {row['psnr']:.2f} dB "
               f"(one sample {row['psnr_one_sample']:.2f}, calibration {row['calibration']:.0%})", flush=True)
     lines = ["Held-out MNIST test images (images start..start+n-1), PSNR of the mean of the samples. A setting "
-             "of None is the solver's own default (DPS: zeta = sqrt(T / steps) on these 28x28 digits; its rule is sqrt(T / steps * n) / 28 for n pixels). Seconds per image were "
+             "of None is the solver's own default (DPS: zeta = sqrt(T / steps) on these 28x28 digits; its rule is sqrt(T / steps * H * W) / 28 for H x W pixels (gray or colour)). Seconds per image were "
              "measured beside other jobs on the same cores: compare them within a run only.", "",
              "| prior | solver | task | steps | setting | images | PSNR (dB) | PSNR 1 sample | calibration | s / image |",
              "|---|---|---|---|---|---|---|---|---|---|"]

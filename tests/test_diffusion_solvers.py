@@ -381,8 +381,8 @@ def test_a_solver_takes_its_schedule_as_a_list_of_timesteps():
 
 
 def test_dps_default_step_grows_with_the_image_as_its_gradient_shrinks_per_pixel():
-    """zeta defaults to sqrt(T / steps * n) / 28 for images of n values: sqrt(T / steps) on 28x28 digits, where
-    it was tuned; the gradient of the residual's norm spreads over n values, so without sqrt(n) a 180x180
+    """zeta defaults to sqrt(T / steps * H W) / 28 for H x W images: sqrt(T / steps) on 28x28 digits, where
+    it was tuned; the gradient of the residual's norm spreads over the pixels, so without sqrt(H W) a 180x180
     photo got a step 6.4 times too short (20.85 dB against about 25.6 on held-out 4x super-resolution). The
     benchmarks key their cells on the rule where it changes the step."""
     import math
@@ -398,8 +398,18 @@ def test_dps_default_step_grows_with_the_image_as_its_gradient_shrinks_per_pixel
     assert torch.equal(default, explicit)
     assert not torch.equal(default, DIFFUSION["dps"](y, op, prior, steps=5, zeta=math.sqrt(prior.num_timesteps / 5),
                                                      generator=torch.Generator().manual_seed(0)))
-    assert solver_settings(DIFFUSION["dps"], 100, values=180 * 180)["zeta_rule"] == "sqrt(T / steps * n) / 28"
+    assert solver_settings(DIFFUSION["dps"], 100, values=180 * 180)["zeta_rule"] == "sqrt(T / steps * H * W) / 28"
     assert "zeta_rule" not in solver_settings(DIFFUSION["dps"], 100, {"zeta": 2.0}, values=180 * 180)
     # On 28x28 digits the rule gives exactly the old value, so their cached cells stay valid.
     assert "zeta_rule" not in solver_settings(DIFFUSION["dps"], 100, values=784)
     assert math.sqrt(1000 / 100) * (math.sqrt(784) / 28) == math.sqrt(1000 / 100)
+    # Colour counts pixels, not values: a 3 x 4 x 4 prior takes the step of a 4 x 4 gray one.
+    g = torch.Generator().manual_seed(2)
+    colour = GaussianPrior(0.5 + 0.1 * torch.rand(48, generator=g), 0.1 * torch.randn(48, 3, generator=g),
+                           torch.full((48,), 0.004), (3, 4, 4))
+    op = O.Denoising(O.GaussianNoise(0.1))
+    y = _measure(colour, op)
+    run = [DIFFUSION["dps"](y, op, colour, steps=5, generator=torch.Generator().manual_seed(0), **kw)
+           for kw in ({}, {"zeta": math.sqrt(colour.num_timesteps / 5) * 4 / 28},
+                      {"zeta": math.sqrt(colour.num_timesteps / 5) * math.sqrt(48) / 28})]
+    assert torch.equal(run[0], run[1]) and not torch.equal(run[0], run[2])

@@ -30,22 +30,25 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
     paper, and is a plain l2 norm also for Poisson noise (the paper weights it). Works for any
     differentiable operator, linear or not; ``fidelity`` multiplies zeta.
 
-    zeta defaults to sqrt(T / steps * n) / 28 for images of n values (C x H x W):
+    zeta defaults to sqrt(T / steps * H W) / 28 for H x W images, gray or colour:
     - sqrt(T / steps): longer steps when fewer are taken, each of which then stands for several of the
       paper's 1000 (the sweep on 28x28 digits that chose it: benchmarks/results/tune/results.md;
       ``benchmarks/tune_solvers.py`` reruns such sweeps);
-    - sqrt(n) / 28: the gradient of the residual's norm has a norm of order one whatever the image size, so
-      its share per pixel falls as 1 / sqrt(n), and the step keeps the per-pixel length the digits (n = 784)
+    - sqrt(H W) / 28: the gradient of the residual's norm has a norm of order one whatever the image size, so
+      its share per pixel falls as 1 / sqrt(H W), and the step keeps the per-pixel length the digits (28 x 28)
       were tuned at. Without it, 4x super-resolution of 180x180 held-out photos at 100 steps gave 20.85 dB;
       with it (zeta 20.3), 25.59, where a sweep peaked (zeta 17.8: 25.64); on a 480x320 photo the default
       (44.3) gave 26.99 dB, zeta 20 26.96, 100 24.93 and 3.16 23.23 (benchmarks/results/tune/dps_photo.md).
-      Checked at 100 steps on gray super-resolution only.
+      Pixels, not values: on two 480x320 held-out colour photos (``ddpm-photo-rgb``, the same task) zeta
+      8.8 / 17.6 / 44.3 / 70.4 / 76.9 gave 27.13 / 28.45 / 28.79 / 28.40 / 28.29 dB, the peak at the
+      pixel rule's 44.3 for both photos, where counting the 3 values of a pixel gave 76.9
+      (benchmarks/results/tune/photo.md). Checked at 100 steps on super-resolution only.
     """
     shape = check_prior(y, operator, prior)
     check_fidelity(fidelity)
     pairs = schedule(prior, steps)
     if zeta is None:
-        zeta = math.sqrt(prior.num_timesteps / len(pairs)) * (math.sqrt(math.prod(shape[1:])) / 28)  # exactly 1 at 784
+        zeta = math.sqrt(prior.num_timesteps / len(pairs)) * (math.sqrt(math.prod(shape[-2:])) / 28)  # 1 at 28 x 28
     x = noise_like(shape, generator, y.device)  # x_T
     for i, (t, t_prev) in enumerate(pairs):
         a, a_prev = alpha_bars(prior, t, t_prev, x)
@@ -63,4 +66,4 @@ def dps(y, operator, prior, *, steps: int = 1000, generator: torch.Generator | N
 
 
 # How the defaults of None are computed; the benchmarks' caches key cells on it (bench.solver_settings).
-dps.default_rules = {"zeta": ("sqrt(T / steps * n) / 28", 784)}
+dps.default_rules = {"zeta": ("sqrt(T / steps * H * W) / 28", 784)}
