@@ -418,3 +418,30 @@ def test_a_note_on_how_an_image_was_read_comes_only_with_a_result(cli, tmp_path,
     code, _, err = cli("denoise", tmp_path / "c.tif", "--noise", "0.01", "--solver", "wiener", "--reference",
                        tmp_path / "small.png", "-o", tmp_path / "o2.png")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "read at 8 bits" not in err, err
+
+
+def test_the_record_and_line_name_the_model_a_family_name_resolved_to(cli, tmp_path):
+    """`--prior ddpm` means a different shipped model for a digit, a gray photo and a colour photo: the result
+    JSON's "model" and the printed line name the one that ran, so a result can be reproduced with
+    `--prior <model>`; "prior" keeps what was asked for; a gray model run on R, G and B says so too.
+    `restore info` names the model of the family's default."""
+    from restore.io import write_png
+
+    photo = _photo("bsds400", 0)[..., :48, :64]
+    write_png(tmp_path / "colour.png", photo)
+    write_png(tmp_path / "gray.png", photo.mean(1, keepdim=True))
+    write_png(tmp_path / "digit.png", photo.mean(1, keepdim=True)[..., :28, :28])
+    for name, model in (("colour", "ddpm-photo-rgb"), ("gray", "ddpm-photo-gray"), ("digit", "ddpm-mnist")):
+        out = tmp_path / f"{name}-out.png"
+        code, stdout, err = cli("denoise", tmp_path / f"{name}.png", "--noise", "0.1", "--prior", "ddpm", "-o", out)
+        assert code == 0, err
+        record = json.loads(out.with_suffix(".json").read_text())
+        assert (record["prior"], record["model"]) == ("ddpm", model), record
+        assert f"({model} / " in stdout, stdout
+    code, stdout, err = cli("denoise", tmp_path / "colour.png", "--noise", "0.1", "--prior", "ddpm-photo-gray",
+                            "-o", tmp_path / "channelwise.png", "--json")
+    assert code == 0, err
+    record = json.loads(stdout)
+    assert record["model"] == "ddpm-photo-gray" and record["channelwise"] is True
+    code, stdout, _ = cli("info", "--prior", "ddpm", "--json")
+    assert code == 0 and json.loads(stdout)["model"] == "ddpm-mnist"

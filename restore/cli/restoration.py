@@ -455,7 +455,8 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         x = unstretch(x, stretch)
     seconds = time.perf_counter() - t0
     x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
-    result = {"input": source, "output": str(out), "task": task, "prior": prior, "prior_family": model.family,
+    result = {"input": source, "output": str(out), "task": task, "prior": prior,
+              "model": getattr(model, "model", None) or prior, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": req.estimate,
               "operator": operator_spec, "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
               "image_shape": list(shape),
@@ -486,7 +487,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         io.write_json(paths["json"], result)
     plural = "s" * (samples > 1)
     stepped = f"{steps} steps, " if steps is not None else ""
-    _report(result, req.json, f"wrote {out} ({size_note}{prior} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
+    _report(result, req.json, f"wrote {out} ({size_note}{result['model']} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
 
 
 def _large_hole_defaults(name: str, hyper: dict, req: Request, op, any_size: bool) -> dict:

@@ -136,6 +136,7 @@ def load_prior(spec: str, *, device=None, image_shape=None):
         raise RestoreError(f"unknown prior {spec!r}: not a family ({', '.join(FAMILIES)}), an existing model folder, "
                            "or a hub id (owner/name)")
     prior.source = spec
+    prior.model = name if spec in SHIPPED else spec
     if image_shape is not None:
         prior = fit_channels(prior, image_shape[0])
     return prior.eval().to(device) if device is not None else prior.eval()

@@ -41,6 +41,9 @@ class Prior(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.source: str | None = None
+        # What load_prior resolved ``source`` to: the shipped model a family name chose for the image
+        # (ddpm-photo-rgb for ``ddpm`` on a colour photo), else the name, folder or hub id as given.
+        self.model: str | None = None
         self.run_info: dict | None = None
 
     @property
