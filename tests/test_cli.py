@@ -412,6 +412,7 @@ def test_sample_writes_a_grid_reproducibly(cli, tmp_path, ddpm_dir):
     result = _ok(cli("sample", "--prior", ddpm_dir, "-n", "6", "--nrow", "3", "-o", tmp_path / "a.png", "--json"))
     info = json.loads(result.out)
     assert info["n"] == 6 and info["steps"] == 20 and info["method"] == "ancestral" and info["nfe"] == 20
+    assert info["model"] == str(ddpm_dir)  # a folder names itself; a family name, its shipped model
     grid = read_image(tmp_path / "a.png")[0]
     # 3 x 2 tiles of 8x8 with 2-pixel padding: (2 + 3 * 10) wide, (2 + 2 * 10) high.
     assert grid.shape == (1, 1, 22, 32)

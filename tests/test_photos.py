@@ -424,7 +424,7 @@ def test_the_record_and_line_name_the_model_a_family_name_resolved_to(cli, tmp_p
     """`--prior ddpm` means a different shipped model for a digit, a gray photo and a colour photo: the result
     JSON's "model" and the printed line name the one that ran, so a result can be reproduced with
     `--prior <model>`; "prior" keeps what was asked for; a gray model run on R, G and B says so too.
-    `restore info` names the model of the family's default."""
+    `restore info` and `restore sample` name the model of the family's default."""
     from restore.io import write_png
 
     photo = _photo("bsds400", 0)[..., :48, :64]
@@ -445,3 +445,6 @@ def test_the_record_and_line_name_the_model_a_family_name_resolved_to(cli, tmp_p
     assert record["model"] == "ddpm-photo-gray" and record["channelwise"] is True
     code, stdout, _ = cli("info", "--prior", "ddpm", "--json")
     assert code == 0 and json.loads(stdout)["model"] == "ddpm-mnist"
+    code, stdout, err = cli("sample", "--prior", "ddpm", "-n", "1", "--method", "ddim", "--steps", "2",
+                            "-o", tmp_path / "sample.png", "--json")
+    assert code == 0 and json.loads(stdout)["model"] == "ddpm-mnist", err

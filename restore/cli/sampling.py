@@ -72,7 +72,7 @@ def sample(
     seconds = time.perf_counter() - t0
     bar.close()
     io.write_grid(out, x.cpu(), nrow=nrow)
-    result = {"output": str(out), "prior": prior, "n": n, "method": method, "steps": steps,
+    result = {"output": str(out), "prior": prior, "model": model.model, "n": n, "method": method, "steps": steps,
               "variance": variance if method == "ancestral" else None, "eta": eta if method == "ddim" else None,
               "seed": seed, "seconds": round(seconds, 3), "nfe": steps, "image_shape": list(x.shape[1:])}
     report(result, json, f"wrote {out} ({n} samples, {method}, {steps} steps, {seconds:.2f} s)")
@@ -100,7 +100,8 @@ def _sample_direct(model, n, out, prior, method, steps, truncation, temperature,
     seconds = time.perf_counter() - t0
     bar.close()
     io.write_grid(out, x.cpu(), nrow=nrow)
-    result = {"output": str(out), "prior": prior, "n": n, "method": "sequential" if sequential else "decode",
+    result = {"output": str(out), "prior": prior, "model": model.model, "n": n,
+              "method": "sequential" if sequential else "decode",
               "truncation": truncation, "temperature": temperature, "seed": seed, "seconds": round(seconds, 3),
               "nfe": x.shape[-2] * x.shape[-1] if sequential else 1, "image_shape": list(x.shape[1:])}
     extra = (f", truncation {truncation}" if truncation is not None else "") + \
