@@ -456,7 +456,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     seconds = time.perf_counter() - t0
     x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
     result = {"input": source, "output": str(out), "task": task, "prior": prior,
-              "model": getattr(model, "model", None) or prior, "prior_family": model.family,
+              "model": model.model, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": req.estimate,
               "operator": operator_spec, "seconds": round(seconds, 3), "threads": _threads(), "nfe": counted.calls,
               "image_shape": list(shape),

@@ -116,10 +116,7 @@ def info(prior: PriorSpec = "ddpm", json: Json = False):
     from ..solvers import solvers_for
 
     model = load_prior(prior)
-    described = model.info()  # the model a family name resolves to (its default here) right after the name
-    at = list(described).index("source") + 1 if "source" in described else 0
-    described = dict([*list(described.items())[:at], ("model", model.model), *list(described.items())[at:]])
-    result = {**described, "solvers": solvers_for(model), "sampling": "restore sample --prior " + prior}
+    result = {**model.info(), "solvers": solvers_for(model), "sampling": "restore sample --prior " + prior}
     def lines():
         for key, value in result.items():
             if key == "solvers" and not value:

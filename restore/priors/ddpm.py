@@ -163,7 +163,7 @@ class DDPMPrior(DiffusionPrior):
         run = self.run_info or {}
         total = _total_steps(run)
         return {
-            "family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]),
+            "family": self.family, "source": self.source, "model": self.model, "image_size": list(self.image_shape[1:]),
             "channels": self.image_shape[0], "prediction_type": self.prediction_type,
             "timesteps": self.num_timesteps, "parameters": sum(p.numel() for p in self.unet.parameters()),
             "training_data": run.get("data"), "training_steps": total,

@@ -310,7 +310,7 @@ class FlowPrior(LatentPrior):
     def info(self) -> dict:
         run = self.run_info or {}
         return {
-            "family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]),
+            "family": self.family, "source": self.source, "model": self.model, "image_size": list(self.image_shape[1:]),
             "channels": self.image_shape[0], "levels": self.glow.levels, "depth": self.glow.depth,
             "coupling": run.get("coupling"), "parameters": sum(p.numel() for p in self.glow.parameters()),
             "training_data": run.get("data"), "training_steps": run.get("steps_done", run.get("steps")),

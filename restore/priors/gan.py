@@ -204,7 +204,7 @@ class GANPrior(LatentPrior):
     def info(self) -> dict:
         run = self.run_info or {}
         return {
-            "family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]),
+            "family": self.family, "source": self.source, "model": self.model, "image_size": list(self.image_shape[1:]),
             "channels": self.image_shape[0], "latent_dim": self.generator.latent_dim, "loss": run.get("loss"),
             "parameters": sum(p.numel() for p in self.generator.parameters()),
             "training_data": run.get("data"), "training_steps": run.get("steps_done", run.get("steps")),

@@ -138,7 +138,8 @@ class GaussianPrior(DiffusionPrior):
 
     def info(self) -> dict:
         run = self.run_info or {}
-        return {"family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]),
+        return {"family": self.family, "source": self.source, "model": self.model,
+                "image_size": list(self.image_shape[1:]),
                 "channels": self.image_shape[0], "rank": self.factor.shape[1], "timesteps": self.num_timesteps,
                 "parameters": self.mean.numel() + self.factor.numel() + self.diag.numel(),
                 "training_data": run.get("data"), "file_list_hash": run.get("file_list_hash"),

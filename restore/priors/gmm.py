@@ -310,7 +310,7 @@ class GMMPatchPrior(DiffusionPrior):
 
     def info(self) -> dict:
         run = self.run_info or {}
-        return {"family": self.family, "source": self.source, "channels": self.image_shape[0],
+        return {"family": self.family, "source": self.source, "model": self.model, "channels": self.image_shape[0],
                 "patch": self.patch, "components": self.components, "any_size": "yes: a patch prior, any image size",
                 "parameters": self.means.numel() + self.covs.numel() + self.components,
                 "training_data": run.get("data"), "file_list_hash": run.get("file_list_hash"),

@@ -160,7 +160,8 @@ class PixelCNNPrior(Prior):
     def info(self) -> dict:
         run = self.run_info or {}
         return {
-            "family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]), "channels": 1,
+            "family": self.family, "source": self.source, "model": self.model,
+            "image_size": list(self.image_shape[1:]), "channels": 1,
             "layers": self.net.layers_count, "width": self.net.channels, "kernel": self.net.kernel,
             "parameters": sum(p.numel() for p in self.net.parameters()), "training_data": run.get("data"),
             "training_steps": run.get("steps_done", run.get("steps")), "file_list_hash": run.get("file_list_hash"),

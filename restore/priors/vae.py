@@ -169,7 +169,7 @@ class VAEPrior(LatentPrior):
     def info(self) -> dict:
         run = self.run_info or {}
         return {
-            "family": self.family, "source": self.source, "image_size": list(self.image_shape[1:]),
+            "family": self.family, "source": self.source, "model": self.model, "image_size": list(self.image_shape[1:]),
             "channels": self.image_shape[0], "latent_dim": self.vae.latent_dim,
             "parameters": sum(p.numel() for p in self.vae.parameters()), "beta": run.get("beta"),
             "training_data": run.get("data"), "training_steps": run.get("steps_done", run.get("steps")),
