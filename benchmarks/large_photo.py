@@ -44,6 +44,8 @@ def main():
     parser.add_argument("--prior", help="a learned prior: run the diffusion solvers on it")
     parser.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of the photo")
     parser.add_argument("--gray", action="store_true", help="a gray photo instead of RGB")
+    parser.add_argument("--out", type=Path, help="the table's file (default: results/large_photo.md, or "
+                        "results/large_photo_PRIOR.md with --prior); a run of some cells can write elsewhere")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="options passed to every run")
     args = parser.parse_args()
     from restore.data import levin_kernel
@@ -92,7 +94,7 @@ def main():
                     print(Path(tmp, "log.txt").read_text()[-2000:], file=sys.stderr)
                 lines.append(f"| {task} | {name} | {seconds:.1f} | {rss} | {code} |")
                 print(lines[-1], flush=True)
-    out = OUT.with_name(f"large_photo_{args.prior}.md") if args.prior else OUT
+    out = args.out or (OUT.with_name(f"large_photo_{args.prior}.md") if args.prior else OUT)
     out.write_text("\n".join(lines) + "\n")
 
 

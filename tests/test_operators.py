@@ -213,6 +213,43 @@ def test_svd_factors_are_orthogonal(shape, op):
     torch.testing.assert_close(op.U_adjoint(op.U(z)) * support, z * support, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("rho", [1e-3, 0.5])
+@pytest.mark.parametrize("shape, op", SVD_OPERATORS)
+def test_prox_l2_solves_its_normal_equations(shape, op, rho):
+    # v = argmin ||A v - y||^2 + rho ||v - x||^2  <=>  A^T (A v - y) + rho (v - x) = 0.
+    x = randn(*shape, seed=1)
+    y = randn(*op.measurement_shape(shape), seed=2)
+    v = op.prox_l2(x, y, rho)
+    residual = op.A_adjoint(op.A(v) - y) + rho * (v - x)
+    assert float(residual.abs().max()) < 1e-10 * (1 + float(op.A_adjoint(y).abs().max()))
+    # The precomputed spectral measurement gives the same answer.
+    torch.testing.assert_close(op.prox_l2(x, y, rho, measured=op.spectral(y)), v, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["box", "bicubic"])
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_downsample_banded_path_matches_its_dense_matrices_and_svd(kind, factor):
+    # A and A^T apply the 1-D matrices by their nonzeros, prox_l2 and A_pinv go through the small left
+    # factors: each must equal the dense product or the SVD's closed form of the base class.
+    op = O.Downsample(factor, kind)
+    H, W = 12 * factor, 9 * factor
+    x = randn(2, 3, H, W, seed=1)
+    y = randn(2, 3, H // factor, W // factor, seed=2)
+    Dh, Dw = (Fn.resample_matrix(n, factor, kind) for n in (H, W))
+    torch.testing.assert_close(op.A(x), Dh @ x @ Dw.T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(op.A_adjoint(y), Dh.T @ y @ Dw, rtol=1e-12, atol=1e-12)
+    for rho in (1e-4, 0.3):
+        expected = O.SVDOperator.prox_l2(op, x, y, rho)
+        torch.testing.assert_close(op.prox_l2(x, y, rho), expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(op.A_pinv(y), O.SVDOperator.A_pinv(op, y), rtol=1e-9, atol=1e-9)
+    # float32 on the same path (the solvers' dtype outside the data step).
+    torch.testing.assert_close(op.A(x.float()), (Dh @ x @ Dw.T).float(), rtol=1e-5, atol=1e-5)
+    # Autograd through A (DPS differentiates it): the gradient of <A x, y> is A^T y.
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((op.A(xg) * y).sum(), xg)
+    torch.testing.assert_close(grad, Dh.T @ y @ Dw, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("shape, op", SMALL_SVD_OPERATORS)
 def test_singular_values_match_dense_matrix(shape, op):
     M = dense_matrix(op, shape)

@@ -6,7 +6,7 @@ import torch
 
 from ..errors import RestoreError
 from . import functional as Fn
-from .base import SVDOperator
+from .base import DEFAULT_RCOND, SVDOperator
 from .noise import Noise
 
 
@@ -18,6 +18,12 @@ class Downsample(SVDOperator):
     and U_adjoint puts the (H/k, W/k) coefficients of U_h^T y U_w into the top-left corner of an
     (H, W) array. The bicubic filter is Keys' kernel (a = -0.5) stretched by the factor
     (anti-aliased, like MATLAB's imresize) with mirrored borders.
+
+    A, its adjoint, the pseudo-inverse and the data step ``prox_l2`` never touch the (n, n) right singular
+    vectors: A and A^T apply the banded 1-D filters tap by tap, and the other two go through
+    A A^T = (D_h D_h^T) (x) (D_w D_w^T), whose eigenvectors are the small (n/k, n/k) left factors. Only the
+    solvers that work in the spectral domain (DDRM, DDNM, PiGDM) apply V, which for a side of 4000 pixels is
+    a dense 4000x4000 matrix.
     """
 
     name = "superres"
@@ -37,47 +43,72 @@ class Downsample(SVDOperator):
         if H % self.factor or W % self.factor:
             raise RestoreError(f"the factor {self.factor} does not divide the image size {W}x{H}")
 
-    def _matrices(self, x: torch.Tensor, svd: bool):
-        """1-D matrices (or their SVD factors) for x's height and width, on x's device and dtype."""
+    def _svd(self, x: torch.Tensor):
+        """The 1-D SVD factors (U, s, Vh) for x's height and width, on x's device and dtype."""
         self.check_input(x.shape)
         H, W = x.shape[-2:]
-        get = Fn.resample_svd if svd else Fn.resample_matrix
-        def cast(t): return t.to(device=x.device, dtype=x.dtype)
-        if svd:
-            return [tuple(cast(t) for t in get(n, self.factor, self.kind)) for n in (H, W)]
-        return [cast(get(n, self.factor, self.kind)) for n in (H, W)]
+        return [tuple(t.to(device=x.device, dtype=x.dtype) for t in Fn.resample_svd(n, self.factor, self.kind))
+                for n in (H, W)]
+
+    def _left(self, H: int, W: int, like: torch.Tensor):
+        """(U_h, s_h), (U_w, s_w): the left singular vectors and singular values of D_h and D_w."""
+        return [tuple(t.to(device=like.device, dtype=like.dtype) for t in Fn.resample_left_svd(n, self.factor, self.kind))
+                for n in (H, W)]
 
     def A(self, x):
-        Dh, Dw = self._matrices(x, svd=False)
-        return Dh @ x @ Dw.T  # (B, C, H/k, W/k)
+        self.check_input(x.shape)
+        return Fn.resample_apply(Fn.resample_apply(x, self.factor, self.kind, -2), self.factor, self.kind, -1)  # (B, C, H/k, W/k)
 
     def A_adjoint(self, y):
-        x_like = y.new_zeros(y.shape[:-2] + (y.shape[-2] * self.factor, y.shape[-1] * self.factor))
-        Dh, Dw = self._matrices(x_like, svd=False)
-        return Dh.T @ y @ Dw  # (B, C, H, W)
+        H, W = y.shape[-2] * self.factor, y.shape[-1] * self.factor
+        x = Fn.resample_adjoint(y, W, self.factor, self.kind, -1)
+        return Fn.resample_adjoint(x, H, self.factor, self.kind, -2)  # (B, C, H, W)
+
+    def _gram_solve(self, r: torch.Tensor, H: int, W: int, scale) -> torch.Tensor:
+        """U scale(s) U^T r for a measurement-sized r, with U = U_h (x) U_w and s = s_h s_w^T."""
+        (U_h, s_h), (U_w, s_w) = self._left(H, W, r)
+        return U_h @ (scale(torch.outer(s_h, s_w)) * (U_h.T @ r @ U_w)) @ U_w.T
+
+    def prox_l2(self, x, y, rho, *, measured=None):
+        """argmin_v ||A v - y||^2 + rho ||v - x||^2 as v = x + A^T (A A^T + rho I)^{-1} (y - A x) (the
+        push-through identity): the SVD's closed form, through the small left factors. ``measured`` is not
+        needed here."""
+        H, W = x.shape[-2:]
+        r = self._gram_solve(y - self.A(x), H, W, lambda s: 1.0 / (s.square() + rho))
+        return x + self.A_adjoint(r)
+
+    def A_pinv(self, y, *, rcond: float = DEFAULT_RCOND, max_iter: int = 200):
+        """V diag(1/s) U^T y = A^T U diag(1/s^2) U^T y, where singular values below rcond * max(s) count as zero."""
+        H, W = self.input_shape(tuple(y.shape))[-2:]
+
+        def inverse_square(s):
+            keep = s > rcond * s.max()
+            return torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)).square(), torch.zeros_like(s))
+
+        return self.A_adjoint(self._gram_solve(y, H, W, inverse_square))
 
     def V_adjoint(self, x):
-        (_, _, Vh_h), (_, _, Vh_w) = self._matrices(x, svd=True)
+        (_, _, Vh_h), (_, _, Vh_w) = self._svd(x)
         return Vh_h @ x @ Vh_w.T
 
     def V(self, z):
-        (_, _, Vh_h), (_, _, Vh_w) = self._matrices(z, svd=True)
+        (_, _, Vh_h), (_, _, Vh_w) = self._svd(z)
         return Vh_h.T @ z @ Vh_w
 
     def U_adjoint(self, y):
         h, w = y.shape[-2:]
         z = y.new_zeros(y.shape[:-2] + (h * self.factor, w * self.factor))
-        (U_h, _, _), (U_w, _, _) = self._matrices(z, svd=True)
+        (U_h, _, _), (U_w, _, _) = self._svd(z)
         z[..., :h, :w] = U_h.T @ y @ U_w
         return z
 
     def U(self, z):
         h, w = z.shape[-2] // self.factor, z.shape[-1] // self.factor
-        (U_h, _, _), (U_w, _, _) = self._matrices(z, svd=True)
+        (U_h, _, _), (U_w, _, _) = self._svd(z)
         return U_h @ z[..., :h, :w] @ U_w.T
 
     def singular_values(self, x):
-        (_, s_h, _), (_, s_w, _) = self._matrices(x, svd=True)
+        (_, s_h, _), (_, s_w, _) = self._svd(x)
         H, W = x.shape[-2:]
         s = torch.zeros(H, W, device=x.device, dtype=x.dtype)
         s[: s_h.numel(), : s_w.numel()] = torch.outer(s_h, s_w)
