@@ -347,6 +347,22 @@ def test_bm3d_denoises_a_large_image_in_tiles_as_it_denoises_it_whole(monkeypatc
     assert float((tiled - whole).abs().mean()) < 2 / 255
 
 
+def test_bm3d_deblurring_refuses_an_image_larger_than_the_memory_available(monkeypatch):
+    """The package deblurs a whole image (about 700 bytes per pixel): past the memory available the solver
+    refuses in one line before it starts, instead of being killed; within it, it deblurs."""
+    from restore import runtime
+
+    x = _photo("bsds400", 1)[..., :64, :64].mean(1, keepdim=True)
+    op = Blur(levin_kernel(1), GaussianNoise(0.01))
+    y = op(x, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(runtime, "available_memory", lambda: 750 * 64 * 64 - 1)
+    with pytest.raises(RestoreError, match=r"BM3D deblurring of a 64x64 image .* needs about .* GiB") as error:
+        CLASSICAL["bm3d"](y, op)
+    assert "\n" not in str(error.value)
+    monkeypatch.setattr(runtime, "available_memory", lambda: 750 * 64 * 64)
+    assert CLASSICAL["bm3d"](y, op).shape == x.shape
+
+
 def test_every_classical_solver_runs_on_a_481x321_colour_photo():
     """Each classical solver on the operators it can use, on a whole 481x321 RGB training photo (odd sizes):
     an estimate of the photo's shape (the frame, for a valid blur), finite and in [0, 1]. Iterative solvers

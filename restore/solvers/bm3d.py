@@ -17,6 +17,7 @@ import torch
 
 from ..errors import RestoreError
 from ..operators import functional as Fn
+from ..runtime import check_allocation
 from .base import Callback, context_tiles, effective_sigma, progress, report, requires
 from .classical import SIGMA_FLOOR, circular_domain
 
@@ -29,6 +30,13 @@ MIN_SIZE = 32
 #: A pixel's estimate depends on blocks within the search window (39 x 39) around it, in two passes, so 48
 #: pixels of context leave it almost as the whole image gives it (tests/test_photos.py).
 TILE, MARGIN = 1024, 48
+
+#: Deblurring cannot be tiled that way (the package's regularised inverses are global filters of the whole
+#: image), and the package's peak memory grows by about 700 bytes per pixel of the image it deblurs, one
+#: channel at a time: 742 at 1024x1024 and 700 at 1536x1536 (``benchmarks/bm3d_memory.py``,
+#: ``benchmarks/results/bm3d_memory.md``), about 9 GiB for a 4000x3000 photo. An image whose estimate exceeds
+#: the memory available is refused before the package starts.
+DEBLUR_BYTES_PER_PIXEL = 750
 
 
 def _package():
@@ -75,6 +83,10 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
     H, W = y.shape[-2:]
     ph, pw = max(0, MIN_SIZE - H), max(0, MIN_SIZE - W)
     y = Fn.reflect_pad(y, (ph + 1) // 2, (pw + 1) // 2)[..., : max(H, MIN_SIZE), : max(W, MIN_SIZE)] if ph or pw else y
+    if deblur:
+        h, w = y.shape[-2:]
+        check_allocation(DEBLUR_BYTES_PER_PIXEL * h * w, f"BM3D deblurring of a {w}x{h} image (the package deblurs "
+                         "it whole)", "deblur a crop of it, or choose another solver (--solver tv, or a learned prior)")
     def denoise(z):  # (h, w, C) -> (h, w, C)
         if z.shape[-1] == 3:
             return package.bm3d_rgb(z, sigma, profile=profile)
