@@ -199,9 +199,14 @@ def resample_left_svd(n: int, factor: int, kind: str) -> tuple[torch.Tensor, tor
 
 @lru_cache(maxsize=64)
 def resample_svd(n: int, factor: int, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SVD (U, s, Vh) of :func:`resample_matrix` with U (m, m), s (m,), Vh (n, n), in float64."""
-    U, s, Vh = torch.linalg.svd(resample_matrix(n, factor, kind), full_matrices=True)
-    return U, s, Vh
+    """SVD (U, s, Vh) of :func:`resample_matrix` D with U (m, m), s (m,), Vh (n, n), in float64, built on
+    :func:`resample_left_svd`'s U and s so that the two agree: the first m rows of Vh are S^-1 U^T D, the other
+    n - m an orthonormal basis of D's null space (from a full SVD, whose null space is the same whatever basis
+    it picks for the row space; for box filters every singular value is equal and any basis is one)."""
+    D = resample_matrix(n, factor, kind)
+    U, s = resample_left_svd(n, factor, kind)
+    null = torch.linalg.svd(D, full_matrices=True).Vh[D.shape[0] :]
+    return U, s, torch.cat([(U.T @ D) / s[:, None], null])
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:
