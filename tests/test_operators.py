@@ -244,6 +244,9 @@ def test_downsample_banded_path_matches_its_dense_matrices_and_svd(kind, factor)
     torch.testing.assert_close(op.A_pinv(y), O.SVDOperator.A_pinv(op, y), rtol=1e-9, atol=1e-9)
     # float32 on the same path (the solvers' dtype outside the data step).
     torch.testing.assert_close(op.A(x.float()), (Dh @ x @ Dw.T).float(), rtol=1e-5, atol=1e-5)
+    # A line shorter than the factor has no output sample, and its adjoint is zero.
+    assert Fn.resample_apply(x[..., : factor - 1, :], factor, kind, -2).shape == (2, 3, 0, W)
+    assert not Fn.resample_adjoint(y[..., :0, :], factor - 1, factor, kind, -2).any()
     # Autograd through A (DPS differentiates it): the gradient of <A x, y> is A^T y.
     xg = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad((op.A(xg) * y).sum(), xg)

@@ -23,7 +23,9 @@ class Downsample(SVDOperator):
     vectors: A and A^T apply the banded 1-D filters tap by tap, and the other two go through
     A A^T = (D_h D_h^T) (x) (D_w D_w^T), whose eigenvectors are the small (n/k, n/k) left factors; so do U,
     U^T and the singular values. Only the solvers that work in the spectral domain (DDRM, DDNM, PiGDM) apply V,
-    which for a side of 4000 pixels is a dense 4000x4000 matrix (built, once per size, in about 3 s).
+    which for a side of 4000 pixels is a dense 4000x4000 matrix (built, once per size, in about 3 s). That is why
+    this class overrides the base class's A, A^T, pseudo-inverse and ``prox_l2``, which go through V; the tests
+    check each against the base class's formula.
     """
 
     name = "superres"
@@ -52,12 +54,14 @@ class Downsample(SVDOperator):
 
     def _left(self, H: int, W: int, like: torch.Tensor):
         """(U_h, s_h), (U_w, s_w): the left singular vectors and singular values of D_h and D_w."""
-        return [tuple(t.to(device=like.device, dtype=like.dtype) for t in Fn.resample_left_svd(n, self.factor, self.kind))
-                for n in (H, W)]
+        factors = (Fn.resample_left_svd(n, self.factor, self.kind) for n in (H, W))
+        return [(U.to(device=like.device, dtype=like.dtype), s.to(device=like.device, dtype=like.dtype))
+                for U, s in factors]
 
     def A(self, x):
         self.check_input(x.shape)
-        return Fn.resample_apply(Fn.resample_apply(x, self.factor, self.kind, -2), self.factor, self.kind, -1)  # (B, C, H/k, W/k)
+        rows = Fn.resample_apply(x, self.factor, self.kind, -2)
+        return Fn.resample_apply(rows, self.factor, self.kind, -1)  # (B, C, H/k, W/k)
 
     def A_adjoint(self, y):
         H, W = y.shape[-2] * self.factor, y.shape[-1] * self.factor
@@ -98,14 +102,12 @@ class Downsample(SVDOperator):
     def U_adjoint(self, y):
         h, w = y.shape[-2:]
         z = y.new_zeros(y.shape[:-2] + (h * self.factor, w * self.factor))
-        self.check_input(z.shape)
         (U_h, _), (U_w, _) = self._left(*z.shape[-2:], z)
         z[..., :h, :w] = U_h.T @ y @ U_w
         return z
 
     def U(self, z):
         h, w = z.shape[-2] // self.factor, z.shape[-1] // self.factor
-        self.check_input(z.shape)
         (U_h, _), (U_w, _) = self._left(*z.shape[-2:], z)
         return U_h @ z[..., :h, :w] @ U_w.T
 

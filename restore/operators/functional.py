@@ -160,10 +160,13 @@ def _every(x: torch.Tensor, dim: int, start: int, count: int, step: int) -> torc
 def resample_apply(x: torch.Tensor, factor: int, kind: str, dim: int) -> torch.Tensor:
     """D x along ``dim`` (n -> n // factor) for D = :func:`resample_matrix`, without forming D: the image
     mirrored by one gather, then one strided multiply-add per tap. A dense D costs n^2 / factor
-    multiply-adds per line, this (4 factor + 1) n at most; at 4000x3000 (4x bicubic, float64 RGB) A took
-    0.35 s against 0.97 s for the dense product (benchmarks/results/superres_data_step.md)."""
+    multiply-adds per line, this about 4 n (bicubic: 4 factor taps for each of n / factor outputs) or n
+    (box); at 4000x3000 (4x bicubic, float64 RGB) A took 0.43 s against 1.18 s for the dense product
+    (benchmarks/results/superres_data_step.md)."""
     offset, w = resample_kernel(factor, kind)
     m = x.shape[dim] // factor
+    if m == 0:  # fewer samples than the factor: no output
+        return x.narrow(dim, 0, 0) * 0
     padded = x.index_select(dim, _resample_index(x.shape[dim], factor, kind).to(x.device))
     out = _every(padded, dim, 0, m, factor) * w[0]
     for j in range(1, len(w)):
@@ -176,8 +179,11 @@ def resample_adjoint(y: torch.Tensor, n: int, factor: int, kind: str, dim: int) 
     :func:`resample_apply` read them, then the mirrored part folded back onto the image."""
     offset, w = resample_kernel(factor, kind)
     m = y.shape[dim]
-    index = _resample_index(n, factor, kind).to(y.device)
     size = list(y.shape)
+    if m == 0:
+        size[dim] = n
+        return y.new_zeros(size)
+    index = _resample_index(n, factor, kind).to(y.device)
     size[dim] = index.numel()
     padded = y.new_zeros(size)
     for j in range(len(w)):
@@ -186,27 +192,47 @@ def resample_adjoint(y: torch.Tensor, n: int, factor: int, kind: str, dim: int) 
     return y.new_zeros(size).index_add(dim, index, padded)
 
 
+class _ResampleSVD:
+    """The SVD of one 1-D downsampling matrix D (m, n), float64: U (m, m) and s (m,) from the eigendecomposition
+    of D D^T, computed at once (for n = 4000 an eigendecomposition of the 1000x1000 D D^T, instead of an SVD of D
+    that took 3 s), and Vh (n, n) built on them the first time it is asked for. One object holds all three, so
+    U and V always belong to the same decomposition (eigh's signs are its own)."""
+
+    def __init__(self, n: int, factor: int, kind: str):
+        self.D = resample_matrix(n, factor, kind)
+        eigenvalues, self.U = torch.linalg.eigh(self.D @ self.D.T)
+        # D D^T is well conditioned (its eigenvalues lie in [0.12, 0.25] for 4x bicubic and are all 1 / factor
+        # for box), so the square roots lose nothing.
+        self.s = eigenvalues.clamp_min(0).sqrt()
+        self._Vh = None
+
+    @property
+    def Vh(self) -> torch.Tensor:
+        """The first m rows are S^-1 U^T D, the other n - m an orthonormal basis of D's null space (from a full
+        SVD, whose null space is the same whatever basis it picks for the row space; for box filters every
+        singular value is equal and any basis is one)."""
+        if self._Vh is None:
+            null = torch.linalg.svd(self.D, full_matrices=True).Vh[self.D.shape[0] :]
+            self._Vh = torch.cat([(self.U.T @ self.D) / self.s[:, None], null])
+        return self._Vh
+
+
 @lru_cache(maxsize=64)
+def _resample_factors(n: int, factor: int, kind: str) -> _ResampleSVD:
+    return _ResampleSVD(n, factor, kind)
+
+
 def resample_left_svd(n: int, factor: int, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U, s) of :func:`resample_matrix` D, U (m, m) and s (m,), in float64: the eigenvectors of D D^T and the
-    square roots of its eigenvalues, without the SVD's (n, n) right factor (for n = 4000 an eigendecomposition of
-    the 1000x1000 D D^T, instead of an SVD of D that took 3 s). D D^T is well conditioned (its eigenvalues lie
-    in [0.12, 0.25] for 4x bicubic and are all 1 / factor for box), so the square roots lose nothing."""
-    mat = resample_matrix(n, factor, kind)
-    eigenvalues, U = torch.linalg.eigh(mat @ mat.T)
-    return U, eigenvalues.clamp_min(0).sqrt()
+    """(U, s) of :func:`resample_matrix`, U (m, m) and s (m,), in float64, without the (n, n) right factor."""
+    svd = _resample_factors(n, factor, kind)
+    return svd.U, svd.s
 
 
-@lru_cache(maxsize=64)
 def resample_svd(n: int, factor: int, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SVD (U, s, Vh) of :func:`resample_matrix` D with U (m, m), s (m,), Vh (n, n), in float64, built on
-    :func:`resample_left_svd`'s U and s so that the two agree: the first m rows of Vh are S^-1 U^T D, the other
-    n - m an orthonormal basis of D's null space (from a full SVD, whose null space is the same whatever basis
-    it picks for the row space; for box filters every singular value is equal and any basis is one)."""
-    D = resample_matrix(n, factor, kind)
-    U, s = resample_left_svd(n, factor, kind)
-    null = torch.linalg.svd(D, full_matrices=True).Vh[D.shape[0] :]
-    return U, s, torch.cat([(U.T @ D) / s[:, None], null])
+    """SVD (U, s, Vh) of :func:`resample_matrix` with U (m, m), s (m,), Vh (n, n), in float64; U and s are
+    :func:`resample_left_svd`'s."""
+    svd = _resample_factors(n, factor, kind)
+    return svd.U, svd.s, svd.Vh
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:

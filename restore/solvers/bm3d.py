@@ -34,7 +34,7 @@ TILE, MARGIN = 1024, 48
 #: Deblurring cannot be tiled that way (the package's regularised inverses are global filters of the whole
 #: image), and the package's peak memory grows by about 700 bytes per pixel of the image it deblurs, one
 #: channel at a time: 742 at 1024x1024 and 700 at 1536x1536 (``benchmarks/bm3d_memory.py``,
-#: ``benchmarks/results/bm3d_memory.md``), about 9 GiB for a 4000x3000 photo. An image whose estimate exceeds
+#: ``benchmarks/results/bm3d_memory.md``), about 8 GiB for a 4000x3000 photo. An image whose estimate exceeds
 #: the memory available is refused before the package starts.
 DEBLUR_BYTES_PER_PIXEL = 750
 
