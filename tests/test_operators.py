@@ -213,6 +213,27 @@ def test_svd_factors_are_orthogonal(shape, op):
     torch.testing.assert_close(op.U_adjoint(op.U(z)) * support, z * support, rtol=1e-10, atol=1e-12)
 
 
+def test_resampling_by_taps_matches_the_dense_matrix_for_every_line_length():
+    # Lines longer than the filter are mirrored by flipped copies of their ends, shorter ones (mirrored more
+    # than once) through gathered indices; both must equal D x and D^T y, and their gradients the other one.
+    shorter = 0
+    for kind in ("box", "bicubic"):
+        for factor in (2, 3, 4):
+            for n in range(factor, 41):
+                shorter += Fn._margins(n, factor, kind) is None
+                D = Fn.resample_matrix(n, factor, kind)
+                x = randn(1, 2, n, 3, seed=n).requires_grad_(True)
+                y = randn(1, 2, 3, n // factor, seed=n + 1).requires_grad_(True)
+                Ax, ATy = Fn.resample_apply(x, factor, kind, -2), Fn.resample_adjoint(y, n, factor, kind, -1)
+                torch.testing.assert_close(Ax, torch.einsum("mn,bcnw->bcmw", D, x), rtol=1e-12, atol=1e-12)
+                torch.testing.assert_close(ATy, y @ D, rtol=1e-12, atol=1e-12)
+                u, v = randn(*Ax.shape, seed=2), randn(*ATy.shape, seed=3)
+                gx, gy = torch.autograd.grad((Ax * u).sum() + (ATy * v).sum(), (x, y))
+                torch.testing.assert_close(gx, torch.einsum("mn,bcmw->bcnw", D, u), rtol=1e-12, atol=1e-12)
+                torch.testing.assert_close(gy, v @ D.T, rtol=1e-12, atol=1e-12)
+    assert shorter > 0  # the gathered path ran too
+
+
 @pytest.mark.parametrize("rho", [1e-3, 0.5])
 @pytest.mark.parametrize("shape, op", SVD_OPERATORS)
 def test_prox_l2_solves_its_normal_equations(shape, op, rho):

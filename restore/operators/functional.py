@@ -157,17 +157,35 @@ def _every(x: torch.Tensor, dim: int, start: int, count: int, step: int) -> torc
     return x[tuple(index)]
 
 
-def resample_apply(x: torch.Tensor, factor: int, kind: str, dim: int) -> torch.Tensor:
-    """D x along ``dim`` (n -> n // factor) for D = :func:`resample_matrix`, without forming D: the image
-    mirrored by one gather, then one strided multiply-add per tap. A dense D costs n^2 / factor
-    multiply-adds per line, this about 4 n (bicubic: 4 factor taps for each of n / factor outputs) or n
-    (box); at 4000x3000 (4x bicubic, float64 RGB) A took 0.43 s against 1.18 s for the dense product
-    (benchmarks/results/superres_data_step.md)."""
+def _margins(n: int, factor: int, kind: str) -> tuple[int, int] | None:
+    """(left, right): how many samples the taps read beyond each end of a line of n, or None where that is more
+    than n (a line shorter than the filter, mirrored more than once)."""
     offset, w = resample_kernel(factor, kind)
-    m = x.shape[dim] // factor
+    left, right = max(0, -offset), max(0, factor * (n // factor - 1) + offset + len(w) - n)
+    return (left, right) if left <= n and right <= n else None
+
+
+def resample_apply(x: torch.Tensor, factor: int, kind: str, dim: int) -> torch.Tensor:
+    """D x along ``dim`` (n -> n // factor) for D = :func:`resample_matrix`, without forming D: the line
+    mirrored at its ends (flipped copies of its first and last samples), then one strided multiply-add per tap.
+    A dense D costs n^2 / factor multiply-adds per line, this about 4 n (bicubic: 4 factor taps for each of
+    n / factor outputs) or n (box); at 4000x3000 (4x bicubic, float64 RGB) A took 0.26 s against 0.98 s for
+    the dense product (benchmarks/results/superres_data_step.md). No scattered writes: on a GPU the result and
+    its gradient are as deterministic as the dense product's."""
+    offset, w = resample_kernel(factor, kind)
+    n = x.shape[dim]
+    m = n // factor
     if m == 0:  # fewer samples than the factor: no output
         return x.narrow(dim, 0, 0) * 0
-    padded = x.index_select(dim, _resample_index(x.shape[dim], factor, kind).to(x.device))
+    length = factor * (m - 1) + len(w)
+    margins = _margins(n, factor, kind)
+    if margins is None:  # a line shorter than the filter: gather the mirrored indices
+        padded = x.index_select(dim, _resample_index(n, factor, kind).to(x.device))
+    else:
+        left, right = margins
+        parts = ([x.narrow(dim, 0, left).flip(dim)] if left else []) + [x] + \
+            ([x.narrow(dim, n - right, right).flip(dim)] if right else [])
+        padded = torch.cat(parts, dim).narrow(dim, offset + left, length)
     out = _every(padded, dim, 0, m, factor) * w[0]
     for j in range(1, len(w)):
         out.add_(_every(padded, dim, j, m, factor), alpha=w[j])
@@ -176,20 +194,29 @@ def resample_apply(x: torch.Tensor, factor: int, kind: str, dim: int) -> torch.T
 
 def resample_adjoint(y: torch.Tensor, n: int, factor: int, kind: str, dim: int) -> torch.Tensor:
     """D^T y along ``dim`` (n // factor -> n): each tap's weighted samples added back where
-    :func:`resample_apply` read them, then the mirrored part folded back onto the image."""
+    :func:`resample_apply` read them, then the mirrored margins folded back onto the line."""
     offset, w = resample_kernel(factor, kind)
     m = y.shape[dim]
     size = list(y.shape)
     if m == 0:
         size[dim] = n
         return y.new_zeros(size)
-    index = _resample_index(n, factor, kind).to(y.device)
-    size[dim] = index.numel()
-    padded = y.new_zeros(size)
+    margins = _margins(n, factor, kind)
+    left, right = margins or (0, 0)
+    size[dim] = left + n + right if margins else factor * (m - 1) + len(w)
+    buffer = y.new_zeros(size)
+    region = buffer.narrow(dim, offset + left, factor * (m - 1) + len(w)) if margins else buffer
     for j in range(len(w)):
-        _every(padded, dim, j, m, factor).add_(y, alpha=w[j])
-    size[dim] = n
-    return y.new_zeros(size).index_add(dim, index, padded)
+        _every(region, dim, j, m, factor).add_(y, alpha=w[j])
+    if margins is None:  # a line shorter than the filter: scatter back to the mirrored indices
+        size[dim] = n
+        return y.new_zeros(size).index_add(dim, _resample_index(n, factor, kind).to(y.device), buffer)
+    out = buffer.narrow(dim, left, n).clone()
+    if left:
+        out.narrow(dim, 0, left).add_(buffer.narrow(dim, 0, left).flip(dim))
+    if right:
+        out.narrow(dim, n - right, right).add_(buffer.narrow(dim, left + n, right).flip(dim))
+    return out
 
 
 class _ResampleSVD:
