@@ -15,13 +15,11 @@ same BSDS500 photos, so the gray prior may have seen these ones. Results: benchm
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tune_photo import held_out_photos
+from tune_photo import held_out_photos  # a sibling script, as ddpm_photo_attention.py imports one
 from restore import photo_bench
 from restore.priors import load_prior
 from restore.solvers import PRIOR_SOLVERS

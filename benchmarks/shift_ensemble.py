@@ -10,16 +10,15 @@ views) are averaged. Noise as the benchmark's denoise/bsd68 setting draws it; on
 
 import itertools
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tune_photo import held_out_photos
+from tune_photo import held_out_photos  # a sibling script, as ddpm_photo_attention.py imports one
 from restore import photo_bench
 from restore.priors import load_prior
 from restore.solvers.tweedie import SYMMETRIES, denoise, to_view, from_view
+
 
 def shifted(prior, y, sigma, dy, dx, views):
     # mirror-pad top/left by (dy, dx) so the content sits at another phase of the network's stride grid

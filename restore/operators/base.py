@@ -151,9 +151,13 @@ class SVDOperator(LinearOperator):
     def A_pinv(self, y, *, rcond: float = DEFAULT_RCOND, max_iter: int = 200):
         """V diag(1/s) U^T y, where singular values below rcond * max(s) count as zero."""
         z, s = self.spectral(y)
-        keep = s > rcond * s.max()
-        s_inv = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(s))
-        return self.V(s_inv * z)
+        return self.V(pinv_reciprocal(s, rcond) * z)
+
+
+def pinv_reciprocal(s: torch.Tensor, rcond: float) -> torch.Tensor:
+    """1/s where s > rcond * max(s), else 0: the pseudo-inverse's singular values."""
+    keep = s > rcond * s.max()
+    return torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(s))
 
 
 class IdentityBasisOperator(SVDOperator):

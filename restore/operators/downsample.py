@@ -6,7 +6,7 @@ import torch
 
 from ..errors import RestoreError
 from . import functional as Fn
-from .base import DEFAULT_RCOND, SVDOperator
+from .base import DEFAULT_RCOND, SVDOperator, pinv_reciprocal
 from .noise import Noise
 
 
@@ -45,12 +45,11 @@ class Downsample(SVDOperator):
         if H % self.factor or W % self.factor:
             raise RestoreError(f"the factor {self.factor} does not divide the image size {W}x{H}")
 
-    def _svd(self, x: torch.Tensor):
-        """The 1-D SVD factors (U, s, Vh) for x's height and width, on x's device and dtype."""
+    def _right(self, x: torch.Tensor):
+        """Vh_h, Vh_w: the right singular vectors of D_h and D_w (dense (n, n)) for x's height and width, on x's
+        device and dtype."""
         self.check_input(x.shape)
-        H, W = x.shape[-2:]
-        return [tuple(t.to(device=x.device, dtype=x.dtype) for t in Fn.resample_svd(n, self.factor, self.kind))
-                for n in (H, W)]
+        return [Fn.resample_svd(n, self.factor, self.kind)[2].to(device=x.device, dtype=x.dtype) for n in x.shape[-2:]]
 
     def _left(self, H: int, W: int, like: torch.Tensor):
         """(U_h, s_h), (U_w, s_w): the left singular vectors and singular values of D_h and D_w."""
@@ -84,19 +83,14 @@ class Downsample(SVDOperator):
     def A_pinv(self, y, *, rcond: float = DEFAULT_RCOND, max_iter: int = 200):
         """V diag(1/s) U^T y = A^T U diag(1/s^2) U^T y, where singular values below rcond * max(s) count as zero."""
         H, W = self.input_shape(tuple(y.shape))[-2:]
-
-        def inverse_square(s):
-            keep = s > rcond * s.max()
-            return torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)).square(), torch.zeros_like(s))
-
-        return self.A_adjoint(self._gram_solve(y, H, W, inverse_square))
+        return self.A_adjoint(self._gram_solve(y, H, W, lambda s: pinv_reciprocal(s, rcond).square()))
 
     def V_adjoint(self, x):
-        (_, _, Vh_h), (_, _, Vh_w) = self._svd(x)
+        Vh_h, Vh_w = self._right(x)
         return Vh_h @ x @ Vh_w.T
 
     def V(self, z):
-        (_, _, Vh_h), (_, _, Vh_w) = self._svd(z)
+        Vh_h, Vh_w = self._right(z)
         return Vh_h.T @ z @ Vh_w
 
     def U_adjoint(self, y):

@@ -169,7 +169,7 @@ def resample_apply(x: torch.Tensor, factor: int, kind: str, dim: int) -> torch.T
     """D x along ``dim`` (n -> n // factor) for D = :func:`resample_matrix`, without forming D: the line
     mirrored at its ends (flipped copies of its first and last samples), then one strided multiply-add per tap.
     A dense D costs n^2 / factor multiply-adds per line, this about 4 n (bicubic: 4 factor taps for each of
-    n / factor outputs) or n (box); at 4000x3000 (4x bicubic, float64 RGB) A took 0.26 s against 0.98 s for
+    n / factor outputs) or n (box); at 4000x3000 (4x bicubic, float64 RGB) A took 0.21 s against 1.01 s for
     the dense product (benchmarks/results/superres_data_step.md). No scattered writes: on a GPU the result and
     its gradient are as deterministic as the dense product's."""
     offset, w = resample_kernel(factor, kind)
