@@ -155,12 +155,15 @@ def test_pinv_reproduces_measurement_up_to_cutoff(shape, op):
 
 @pytest.mark.parametrize("shape, op", OPERATORS)
 def test_pinv_of_zero_is_zero_in_a_batch(shape, op):
-    # A blank measurement next to a normal one: each item is solved on its own (no 0/0 in CG).
+    # A blank measurement next to a normal one: each item is solved on its own (no 0/0 in CG). Alone, an
+    # item's answer may differ by the rounding of a batched FFT, which conjugate gradients, stopped at a
+    # residual of 1e-6 on an ill-conditioned system, can amplify: up to about 1e-5 of its norm, not more.
     y = randn(*op.measurement_shape(shape), seed=1)
     y[0] = 0
     x = op.A_pinv(y)
     assert torch.isfinite(x).all() and torch.all(x[0] == 0)
-    torch.testing.assert_close(x[1:], op.A_pinv(y[1:]), rtol=1e-6, atol=1e-9)
+    alone = op.A_pinv(y[1:])
+    assert torch.all(norms(x[1:] - alone) <= 1e-5 * norms(alone))
 
 
 @pytest.mark.parametrize("shape, op", SVD_OPERATORS)

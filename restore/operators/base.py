@@ -91,7 +91,8 @@ class LinearOperator(Operator):
         """
         b = self.A_adjoint(y)
         eps = rcond**2 * self.norm_squared(b)
-        return conjugate_gradient(lambda v: self.A_adjoint(self.A(v)) + eps * v, b, max_iter=max_iter)
+        return conjugate_gradient(lambda v: self.A_adjoint(self.A(v)) + eps * v, b, max_iter=max_iter,
+                                  precondition=normal_preconditioner(self, b, eps))
 
     def norm_squared(self, like: torch.Tensor, iters: int = 30) -> float:
         """||A||^2 (largest eigenvalue of A^T A) by power iteration on an input shaped like ``like``."""
@@ -275,23 +276,35 @@ def compose(*operators: LinearOperator) -> LinearOperator:
     return result
 
 
-def conjugate_gradient(apply, b: torch.Tensor, *, max_iter: int = 200, tol: float = 1e-6) -> torch.Tensor:
-    """Solve apply(x) = b for symmetric positive (semi-)definite ``apply``, batched over dim 0."""
+def normal_preconditioner(operator, like: torch.Tensor, rho: float):
+    """The operator's approximation of v -> (A^T A + rho I)^{-1} v for images shaped like ``like``
+    (``normal_preconditioner``, a valid blur's), or None where it has none or rho is not positive."""
+    make = getattr(operator, "normal_preconditioner", None)
+    return make(like, rho) if make is not None and rho > 0 else None
+
+
+def conjugate_gradient(apply, b: torch.Tensor, *, max_iter: int = 200, tol: float = 1e-6,
+                       precondition=None) -> torch.Tensor:
+    """Solve apply(x) = b for symmetric positive (semi-)definite ``apply``, batched over dim 0, until the
+    residual's norm is ``tol`` times b's. ``precondition``: v -> M^{-1} v for a symmetric positive definite M
+    close to apply's matrix (preconditioned CG, Hestenes & Stiefel 1952; Saad 2003, Algorithm 9.1)."""
     dims = tuple(range(1, b.dim()))
     x = torch.zeros_like(b)
     r = b.clone()
-    p = r.clone()
-    rs = (r * r).sum(dims, keepdim=True)
+    z = r if precondition is None else precondition(r)
+    p = z.clone()
+    rz = (r * z).sum(dims, keepdim=True)
     b_norm = (b * b).sum(dims, keepdim=True).clamp_min(1e-30)
     for _ in range(max_iter):
         Ap = apply(p)
-        alpha = rs / (p * Ap).sum(dims, keepdim=True).clamp_min(1e-30)
+        alpha = rz / (p * Ap).sum(dims, keepdim=True).clamp_min(1e-30)
         x = x + alpha * p
         r = r - alpha * Ap
-        rs_new = (r * r).sum(dims, keepdim=True)
-        if bool((rs_new <= tol**2 * b_norm).all()):
+        if bool(((r * r).sum(dims, keepdim=True) <= tol**2 * b_norm).all()):
             break
+        z = r if precondition is None else precondition(r)
+        rz_new = (r * z).sum(dims, keepdim=True)
         # An item whose residual is already exactly 0 (b = 0) keeps p = 0 instead of 0 / 0 = NaN.
-        p = r + (rs_new / torch.where(rs > 0, rs, torch.ones_like(rs))) * p
-        rs = rs_new
+        p = z + (rz_new / torch.where(rz > 0, rz, torch.ones_like(rz))) * p
+        rz = rz_new
     return x

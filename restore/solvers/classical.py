@@ -246,7 +246,8 @@ def _masked_convolution(y: torch.Tensor, operator, margin: int = 8):
         margin = 0
     H, W = tuple(operator.input_shape(tuple(y.shape)))[-2:]
     top, left = getattr(operator, "radius", (0, 0))  # where the frame of y sits in x (a valid blur's is grown)
-    h, w = H + 2 * margin, W + 2 * margin
+    # At least the margin on every side, more below and to the right up to fast FFT lengths (Fn.fast_size).
+    h, w = (H, W) if margin == 0 else (Fn.fast_size(H + 2 * margin), Fn.fast_size(W + 2 * margin))
     rows = slice(margin + top, margin + top + y.shape[-2])
     cols = slice(margin + left, margin + left + y.shape[-1])
     observed = y.new_zeros((*y.shape[:2], h, w))
@@ -254,7 +255,7 @@ def _masked_convolution(y: torch.Tensor, operator, margin: int = 8):
     y_pad = y.new_zeros(observed.shape)
     y_pad[..., rows, cols] = y * observed[..., rows, cols]
     if blur:  # the kernel is real: rfft2's half-spectrum is the first w // 2 + 1 columns of its fft2
-        K = Fn.kernel_otf(kernel.double().cpu(), h, w)[:, : w // 2 + 1]
+        K = Fn.kernel_otf(kernel.double().cpu(), h, w, half=True)
     else:
         K = torch.ones((h, w // 2 + 1), dtype=torch.complex128)
 
@@ -287,8 +288,9 @@ def _svd_domain(y: torch.Tensor, operator, margin: int = 8):
         u[..., margin : margin + H, margin : margin + W] = operator.prox_l2(crop(r), y, t, measured=measured)
         return u
 
-    start = torch.nn.functional.pad(x0, (margin,) * 4, mode="replicate")
-    return torch.ones((H + 2 * margin, (W + 2 * margin) // 2 + 1), dtype=torch.complex128), data_step, start, crop
+    h, w = Fn.fast_size(H + 2 * margin), Fn.fast_size(W + 2 * margin)  # the margin or more: fast FFT lengths
+    start = torch.nn.functional.pad(x0, (margin, w - W - margin, margin, h - H - margin), mode="replicate")
+    return torch.ones((h, w // 2 + 1), dtype=torch.complex128), data_step, start, crop
 
 
 def _magnitude(g: torch.Tensor) -> torch.Tensor:

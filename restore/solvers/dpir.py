@@ -9,7 +9,8 @@ geometrically from ``sigma_max`` (their 49/255) to sigma_y:
 1. data step: x_k = argmin ||y - A x||^2 + rho_k ||x - z_{k-1}||^2,  rho_k = lam sigma_y^2 / sigma_k^2
    (their equation 11 with alpha_k = mu_k sigma_y^2 and lam their lambda = 0.23): closed form in the
    operator's spectral domain, V^T x = (s U^T y + rho V^T z) / (s^2 + rho), where it has an SVD, else
-   conjugate gradients on (A^T A + rho I) x = A^T y + rho z;
+   conjugate gradients on (A^T A + rho I) x = A^T y + rho z, preconditioned where the operator offers an
+   approximate inverse (a valid blur: the circulant (K^T K + rho I)^{-1});
 2. prior step: z_k = D(x_k, sigma_k), the MMSE denoiser at noise level sigma_k. DPIR trains a DRUNet for
    it; any diffusion prior already is one: Tweedie's E[x_0 | x_t] at the timestep whose noise level is
    sigma_k (:func:`restore.solvers.tweedie.denoise`, at the nearest timestep: one network evaluation).
@@ -61,13 +62,14 @@ class _DataStep:
         op = self.operator
         if self.spectral:
             return op.prox_l2(z.double(), self.y, rho, measured=self.measured).to(z.dtype)
-        from ..operators.base import conjugate_gradient
+        from ..operators.base import conjugate_gradient, normal_preconditioner
 
         def apply(v):
             return op.A_adjoint(op.A(v)) + rho * v
 
         b = self.aty + rho * z
-        return x + conjugate_gradient(apply, b - apply(x), max_iter=self.cg_steps, tol=1e-6)
+        return x + conjugate_gradient(apply, b - apply(x), max_iter=self.cg_steps, tol=1e-6,
+                                      precondition=normal_preconditioner(op, x, rho))
 
 
 @hyperparameters(steps="[1, 1000]", fidelity="(0, inf)", lam="(0, inf)", sigma_max="(0, inf)", cg_steps="[1, 10000]",

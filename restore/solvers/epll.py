@@ -62,9 +62,12 @@ def _x_step(operator, Aty: torch.Tensor, z_bar: torch.Tensor, w: torch.Tensor, s
     def apply(v):
         return operator.A_adjoint(operator.A(v)) / s2 + beta * w * v
 
-    from ..operators.base import conjugate_gradient
+    from ..operators.base import conjugate_gradient, normal_preconditioner
 
-    return x + conjugate_gradient(apply, b - apply(x), max_iter=cg_steps, tol=1e-5)
+    # (A^T A + s2 beta w)^{-1} s2 with w replaced by its interior value 1, where the operator can approximate it.
+    inverse = normal_preconditioner(operator, x, s2 * beta)
+    precondition = None if inverse is None else (lambda v: s2 * inverse(v))
+    return x + conjugate_gradient(apply, b - apply(x), max_iter=cg_steps, tol=1e-5, precondition=precondition)
 
 
 @hyperparameters(steps="[1, 1000]", iterations="[1, 100]", cg_steps="[1, 10000]")
