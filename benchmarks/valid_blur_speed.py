@@ -22,7 +22,6 @@ no longer decides the converged answer.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from restore.operators import ValidBlur
 from restore.operators import functional as Fn
 from restore.operators.base import DEFAULT_RCOND, conjugate_gradient, normal_preconditioner
 from restore.runtime import machine
+from superres_data_step import timed  # median seconds after a warm-up call (FFT plans, the cached transfer function)
 
 OUT = Path(__file__).parent / "results" / "valid_blur_speed.md"
 
@@ -66,16 +66,6 @@ class Counted:
     def __call__(self, v):
         self.calls += 1
         return self.fn(v)
-
-
-def timed(fn, repeats: int):
-    out = fn()  # warm-up: FFT plans, the cached transfer function
-    seconds = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - t0)
-    return statistics.median(seconds), out
 
 
 def solve(ops, b, rho, x0, max_iter, precondition):
