@@ -34,6 +34,7 @@ from restore.operators import ValidBlur
 from restore.operators import functional as Fn
 from restore.operators.base import DEFAULT_RCOND, conjugate_gradient, normal_preconditioner
 from restore.runtime import machine
+from restore.solvers import classical
 from superres_data_step import timed  # median seconds after a warm-up call (FFT plans, the cached transfer function)
 
 OUT = Path(__file__).parent / "results" / "valid_blur_speed.md"
@@ -79,6 +80,22 @@ def solve(ops, b, rho, x0, max_iter, precondition):
     return time.perf_counter() - t0, apply.calls, x
 
 
+def old_domain(y, operator):
+    """classical.circular_domain as it was: the margins exactly the kernel's radius plus its size, whatever
+    FFT lengths they make."""
+    rh, rw = operator.radius
+    mh, mw = operator.kernel.shape
+    return Fn.reflect_pad(y, rh + mh, rw + mw), lambda x: x[..., mh : x.shape[-2] - mh, mw : x.shape[-1] - mw]
+
+
+def wiener_with(domain, y, op):
+    saved, classical.circular_domain = classical.circular_domain, domain
+    try:
+        return classical.wiener(y, op)
+    finally:
+        classical.circular_domain = saved
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["481x321", "2048x2048", "4000x3000"], help="WIDTHxHEIGHT frames")
@@ -86,6 +103,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--old-pinv-max", type=int, default=2048 * 2048,
                         help="run the old pseudo-inverse only on frames of at most this many pixels")
+    parser.add_argument("--parts", nargs="+", choices=["operator", "wiener"], default=["operator", "wiener"],
+                        help="operator: A, A^T and the solves; wiener: Wiener deconvolution on the mirrored domain "
+                        "(classical.circular_domain) grown to fast lengths, against the kernel-sized margins alone")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     op = ValidBlur(levin_kernel(args.kernel))
@@ -109,6 +129,14 @@ def main():
         x = torch.nn.functional.interpolate(photo, size=op.input_shape((height, width)), mode="bicubic",
                                             align_corners=False).clamp(0, 1)
         y = op.A(x) + 0.01 * torch.randn(op.measurement_shape(tuple(x.shape)), generator=g)
+        if "wiener" in args.parts:
+            before_grid, after_grid = old_domain(y, op)[0].shape[-2:], classical.circular_domain(y, op)[0].shape[-2:]
+            t_new, a = timed(lambda: wiener_with(classical.circular_domain, y, op), args.repeats)
+            t_old, b = timed(lambda: wiener_with(old_domain, y, op), args.repeats)
+            row(f"{width}x{height}", f"{before_grid[1]}x{before_grid[0]} / {after_grid[1]}x{after_grid[0]}", "Wiener",
+                f"{t_new:.3f}", f"{t_old:.3f}", f"{t_old / t_new:.1f}", "", f"{float((a - b).abs().max()):.1e}")
+        if "operator" not in args.parts:
+            continue
         grids = f"{x.shape[-1]}x{x.shape[-2]} / {op.grid(x.shape)[1]}x{op.grid(x.shape)[0]}"
         for name, new, old, arg in (("A", op.A, before.A, x), ("A^T", op.A_adjoint, before.A_adjoint, y)):
             t_new, a = timed(lambda: new(arg), args.repeats)

@@ -19,7 +19,10 @@ from ..errors import RestoreError
 from ..operators import functional as Fn
 from ..runtime import check_allocation
 from .base import Callback, context_tiles, effective_sigma, progress, report, requires
-from .classical import SIGMA_FLOOR, circular_domain
+from .classical import SIGMA_FLOOR, circular_domain, consistent_domain, tv
+
+#: The package's parameter sets (``bm3d.BM3DProfile`` and its subclasses, by the names it accepts).
+PROFILES = ("np", "refilter", "vn", "vn_old", "high", "deb")
 
 #: Smallest side the package is given; smaller images are mirrored up to it.
 MIN_SIZE = 32
@@ -54,9 +57,11 @@ def _package():
 
 def _tile_count(y, operator, steps, hyperparameters) -> int:
     """Callbacks of one run: one per tile of each image when denoising (:func:`context_tiles`), one per
-    image when deblurring."""
+    image when deblurring, and one more for TV's first estimate of a valid blur."""
     H, W = y.shape[-2:]
-    return y.shape[0] * (len(context_tiles(H, W, TILE, MARGIN)) if operator.kernel.numel() == 1 else 1)
+    if operator.kernel.numel() > 1:
+        return y.shape[0] + hasattr(operator, "grow")
+    return y.shape[0] * len(context_tiles(H, W, TILE, MARGIN))
 
 
 @progress(_tile_count)
@@ -64,35 +69,43 @@ def _tile_count(y, operator, steps, hyperparameters) -> int:
 def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, profile: str = "np"):
     """BM3D denoising (CBM3D in the opponent colour space for RGB) or, for a blur, BM3D deblurring per channel.
 
-    Works on denoising (the identity, a 1x1 kernel) and on circular or valid blurs; a valid blur is
-    deblurred on its measurement mirrored beyond the frame (see :func:`classical.circular_domain`).
-    ``profile`` is the package's parameter set ("np" as published; "refilter", "vn", "high", "deb").
+    Works on denoising (the identity, a 1x1 kernel) and on circular or valid blurs. The package assumes a
+    circular blur, so a valid one is deblurred on a larger periodic domain whose margins beyond the frame are
+    the blur of TV's estimate of the scene (:func:`classical.consistent_domain`; mirroring the measurement
+    instead cost BM3D 6 dB on held-out photos).
+    ``profile`` is the package's parameter set (:data:`PROFILES`; "np" as published).
     """
+    if profile not in PROFILES:
+        raise RestoreError(f"bm3d's profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     package = _package()
     sigma = max(effective_sigma(y, operator), SIGMA_FLOOR)
     kernel = operator.kernel.detach().cpu().double().numpy()
-    deblur = kernel.size > 1
+    deblur, valid = kernel.size > 1, hasattr(operator, "grow")
     if deblur:
         # The package centres a kernel at round((k - 1) / 2); one zero row or column makes an even size
         # odd, so that the centre stays at k // 2 as our operators have it.
         kh, kw = kernel.shape
         kernel = np.pad(kernel, ((0, 1 - kh % 2), (0, 1 - kw % 2)))
-        y, crop = circular_domain(y, operator)
+        h, w = (max(n, MIN_SIZE) for n in circular_domain(y, operator)[0].shape[-2:])
+        check_allocation(DEBLUR_BYTES_PER_PIXEL * h * w, f"BM3D deblurring of a {w}x{h} image (the package deblurs "
+                         "it whole)", "deblur a crop of it, or choose another solver (--solver tv, or a learned prior)")
+        if valid:  # margins consistent with the periodic model, from TV's estimate
+            y, crop = consistent_domain(y, operator, tv(y, operator))
+            report(callback, 0)
+        else:
+            y, crop = circular_domain(y, operator)
     # The package fails on images near its block size (8 or 12; an 8x8 image crashes it): mirror small
     # ones up to MIN_SIZE and crop back.
     H, W = y.shape[-2:]
     ph, pw = max(0, MIN_SIZE - H), max(0, MIN_SIZE - W)
     y = Fn.reflect_pad(y, (ph + 1) // 2, (pw + 1) // 2)[..., : max(H, MIN_SIZE), : max(W, MIN_SIZE)] if ph or pw else y
-    if deblur:
-        h, w = y.shape[-2:]
-        check_allocation(DEBLUR_BYTES_PER_PIXEL * h * w, f"BM3D deblurring of a {w}x{h} image (the package deblurs "
-                         "it whole)", "deblur a crop of it, or choose another solver (--solver tv, or a learned prior)")
+
     def denoise(z):  # (h, w, C) -> (h, w, C)
         if z.shape[-1] == 3:
             return package.bm3d_rgb(z, sigma, profile=profile)
         return np.asarray(package.bm3d(z[..., 0], sigma, profile=profile)).reshape(z.shape)
 
-    out, calls = [], 0
+    out, calls = [], int(deblur and valid)
     for image in y.detach().cpu().double().numpy():  # (C, H, W)
         z = image.transpose(1, 2, 0)  # (H, W, C)
         if deblur:
