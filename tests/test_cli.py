@@ -266,6 +266,18 @@ def test_inpaint_transparent_pixels(cli, tmp_path, clean_png):
     assert float(psnr(out, clean)[0]) > float(psnr(clean * alpha, clean)[0])
 
 
+def test_transparency_outside_inpainting_is_noted(cli, tmp_path, digit_png):
+    """Only inpainting reads transparent pixels as missing; denoising an image with a hole says so on stderr."""
+    clean = read_image(digit_png)[0]
+    alpha = torch.ones(1, 1, *clean.shape[-2:])
+    write_png(tmp_path / "opaque.png", clean, alpha=alpha)
+    alpha[..., 8:18, 6:20] = 0
+    write_png(tmp_path / "holes.png", clean, alpha=alpha)
+    note = "transparency marks missing pixels only for restore inpaint"
+    assert note in _ok(cli("denoise", tmp_path / "holes.png", "--noise", "0.05", "-o", tmp_path / "a.png")).err
+    assert note not in _ok(cli("denoise", tmp_path / "opaque.png", "--noise", "0.05", "-o", tmp_path / "b.png")).err
+
+
 @pytest.mark.parametrize("clean_png", ["digit", "photo"], indirect=True)
 def test_inpaint_preview_round_trip(cli, tmp_path, clean_png):
     """A degrade preview carries the mask as alpha; inpainting it with no options restores it."""
@@ -858,9 +870,49 @@ def test_bf16_on_a_cpu_without_it_is_a_warning_not_a_refusal(cli, tmp_path, digi
     assert (tmp_path / "o.png").exists()
 
 
+def test_param_sets_a_classical_solvers_hyperparameters(cli, tmp_path, digit_specs):
+    """--param reaches the classical solvers too (TV's weight, Lasso's basis), typed by their keyword defaults,
+    recorded in the JSON report; a bad key or value is one line and exit 2, with nothing written."""
+    import json
+
+    def run(*extra):
+        out = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
+        result = _ok(cli("denoise", digit_specs["denoise"], "--solver", "tv", "--steps", "20", "-o", out, "--json", *extra))
+        return read_image(out)[0], json.loads(result.out)
+
+    default, report = run()
+    assert report["hyperparameters"] == {"weight": None}
+    heavy, report = run("--param", "weight=8")  # the default is 2 at this size
+
+    def variation(x):
+        return float(x.diff(dim=-1).abs().sum() + x.diff(dim=-2).abs().sum())
+
+    assert report["hyperparameters"] == {"weight": 8.0} and variation(heavy) < 0.9 * variation(default)
+    result = _ok(cli("cs", digit_specs["cs"], "--solver", "lasso", "--steps", "5", "--param", "basis=pixel",
+                     "-o", tmp_path / "cs.png", "--json"))
+    assert json.loads(result.out)["hyperparameters"] == {"weight": 0.1, "basis": "pixel"}
+    before = _listing(tmp_path)
+    for bad, message in (("weight=-1", "weight"), ("basis=fourier", "basis must be pixel or wavelet"), ("eta=1", "KEY one of")):
+        solver = "lasso" if bad.startswith("basis") else "tv"
+        line = _assert_user_error(cli("cs" if solver == "lasso" else "denoise", digit_specs["cs" if solver == "lasso" else "denoise"],
+                                      "--solver", solver, "--param", bad, "-o", tmp_path / "bad.png"))
+        assert message in line, line
+    assert _listing(tmp_path) == before
+
+
+def test_a_valid_blur_with_a_fixed_size_prior_names_the_boundary(cli, tmp_path, digit_png):
+    """A 28x28 digit under --boundary valid has a 40x40 unknown (the 13x13 kernel's radius around it), which a
+    28x28 prior cannot model: the error says so and names --boundary circular, with or without --resize."""
+    for extra in ((), ("--resize",)):
+        line = _assert_user_error(cli("deblur", digit_png, "--prior", "ddpm", "--boundary", "valid", *extra,
+                                      "-o", tmp_path / "o.png"))
+        assert "1x28x28 frame grown by the kernel's radius (1x40x40)" in line and "--boundary circular" in line, line
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_learned_options_need_a_learned_prior(cli, tmp_path, digit_specs):
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--samples", "2", "-o", tmp_path / "o.png"))
-    assert "--samples, --param, --resize and --precision are for learned priors" in line
+    assert "--samples, --resize and --precision are for learned priors" in line
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--precision", "bf16", "-o", tmp_path / "o.png"))
     assert "--precision are for learned priors" in line
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--prior", "vae", "--precision", "bf16",

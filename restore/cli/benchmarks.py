@@ -54,7 +54,7 @@ def bench(
     samples: Annotated[int, typer.Option(help="Posterior samples per image for samplers.")] = 4,
     out: Annotated[str, typer.Option(help="Folder for results.json, results.md, report.html, grids and the cell cache.")] = "bench",
     paper_n: Annotated[int, typer.Option(help="Images for the papers' step counts (DPS 1000, RePaint 250); 0: none.")] = 0,
-    quick: Annotated[bool, typer.Option("--quick", help="A smoke run of about a minute: 4 images, the classical solvers, and DDNM and PiGDM at 10 steps with 2 samples on the shipped DDPM and Gaussian priors (--priors and --solvers still choose).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A smoke run of under a minute (30 s on 2 CPU cores): 4 images, the classical solvers, and DDNM and PiGDM at 10 steps with 2 samples on the shipped DDPM and Gaussian priors (--priors and --solvers still choose).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute cached cells.")] = False,
     data_root: Annotated[Optional[str], typer.Option(help="Where MNIST/Fashion-MNIST are (default $RESTORE_DATA).")] = None,
 ):

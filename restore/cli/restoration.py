@@ -153,6 +153,9 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
         sigma = estimate_sigma(y)
         notes.append(f"estimated noise sigma_y = {sigma:.4f} (pass --noise to set it)")
         noise_opts = (sigma, None)
+    if alpha is not None and task != "inpaint" and bool((alpha <= 0.5).any()):
+        notes.append("the image's transparent pixels are restored as they are: transparency marks missing pixels "
+                     "only for restore inpaint")
     op = _operator(task, shape, alpha=alpha, noise=_noise(*noise_opts), **op_options)
     shape = tuple(op.input_shape(tuple(y.shape))[1:])  # a valid blur's x is the frame grown by the kernel
     if task == "inpaint":
@@ -227,8 +230,8 @@ def _restore_classical(req: Request, out: Path) -> None:
 
     task, op_options = req.task, dict(req.op_options)
     _refuse_overwrite([out], req.input_files())
-    if req.samples != 1 or req.params or req.resize or req.precision != "fp32":
-        raise RestoreError("--samples, --param, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
+    if req.samples != 1 or req.resize or req.precision != "fp32":
+        raise RestoreError("--samples, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
     _default_boundary(task, req.input, req.spec, op_options)
     y, op, shape, source, notes, depth = _load_measurement(task, req.input, req.spec, op_options)
     name = req.solver or DEFAULT_SOLVER[task]
@@ -236,6 +239,7 @@ def _restore_classical(req: Request, out: Path) -> None:
         raise RestoreError(f"unknown solver {name!r} for prior {req.prior!r}; known: {', '.join(CLASSICAL)}")
     fn = CLASSICAL[name]
     check_compatible(name, fn, op, CLASSICAL)
+    hyper = _parse_params(list(req.params), fn)  # e.g. tv's weight, lasso's basis (the solver's keyword defaults)
     truth = _read_reference(req.reference, shape, op)
     bits, operator_spec = _output_bits(req, depth), op.spec()  # the measurement's operator, whatever the solver sees
     y, op, stretch = stretch_map(y, op, why="--stretch") if req.stretch else (y, op, None)
@@ -252,7 +256,7 @@ def _restore_classical(req: Request, out: Path) -> None:
         typer.echo(note, err=True)
     bar = _progress(fn, req.steps, y, op)
     t0 = time.perf_counter()
-    x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs))
+    x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs, **hyper))
     if stretch:  # back to the input's range
         x_hat = unstretch(x_hat, stretch)
     seconds = time.perf_counter() - t0
@@ -260,8 +264,8 @@ def _restore_classical(req: Request, out: Path) -> None:
         bar.close()
     io.write_png(out, x_hat.cpu(), bits=bits)
     result = {"input": source, "output": str(out), "task": task, "prior": req.prior, "solver": name,
-              "operator": operator_spec, "seconds": round(seconds, 3), "threads": _threads(), "image_shape": list(shape),
-              "seed": req.seed, "bits": bits, **({"stretch": stretch} if stretch else {})}
+              "operator": operator_spec, "hyperparameters": hyper, "seconds": round(seconds, 3), "threads": _threads(),
+              "image_shape": list(shape), "seed": req.seed, "bits": bits, **({"stretch": stretch} if stretch else {})}
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
@@ -432,6 +436,10 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         notes.append(warning)
     if not any_size and tuple(shape) != tuple(model.image_shape):
         have, want = "x".join(map(str, shape)), "x".join(map(str, model.image_shape))
+        if hasattr(op, "grow"):  # a valid blur's unknown is the frame grown by the kernel's radius
+            frame = "x".join(map(str, op.measurement_shape((1, *shape))[1:]))
+            raise RestoreError(f"with --boundary valid the unknown image is the {frame} frame grown by the kernel's radius "
+                               f"({have}), but the prior {prior!r} models {want} images: use --boundary circular")
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
     truth = _read_reference(req.reference, shape, op)

@@ -75,7 +75,7 @@ def sample(
     result = {"output": str(out), "prior": prior, "model": model.model, "n": n, "method": method, "steps": steps,
               "variance": variance if method == "ancestral" else None, "eta": eta if method == "ddim" else None,
               "seed": seed, "seconds": round(seconds, 3), "nfe": steps, "image_shape": list(x.shape[1:])}
-    report(result, json, f"wrote {out} ({n} samples, {method}, {steps} steps, {seconds:.2f} s)")
+    report(result, json, f"wrote {out} ({n} samples of {model.model or prior}, {method}, {steps} steps, {seconds:.2f} s)")
 
 
 def _sample_direct(model, n, out, prior, method, steps, truncation, temperature, nrow, json_out, dev, seed) -> None:
@@ -106,7 +106,7 @@ def _sample_direct(model, n, out, prior, method, steps, truncation, temperature,
               "nfe": x.shape[-2] * x.shape[-1] if sequential else 1, "image_shape": list(x.shape[1:])}
     extra = (f", truncation {truncation}" if truncation is not None else "") + \
         (f", temperature {temperature}" if temperature is not None else "")
-    report(result, json_out, f"wrote {out} ({n} samples of the {model.family} prior{extra}, {seconds:.2f} s)")
+    report(result, json_out, f"wrote {out} ({n} samples of {model.model or prior}{extra}, {seconds:.2f} s)")
 
 
 @app.command()
@@ -122,7 +122,7 @@ def info(prior: PriorSpec = "ddpm", json: Json = False):
             if key == "solvers" and not value:
                 value = "none in this installation"
             elif value is None:
-                value = "unknown (not recorded by a restore training run)"
+                value = "not recorded"
             elif isinstance(value, list):
                 value = ", ".join(map(str, value)) if key != "image_size" else "x".join(map(str, value))
             typer.echo(f"{key + ':':17s}{value}")
