@@ -910,6 +910,18 @@ def test_a_valid_blur_with_a_fixed_size_prior_names_the_boundary(cli, tmp_path, 
     assert not (tmp_path / "o.png").exists()
 
 
+def test_output_may_not_replace_a_file_of_the_measurement(cli, digit_specs):
+    """-o naming the preview that a spec names beside it is refused: it belongs to the measurement (and is what
+    `--spec` checks an image against). An output is a PNG, so the arrays are safe from it anyway."""
+    spec = digit_specs["deblur"]
+    target = spec.parent / "deblur.png"
+    before = target.read_bytes()
+    line = _assert_user_error(cli("deblur", spec, "-o", target))
+    assert "would overwrite the input" in line and target.read_bytes() == before
+    line = _assert_user_error(cli("deblur", target, "--spec", spec, "-o", target))
+    assert "would overwrite the input" in line and target.read_bytes() == before
+
+
 def test_learned_options_need_a_learned_prior(cli, tmp_path, digit_specs):
     line = _assert_user_error(cli("inpaint", digit_specs["inpaint"], "--samples", "2", "-o", tmp_path / "o.png"))
     assert "--samples, --resize and --precision are for learned priors" in line

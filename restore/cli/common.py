@@ -278,9 +278,24 @@ def _refuse_overwrite(outputs, inputs) -> None:
 
 
 def _input_files(input, spec=None, reference=None, op_options=None) -> list:
-    """The files a restoring command reads (an option naming a kernel such as levin:3 is no file)."""
+    """The files a restoring command reads (an option naming a kernel such as levin:3 is no file), and
+    those a measurement spec names beside it (its arrays and its preview): they belong to the measurement."""
     options = op_options or {}
-    return [input, spec, reference, options.get("mask"), options.get("kernel")]
+    specs = [p for p in (input, spec) if p is not None and str(p).lower().endswith(".json")]
+    return [input, spec, reference, options.get("mask"), options.get("kernel"), *(f for p in specs for f in _spec_files(p))]
+
+
+def _spec_files(path) -> list:
+    """The array and preview files a measurement spec names, beside it; none when it cannot be read (loading
+    it says why)."""
+    import json
+
+    try:
+        meta = json.loads(Path(path).read_text())
+        names = [*meta.get("arrays", {}).values(), meta.get("preview")]
+    except (OSError, ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested too deep
+        return []
+    return [Path(path).parent / name for name in names if isinstance(name, str)]
 
 
 def _parse_params(params: list[str], fn) -> dict:
