@@ -892,6 +892,11 @@ def test_param_sets_a_classical_solvers_hyperparameters(cli, tmp_path, digit_spe
                      "-o", tmp_path / "cs.png", "--json"))
     assert json.loads(result.out)["hyperparameters"] == {"weight": 0.1, "basis": "pixel"}
     before = _listing(tmp_path)
+    line = _assert_user_error(cli("denoise", digit_specs["denoise"], "--solver", "pinv", "--param", "x=1", "-o", tmp_path / "bad.png"))
+    assert "pinv has" not in line and "rcond" in line  # pinv's one hyperparameter is named
+    line = _assert_user_error(cli("denoise", digit_specs["denoise"], "--solver", "richardson-lucy", "--param", "x=1",
+                                  "-o", tmp_path / "bad.png"))
+    assert "richardson-lucy has no hyperparameters to set" in line
     for bad, message in (("weight=-1", "weight"), ("basis=fourier", "basis must be pixel or wavelet"), ("eta=1", "KEY one of")):
         solver = "lasso" if bad.startswith("basis") else "tv"
         line = _assert_user_error(cli("cs" if solver == "lasso" else "denoise", digit_specs["cs" if solver == "lasso" else "denoise"],

@@ -308,6 +308,8 @@ def _parse_params(params: list[str], fn) -> dict:
     out = {}
     for text in params:
         key, sep, value = text.partition("=")
+        if not defaults:
+            raise RestoreError(f"--param {text!r}: {fn.__name__.replace('_', '-')} has no hyperparameters to set")
         if not sep or key not in defaults:
             raise RestoreError(f"--param {text!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)} "
                                f"({fn.__name__}'s hyperparameters)")
