@@ -19,7 +19,7 @@ from ..errors import RestoreError
 from ..operators import functional as Fn
 from ..runtime import check_allocation
 from .base import Callback, context_tiles, effective_sigma, progress, report, requires
-from .classical import SIGMA_FLOOR, circular_domain, consistent_domain, tv
+from .classical import SIGMA_FLOOR, circular_domain, consistent_domain, periodic_margins, tv
 
 #: The package's parameter sets (``bm3d.BM3DProfile`` and its subclasses, by the names it accepts).
 PROFILES = ("np", "refilter", "vn", "vn_old", "high", "deb")
@@ -86,7 +86,8 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
         # odd, so that the centre stays at k // 2 as our operators have it.
         kh, kw = kernel.shape
         kernel = np.pad(kernel, ((0, 1 - kh % 2), (0, 1 - kw % 2)))
-        h, w = (max(n, MIN_SIZE) for n in circular_domain(y, operator)[0].shape[-2:])
+        (top, left), (bottom, right), _ = periodic_margins(y.shape[-2:], operator)
+        h, w = max(y.shape[-2] + top + bottom, MIN_SIZE), max(y.shape[-1] + left + right, MIN_SIZE)
         check_allocation(DEBLUR_BYTES_PER_PIXEL * h * w, f"BM3D deblurring of a {w}x{h} image (the package deblurs "
                          "it whole)", "deblur a crop of it, or choose another solver (--solver tv, or a learned prior)")
         if valid:  # margins consistent with the periodic model, from TV's estimate

@@ -72,23 +72,31 @@ def biharmonic(y, operator, prior=None, *, steps=None, generator=None, callback:
     return torch.stack(out).to(y.dtype).to(y.device).clamp(0, 1)
 
 
-def circular_domain(y: torch.Tensor, operator):
-    """(y', crop) for solvers that assume a circular blur: for a valid blur, y mirrored beyond its frame by
-    the kernel radius plus a margin of one kernel size, so that the wrap-around of the periodic model falls
-    in the margin, and ``crop`` maps an estimate on that domain back to x's (frame grown by the radius).
-    The bottom and right margins grow further, to the next FFT length free of primes above 7
-    (:func:`functional.fast_size`): under a 15x15 kernel a 4000x3000 photo's domain would otherwise be
-    4044x3044 (4044 = 2^2 x 3 x 337, 3044 = 2^2 x 761), whose FFTs (3 channels, forward and back) took 2.0
-    times as long as on 4050x3072; Wiener as a whole, which computes more than its FFTs, gained 1.0-1.3x under
-    Levin's kernel 4 (``benchmarks/valid_blur_speed.py --parts wiener``). For a circular blur, y itself and no crop."""
+def periodic_margins(shape, operator):
+    """((top, left), (bottom, right), crop): the margins of the periodic domain that :func:`circular_domain` and
+    :func:`consistent_domain` build around a valid blur's measurement of frame ``shape`` (H, W), and the crop
+    from an estimate on that domain back to x's (the frame grown by the kernel's radius). Above and left, the
+    kernel's radius plus its size, so that the wrap-around of the periodic model falls in the margin; below and
+    right more, to the next FFT length free of primes above 7 (:func:`functional.fast_size`): under a 15x15
+    kernel a 4000x3000 photo's domain would otherwise be 4044x3044 (4044 = 2^2 x 3 x 337, 3044 = 2^2 x 761),
+    whose FFTs (3 channels, forward and back) took 2.0 times as long as on 4050x3072; Wiener as a whole, which
+    computes more than its FFTs, gained 1.0-1.3x under Levin's kernel 4 (``benchmarks/valid_blur_speed.py
+    --parts wiener``). For a circular blur, no margins and no crop."""
     if not hasattr(operator, "grow"):  # not a valid blur: x has y's shape
-        return y, lambda x: x
-    (rh, rw), (mh, mw), (H, W) = operator.radius, operator.kernel.shape, y.shape[-2:]
-    ph, pw = rh + mh, rw + mw
-    eh, ew = Fn.fast_size(H + 2 * ph) - H - 2 * ph, Fn.fast_size(W + 2 * pw) - W - 2 * pw
-    padded = Fn.reflect_pad(y, ph + eh, pw + ew)[..., eh:, ew:]  # margins ph, pw above and left, ph + eh, pw + ew below and right
-    return padded, lambda x: x[..., mh : mh + H + 2 * rh, mw : mw + W + 2 * rw]
+        return (0, 0), (0, 0), lambda x: x
+    (rh, rw), (mh, mw), (H, W) = operator.radius, operator.kernel.shape, shape
+    top, left = rh + mh, rw + mw
+    bottom, right = Fn.fast_size(H + 2 * top) - H - top, Fn.fast_size(W + 2 * left) - W - left
+    return (top, left), (bottom, right), lambda x: x[..., mh : mh + H + 2 * rh, mw : mw + W + 2 * rw]
 
+
+def circular_domain(y: torch.Tensor, operator):
+    """(y', crop) for solvers that assume a circular blur: for a valid blur, y mirrored over the margins of
+    :func:`periodic_margins`, and ``crop`` back to x's domain. For a circular blur, y itself and no crop."""
+    (top, left), (bottom, right), crop = periodic_margins(y.shape[-2:], operator)
+    if not bottom:
+        return y, crop
+    return Fn.reflect_pad(y, bottom, right)[..., bottom - top :, right - left :], crop
 
 
 def consistent_domain(y: torch.Tensor, operator, estimate: torch.Tensor):
@@ -98,20 +106,21 @@ def consistent_domain(y: torch.Tensor, operator, estimate: torch.Tensor):
 
     A mirrored measurement is not the blur of a mirrored scene unless the kernel is symmetric, and a solver
     whose regularised inverse is a global filter (BM3D deblurring) spreads that mismatch over the whole image:
-    on 3 held-out photos and Levin's 8 kernels, BM3D's frame PSNR was 23.2 dB on the mirrored measurement (7.8
+    on 3 held-out photos and Levin's 8 kernels, BM3D's frame PSNR was 22.4 dB on the mirrored measurement (7.4
     at worst) and 29.2 dB on this one, from TV's estimate, whose own was 28.1 (``benchmarks/valid_blur_quality.py``,
     ``benchmarks/results/bm3d_boundary.md``). Extending the blurred image so that the periodic model holds
     is the idea of Liu & Jia (2008), "Reducing boundary artifacts in image deconvolution"; here the extension
     is the first estimate's blur. For a circular blur, y itself and no crop."""
-    padded, crop = circular_domain(y, operator)
-    if not hasattr(operator, "grow"):
-        return padded, crop
-    (rh, rw), (mh, mw), (H, W) = operator.radius, operator.kernel.shape, y.shape[-2:]
-    eh, ew = padded.shape[-2] - estimate.shape[-2] - 2 * mh, padded.shape[-1] - estimate.shape[-1] - 2 * mw
-    x = Fn.reflect_pad(estimate.to(y.dtype), mh + eh, mw + ew)[..., eh:, ew:]  # on y''s domain, as crop takes it back
+    (top, left), (bottom, right), crop = periodic_margins(y.shape[-2:], operator)
+    if not bottom:
+        return y, crop
+    (rh, rw), (H, W) = operator.radius, y.shape[-2:]
+    # The estimate covers the radius beyond the frame already: mirror it over the rest of the domain.
+    x = Fn.reflect_pad(estimate.to(y.dtype), bottom - rh, right - rw)[..., bottom - top :, right - left :]
     synthetic = operator.circular.convolve(x, tuple(x.shape[-2:]))
-    synthetic[..., rh + mh : rh + mh + H, rw + mw : rw + mw + W] = y
+    synthetic[..., top : top + H, left : left + W] = y
     return synthetic, crop
+
 
 @hyperparameters(balance="(0, inf)")
 @requires("otf")
