@@ -870,6 +870,25 @@ def test_bf16_on_a_cpu_without_it_is_a_warning_not_a_refusal(cli, tmp_path, digi
     assert (tmp_path / "o.png").exists()
 
 
+def test_classical_restore_writes_its_record_over_a_learned_runs(cli, tmp_path, ddpm_dir, holes8, digit_specs):
+    """A classical restoration writes its JSON record beside the estimate, as a learned one does: a record an
+    earlier run left at that name never describes the new estimate. The record's name is an output too, so
+    it may not be an input (a spec named like the -o)."""
+    out = tmp_path / "out.png"
+    _ok(cli("inpaint", holes8, "--prior", ddpm_dir, "--solver", "ddnm", "--steps", "3", "-o", out))
+    assert json.loads((tmp_path / "out.json").read_text())["solver"] == "ddnm"
+    result = _ok(cli("inpaint", holes8, "-o", out, "--json"))
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record == json.loads(result.out)
+    assert record["prior"] == "classical" and record["solver"] == "biharmonic" and record["output"] == str(out)
+    spec = tmp_path / "s.json"
+    shutil.copy(digit_specs["denoise"], spec)  # its preview stays where it was; only the record collides
+    before = _listing(tmp_path)
+    line = _assert_user_error(cli("denoise", spec, "--solver", "tv", "-o", tmp_path / "s.png"))
+    assert "s.json" in line, line
+    assert _listing(tmp_path) == before
+
+
 def test_param_sets_a_classical_solvers_hyperparameters(cli, tmp_path, digit_specs):
     """--param reaches the classical solvers too (TV's weight, Lasso's basis), typed by their keyword defaults,
     recorded in the JSON report; a bad key or value is one line and exit 2, with nothing written."""

@@ -230,7 +230,8 @@ def test_a_folder_restores_in_one_command_skipping_a_bad_file(cli, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert sorted(r["file"] for r in records) == ["broken.png", "p0.png", "p1.png", "p2.png"]
     assert all(r["psnr"] > 24 for r in records if "error" not in r)  # noisy input: 20 dB
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png", "p2.png", "results.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "p0.json", "p0.png", "p1.json", "p1.png", "p2.json", "p2.png", "results.jsonl"]
     assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == inputs
     # A rerun skips what is done; --force redoes it.
     code, out, _ = cli("denoise", tmp_path / "in", "-o", tmp_path / "out", "--noise", "0.1", "--solver", "bm3d")

@@ -222,14 +222,17 @@ def _run(req: Request) -> None:
 
 
 def _restore_classical(req: Request, out: Path) -> None:
-    """Restore with a classical solver (no learned prior): the estimate and a one-line or JSON report."""
+    """Restore with a classical solver (no learned prior): the estimate, its JSON record beside it (as a
+    learned restoration writes, so that a record left there by an earlier run never describes this
+    estimate) and a one-line or JSON report."""
     import torch
 
     from .. import io, metrics
     from ..solvers import CLASSICAL, check_compatible
 
     task, op_options = req.task, dict(req.op_options)
-    _refuse_overwrite([out], req.input_files())
+    record = io.output_path_check(f"{out.with_suffix('')}.json")
+    _refuse_overwrite([out, record], req.input_files())
     if req.samples != 1 or req.resize or req.precision != "fp32":
         raise RestoreError("--samples, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
     _default_boundary(task, req.input, req.spec, op_options)
@@ -262,14 +265,17 @@ def _restore_classical(req: Request, out: Path) -> None:
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
-    io.write_png(out, x_hat.cpu(), bits=bits)
     result = {"input": source, "output": str(out), "task": task, "prior": req.prior, "solver": name,
               "operator": operator_spec, "hyperparameters": hyper, "seconds": round(seconds, 3), "threads": _threads(),
-              "image_shape": list(shape), "seed": req.seed, "bits": bits, **({"stretch": stretch} if stretch else {})}
+              "image_shape": list(shape), "seed": req.seed, "device": str(dev), "bits": bits,
+              **({"stretch": stretch} if stretch else {})}
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
         result.update(_NOTES)
+    with io.together():  # the estimate and its record land together or not at all
+        io.write_png(out, x_hat.cpu(), bits=bits)
+        io.write_json(record, result)
     _report(result, req.json, f"wrote {out} ({req.prior} / {name}, {seconds:.2f} s)")
 
 
