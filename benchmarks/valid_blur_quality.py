@@ -5,9 +5,10 @@ code on the same measurements.
     PYTHONPATH=/path/to/other/checkout python benchmarks/valid_blur_quality.py --out before.jsonl
     python benchmarks/valid_blur_quality.py --compare before.jsonl after.jsonl   # -> a markdown table
 
-The first -n validation photos of ``ddpm-photo-gray`` (its training run held them out; never a benchmark test
-image) are x, the scene; each is blurred by Levin et al.'s kernels --kernels with the valid boundary (y is the
-frame, smaller than x by the kernel) and Gaussian noise sigma 2.55/255, seeded by photo and kernel. Each
+The first -n validation photos of ``ddpm-photo-gray`` (``--photos-of ddpm-photo-rgb``: the colour prior's; their
+training runs held them out; never a benchmark test image) are x, the scene; each is blurred by Levin et al.'s
+kernels --kernels with the valid boundary (y is the frame, smaller than x by the kernel; ``--boundary circular``:
+the periodic blur, y as large as x) and Gaussian noise sigma 2.55/255, seeded by photo and kernel. Each
 solver's estimate of x is scored on the whole of x (PSNR after rounding to 8 bits) and on its frame.
 """
 
@@ -27,17 +28,18 @@ def rows(args):
     import restore
     from restore import photo_bench
     from restore.data import levin_kernel
-    from restore.operators import GaussianNoise, ValidBlur
+    from restore.operators import Blur, GaussianNoise, ValidBlur
     from restore.priors import load_prior
 
     sys.path.insert(0, str(Path(__file__).parent))
     from tune_photo import held_out_photos
 
-    prior = load_prior("ddpm-photo-gray")
+    prior = load_prior(args.photos_of)
+    blur = ValidBlur if args.boundary == "valid" else Blur
     photos, names = held_out_photos(prior, args.n, 1)
     for index, (x, name) in enumerate(zip(photos, names)):
         for k in args.kernels:
-            op = ValidBlur(levin_kernel(k), GaussianNoise(2.55 / 255))
+            op = blur(levin_kernel(k), GaussianNoise(2.55 / 255))
             y = op(x.double(), generator=torch.Generator().manual_seed(1000 * index + k)).float()
             for spec in args.solvers:
                 solver, _, prior_name = spec.partition("@")
@@ -47,7 +49,7 @@ def rows(args):
                 seconds = time.perf_counter() - t0
                 whole = photo_bench.score(x_hat, x)[0]
                 frame = photo_bench.score(op.field_of_view(x_hat), op.field_of_view(x))[0]
-                yield {"photo": name, "kernel": k, "method": spec, "psnr": whole, "psnr_frame": frame,
+                yield {"photo": name, "kernel": k, "boundary": args.boundary, "method": spec, "psnr": whole, "psnr_frame": frame,
                        "seconds": seconds, "code": str(Path(restore.__file__).parent)}
 
 
@@ -78,6 +80,10 @@ def main():
     parser.add_argument("--solvers", nargs="+", default=["wiener", "tv", "pinv", "dpir@ddpm-photo-gray",
                                                           "epll@gmm-photo-gray"],
                         help="SOLVER or SOLVER@PRIOR")
+    parser.add_argument("--photos-of", default="ddpm-photo-gray",
+                        help="whose held-out photos: ddpm-photo-gray's (gray) or ddpm-photo-rgb's (colour)")
+    parser.add_argument("--boundary", choices=["valid", "circular"], default="valid",
+                        help="valid: y is the frame (a camera); circular: the periodic blur the benchmark uses")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"))
     args = parser.parse_args()

@@ -414,6 +414,11 @@ def read_image(
     return image, alpha
 
 
+def gray_stored_as_rgb(image: torch.Tensor) -> bool:
+    """Whether an (N, C, H, W) image is RGB with three equal channels: a gray photo stored as colour."""
+    return image.shape[1] == 3 and bool((image[:, 1:] == image[:, :1]).all())
+
+
 def read_images(path: str | os.PathLike, *, mode: str | None = None) -> tuple[torch.Tensor, list[Path]]:
     """Read one image file, or every image file of a folder (sorted), as an (N, C, H, W) tensor.
 

@@ -1474,7 +1474,7 @@ def test_resize_reads_a_box_in_the_input_pixels_and_says_the_output_size(cli, tm
 
     write_png(tmp_path / "wide.png", torch.rand(1, 1, 56, 112, generator=torch.Generator().manual_seed(0)))
     options = dict(box="56,28,28,14", random=None, mask=None, noise=None, poisson=None, seed=0)
-    _, op, shape, _, _, _ = _load_measurement("inpaint", str(tmp_path / "wide.png"), None, options, target=(1, 28, 28))
+    _, op, shape, _, _, _, _ = _load_measurement("inpaint", str(tmp_path / "wide.png"), None, options, target=(1, 28, 28))
     missing = (op.mask[0] == 0).nonzero()
     # x 56..84 of 112 -> 14..21 of 28; y 28..42 of 56 -> 14..21 of 28
     assert shape == (1, 28, 28) and missing[:, 0].min() == 14 and missing[:, 0].max() == 20

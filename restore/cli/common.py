@@ -210,9 +210,11 @@ def _operator(task: str, image_shape, *, box=None, random=None, mask=None, alpha
 _NOTES: dict = {}
 
 
-def _read_reference(reference: Optional[str], shape, op=None):
+def _read_reference(reference: Optional[str], shape, op=None, gray_rgb: bool = False):
     """The clean reference image (1, C, H, W), or None; it must have the restored image's shape: that of x,
-    or for a valid blur that of the frame (a reference shaped like x is cropped to the frame)."""
+    or for a valid blur that of the frame (a reference shaped like x is cropped to the frame). With
+    ``gray_rgb`` (a gray image stored as RGB, restored as gray, written as RGB) it is compared with the RGB
+    output: a gray reference counts as RGB."""
     _NOTES.clear()
     if reference is None:
         return None
@@ -222,6 +224,9 @@ def _read_reference(reference: Optional[str], shape, op=None):
     from ..operators import functional as Fn
 
     truth, _ = io.read_image(reference)
+    if gray_rgb:
+        shape = (3, *shape[1:])
+        truth = truth.expand(-1, 3, -1, -1)
     k = getattr(op, "factor", 1)
     H, W = truth.shape[-2:]
     if k > 1 and tuple(shape[-2:]) == (H - H % k, W - W % k) and (H % k or W % k):

@@ -78,9 +78,16 @@ def _fit_to(y, alpha, target, task: str, factor: Optional[int]):
     return y.clamp(0, 1), alpha
 
 
+def _as_written(x, gray_rgb: bool):
+    """The estimate as its file holds it: a gray image stored as RGB, restored as gray, goes back to RGB."""
+    return x.expand(-1, 3, -1, -1) if gray_rgb else x
+
+
 def _load_measurement(task: str, input: str, spec: Optional[str], op_options: dict, target=None):
-    """(y, operator, image_shape, source, notes, bits) from a spec or from a plain image plus options;
-    ``bits`` is the depth of the image (16 for a 16-bit file, or a spec made from one; else 8).
+    """(y, operator, image_shape, source, notes, bits, gray_rgb) from a spec or from a plain image plus options;
+    ``bits`` is the depth of the image (16 for a 16-bit file, or a spec made from one; else 8). A plain RGB image
+    whose three channels are equal (a gray photo stored as RGB) is restored as gray (``gray_rgb``; its output is
+    written as RGB): its noise is one field, not three independent ones as a colour solver or prior assumes.
 
     ``notes`` are messages for stderr, printed once every check has passed, so that a failing
     command prints its one error line only. ``target`` (C, H, W): resize a plain image to it.
@@ -110,7 +117,7 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
                                f"the spec holds the measurement, so pass it alone: restore {task} {spec_path}")
         _check_observed(op)
         source = f"{spec_path} ({Path(spec_path).parent / meta['arrays']['y']})"
-        return y, op, tuple(meta["image_shape"]), source, [], meta.get("bits", 8)
+        return y, op, tuple(meta["image_shape"]), source, [], meta.get("bits", 8), False
     if path.suffix.lower() in (".npy", ".safetensors"):
         raise RestoreError(f"a float measurement '{path}' needs the JSON spec written beside it: pass --spec")
     if task == "cs":
@@ -124,6 +131,11 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
     for w in caught:
         if not issubclass(w.category, RestoreWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    gray_rgb = io.gray_stored_as_rgb(y)
+    if gray_rgb:
+        y = y[:, :1]
+        read_notes.append(f"'{path}' is a gray image stored as RGB (its three channels are equal): restoring it as "
+                          "gray, written as RGB")
     if target is not None:
         h0, w0 = y.shape[-2:]
         y, alpha = _fit_to(y, alpha, target, task, op_options.get("factor"))
@@ -160,7 +172,7 @@ def _load_measurement(task: str, input: str, spec: Optional[str], op_options: di
     shape = tuple(op.input_shape(tuple(y.shape))[1:])  # a valid blur's x is the frame grown by the kernel
     if task == "inpaint":
         y = op.mask * y
-    return y, op, shape, str(path), notes, io.bit_depth(path)
+    return y, op, shape, str(path), notes, io.bit_depth(path), gray_rgb
 
 
 def _default_boundary(task: str, input: str, spec, op_options: dict, any_size: bool = True) -> None:
@@ -198,10 +210,14 @@ def _peek_shape(task: str, input: str, spec, op_options: dict):
 
         from ..data import _GRAY_MODES
 
+        from .. import io
+
         with Image.open(path) as im:
             w, h = im.size
             channels = 1 if im.mode in _GRAY_MODES else 3
-    except (OSError, ValueError, AttributeError):
+        if channels == 3 and io.gray_stored_as_rgb(io.read_image(path)[0]):  # restored as gray (_load_measurement)
+            channels = 1
+    except (OSError, ValueError, AttributeError, RestoreError):
         return None
     k = (op_options.get("factor") or 4) if task == "superres" else 1
     return (channels, h * k, w * k)
@@ -236,14 +252,14 @@ def _restore_classical(req: Request, out: Path) -> None:
     if req.samples != 1 or req.resize or req.precision != "fp32":
         raise RestoreError("--samples, --resize and --precision are for learned priors (--prior ddpm, gaussian or a model)")
     _default_boundary(task, req.input, req.spec, op_options)
-    y, op, shape, source, notes, depth = _load_measurement(task, req.input, req.spec, op_options)
+    y, op, shape, source, notes, depth, gray_rgb = _load_measurement(task, req.input, req.spec, op_options)
     name = req.solver or DEFAULT_SOLVER[task]
     if name not in CLASSICAL:
         raise RestoreError(f"unknown solver {name!r} for prior {req.prior!r}; known: {', '.join(CLASSICAL)}")
     fn = CLASSICAL[name]
     check_compatible(name, fn, op, CLASSICAL)
     hyper = _parse_params(list(req.params), fn)  # e.g. tv's weight, lasso's basis (the solver's keyword defaults)
-    truth = _read_reference(req.reference, shape, op)
+    truth = _read_reference(req.reference, shape, op, gray_rgb)
     bits, operator_spec = _output_bits(req, depth), op.spec()  # the measurement's operator, whatever the solver sees
     y, op, stretch = stretch_map(y, op, why="--stretch") if req.stretch else (y, op, None)
     dev = _device(req.device)
@@ -262,13 +278,14 @@ def _restore_classical(req: Request, out: Path) -> None:
     x_hat = op.field_of_view(fn(y, op, None, callback=bar.update_to if bar else None, **kwargs, **hyper))
     if stretch:  # back to the input's range
         x_hat = unstretch(x_hat, stretch)
+    x_hat = _as_written(x_hat.cpu(), gray_rgb)
     seconds = time.perf_counter() - t0
     if bar:
         bar.close()
     result = {"input": source, "output": str(out), "task": task, "prior": req.prior, "solver": name,
               "operator": operator_spec, "hyperparameters": hyper, "seconds": round(seconds, 3), "threads": _threads(),
               "image_shape": list(shape), "seed": req.seed, "device": str(dev), "bits": bits,
-              **({"stretch": stretch} if stretch else {})}
+              **({"stretch": stretch} if stretch else {}), **({"gray_stored_as_rgb": True} if gray_rgb else {})}
     if truth is not None:
         result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
         result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
@@ -430,8 +447,8 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     if resize and any_size:
         raise RestoreError(f"--resize is for priors of fixed-size images; {prior!r} restores images of any size")
     _default_boundary(task, input, spec, op_options, any_size=any_size)
-    y, op, shape, source, notes, depth = _load_measurement(task, input, spec, op_options,
-                                                    target=model.image_shape if resize else None)
+    y, op, shape, source, notes, depth, gray_rgb = _load_measurement(task, input, spec, op_options,
+                                                              target=model.image_shape if resize else None)
     check_compatible(name, fn, op, usable)
     hyper = _large_hole_defaults(name, hyper, req, op, any_size)
     if getattr(model, "channel_groups", 1) > 1:  # fitted by load_prior: a gray photo prior on a colour photo
@@ -448,7 +465,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
                                f"({have}), but the prior {prior!r} models {want} images: use --boundary circular")
         hint = " (pass --resize to fit a plain image to the prior)" if spec is None and not input.endswith(".json") else ""
         raise RestoreError(f"the image is {have} (CxHxW) but the prior {prior!r} models {want} images{hint}")
-    truth = _read_reference(req.reference, shape, op)
+    truth = _read_reference(req.reference, shape, op, gray_rgb)
     bits, operator_spec = _output_bits(req, depth), op.spec()  # the measurement's operator, whatever the solver sees
     trained = trained_stretched(model)
     if trained and req.stretch is None:
@@ -468,7 +485,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     if stretch:  # back to the input's range: samples, their mean and their spread
         x = unstretch(x, stretch)
     seconds = time.perf_counter() - t0
-    x_hat = (x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1)
+    x_hat = _as_written((x.mean(0, keepdim=True) if req.estimate == "mean" else x[:1]).clamp(0, 1), gray_rgb)
     result = {"input": source, "output": str(out), "task": task, "prior": prior,
               "model": model.model, "prior_family": model.family,
               "solver": name, "steps": steps, "hyperparameters": hyper, "samples": samples, "estimate": req.estimate,
@@ -478,6 +495,8 @@ def _restore_with_prior(req: Request, out: Path) -> None:
               **({"stretch": stretch} if stretch else {})}
     if getattr(model, "channel_groups", 1) > 1:
         result["channelwise"] = True  # a gray prior applied to each colour channel
+    if gray_rgb:
+        result["gray_stored_as_rgb"] = True
     if samples > 1:
         std = x.std(0, keepdim=True)
         result.update(sample_grid=str(paths["samples"]), std_map=str(paths["std"]), std_map_scale=4.0,
@@ -487,7 +506,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
         result["ssim"] = float(metrics.ssim(x_hat, truth)[0])
         result.update(_NOTES)
         if samples > 1:
-            result["psnr_one_sample"] = float(metrics.psnr(x[:1].clamp(0, 1), truth)[0])
+            result["psnr_one_sample"] = float(metrics.psnr(_as_written(x[:1].clamp(0, 1), gray_rgb), truth)[0])
     size_note = ""
     if resize:  # say that the output is the prior's size, not the input's
         before = _peek_shape(task, input, None, {"factor": op_options.get("factor")})

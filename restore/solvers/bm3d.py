@@ -38,8 +38,10 @@ TILE, MARGIN = 1024, 48
 #: image), and the package's peak memory grows by about 700 bytes per pixel of the image it deblurs, one
 #: channel at a time: 742 at 1024x1024 and 700 at 1536x1536 (``benchmarks/bm3d_memory.py``,
 #: ``benchmarks/results/bm3d_memory.md``), about 8 GiB for a 4000x3000 photo. An image whose estimate exceeds
-#: the memory available is refused before the package starts.
-DEBLUR_BYTES_PER_PIXEL = 750
+#: the memory available is refused before the package starts. An RGB image, deblurred in the opponent space
+#: (the three channels' spectra and filters held together, each channel filtered in turn), grows by about 1,110
+#: to 1,170 bytes per pixel (``--channels 3``, ``benchmarks/results/bm3d_memory_rgb.md``).
+DEBLUR_BYTES_PER_PIXEL, DEBLUR_BYTES_PER_RGB_PIXEL = 750, 1200
 
 
 def _package():
@@ -55,6 +57,90 @@ def _package():
     return package
 
 
+#: CBM3D's opponent colour transform (rows orthogonal: white noise stays white and uncorrelated) and its inverse.
+OPPONENT = np.array([[1 / 3, 1 / 3, 1 / 3], [1 / 2, 0, -1 / 2], [1 / 4, -1 / 2, 1 / 4]])
+OPPONENT_INVERSE = np.linalg.inv(OPPONENT)
+
+
+def _to_opponent(z, sigma: float):
+    """(H, W, 3) RGB -> its opponent channels, each stretched to [0, 1] as the package's ``rgb_to`` does, the
+    affine map back, and the noise std of each channel. A constant channel (both chrominances of a gray
+    image, noiseless or tinted) keeps a span of 1, where the package's own transform divides by zero."""
+    o = z @ OPPONENT.T
+    low, span = o.min((0, 1)), np.ptp(o, (0, 1))
+    span = np.where(span > 0, span, 1.0)
+    return (o - low) / span, (low, span), sigma * np.sqrt((OPPONENT**2).sum(1)) / span
+
+
+def _from_opponent(o, affine):
+    low, span = affine
+    return (o * span + low) @ OPPONENT_INVERSE.T
+
+
+def _denoise_rgb(package, z, sigma: float, profile: str):
+    """CBM3D: BM3D in the opponent space, blocks matched on the luminance (the package groups on the first
+    channel) and the chrominances filtered in the same groups."""
+    o, affine, sigmas = _to_opponent(z, sigma)
+    return _from_opponent(np.asarray(package.bm3d(o, list(sigmas), profile)).reshape(o.shape), affine)
+
+
+def _colourful(z) -> bool:
+    """Whether an (H, W, C) image is deblurred in the opponent space: RGB with a varying luminance (its groups
+    are matched there) and a varying colour; a tinted gray image (both chrominances constant) is deblurred
+    channel by channel."""
+    if z.shape[-1] != 3:
+        return False
+    flat = np.ptp(z @ OPPONENT.T, (0, 1)) == 0
+    return not (flat[0] or flat[1:].all())
+
+
+def _deblur_rgb(package, z, sigma: float, kernel, profile: str):
+    """BM3D deblurring of an RGB image (H, W, 3) in CBM3D's opponent colour space.
+
+    The two stages of Dabov et al. (2008), as the package runs them on one channel (a Tikhonov regularised
+    inverse filtered by BM3D's hard thresholding, then a regularised Wiener inverse whose pilot is that
+    estimate, filtered by BM3D's Wiener stage, each on its coloured noise), with the grouping of CBM3D
+    (Dabov et al. 2007, "Color image denoising via sparse 3D collaborative filtering with grouping constraint
+    in luminance-chrominance space"): blocks are matched on the luminance and the chrominances are filtered
+    in the same groups. The blur (one kernel for all channels, summing to 1) commutes with the per-pixel
+    colour transform and its per-channel affine normalisation, and white noise of std ``sigma`` in R, G and
+    B stays white and uncorrelated across the transform's orthogonal rows, with a std per channel. (The
+    package's own multichannel deblurring hands every channel's pilot to each channel and fails.)
+    """
+    opp, affine, sigmas = _to_opponent(z, sigma)
+    H, W, _ = opp.shape
+    flat = np.ptp(opp, (0, 1)) == 0
+    psd = sigmas**2 * H * W  # per channel; the package's PSDs are variances times the pixel count
+    kh, kw = kernel.shape
+    otf = np.zeros((H, W))
+    otf[:kh, :kw] = kernel
+    otf = np.fft.fft2(np.roll(otf, (-(kh // 2), -(kw // 2)), (0, 1)))
+    spectrum = np.fft.fft2(opp, axes=(0, 1))
+    eps = np.finfo(np.float64).eps
+
+    def filtered(weights, stage):
+        """BM3D on the inverse filtered by ``weights`` (H, W, 3), luminance first, chrominances in its groups."""
+        estimate = np.real(np.fft.ifft2(spectrum * weights, axes=(0, 1)))
+        noise = psd * np.abs(weights) ** 2
+        out, matches = [], (True, False) if stage is None else (False, True)
+        for c in range(3):
+            if flat[c]:  # a constant chrominance (0 after stretching) is the blur of that constant
+                out.append(np.zeros((H, W)))
+                continue
+            pilot = package.BM3DStages.HARD_THRESHOLDING if stage is None else stage[..., c]
+            x = package.bm3d(estimate[..., c], noise[..., c], profile, stage_arg=pilot, blockmatches=matches)
+            if c == 0:  # the luminance's estimate and its groups, reused for the chrominances
+                x, matches = x
+            out.append(np.asarray(x).reshape(H, W))
+        return np.stack(out, -1)
+
+    power = np.abs(otf[..., None]) ** 2
+    basic = filtered(np.conj(otf)[..., None] / (power + 4e-4 * psd + eps), None)  # the package's 4e-4 and 5e-3
+    pilot = np.abs(np.fft.fft2(basic, axes=(0, 1))) ** 2
+    final = filtered(np.conj(otf)[..., None] * pilot / (pilot * power + 5e-3 * psd + eps), basic)
+    return _from_opponent(final, affine)
+
+
 def _tile_count(y, operator, steps, hyperparameters) -> int:
     """Callbacks of one run: one per tile of each image when denoising (:func:`context_tiles`), one per
     image when deblurring, and one more for TV's first estimate of a valid blur."""
@@ -67,7 +153,7 @@ def _tile_count(y, operator, steps, hyperparameters) -> int:
 @progress(_tile_count)
 @requires("kernel", "otf", noise=("gaussian",))
 def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callback = None, profile: str = "np"):
-    """BM3D denoising (CBM3D in the opponent colour space for RGB) or, for a blur, BM3D deblurring per channel.
+    """BM3D denoising or, for a blur, BM3D deblurring; both in CBM3D's opponent colour space for RGB.
 
     Works on denoising (the identity, a 1x1 kernel) and on circular or valid blurs. The package assumes a
     circular blur, so a valid one is deblurred on a larger periodic domain whose margins beyond the frame are
@@ -88,7 +174,8 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
         kernel = np.pad(kernel, ((0, 1 - kh % 2), (0, 1 - kw % 2)))
         (top, left), (bottom, right), _ = periodic_margins(y.shape[-2:], operator)
         h, w = max(y.shape[-2] + top + bottom, MIN_SIZE), max(y.shape[-1] + left + right, MIN_SIZE)
-        check_allocation(DEBLUR_BYTES_PER_PIXEL * h * w, f"BM3D deblurring of a {w}x{h} image (the package deblurs "
+        per_pixel = DEBLUR_BYTES_PER_RGB_PIXEL if y.shape[1] == 3 else DEBLUR_BYTES_PER_PIXEL
+        check_allocation(per_pixel * h * w, f"BM3D deblurring of a {w}x{h} image (the package deblurs "
                          "it whole)", "deblur a crop of it, or choose another solver (--solver tv, or a learned prior)")
         if valid:  # margins consistent with the periodic model, from TV's estimate
             y, crop = consistent_domain(y, operator, tv(y, operator))
@@ -103,15 +190,19 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
 
     def denoise(z):  # (h, w, C) -> (h, w, C)
         if z.shape[-1] == 3:
-            return package.bm3d_rgb(z, sigma, profile=profile)
+            return _denoise_rgb(package, z, sigma, profile)
         return np.asarray(package.bm3d(z[..., 0], sigma, profile=profile)).reshape(z.shape)
 
     out, calls = [], int(deblur and valid)
     for image in y.detach().cpu().double().numpy():  # (C, H, W)
         z = image.transpose(1, 2, 0)  # (H, W, C)
+        channels = z.shape[-1]
+        if channels > 1 and (z == z[..., :1]).all():  # a gray photo stored as RGB: its noise is one field, as gray
+            z = z[..., :1]
         if deblur:
-            channels = [package.bm3d_deblurring(z[..., c : c + 1], sigma, kernel, profile=profile) for c in range(z.shape[-1])]
-            x = np.stack([np.asarray(c).reshape(z.shape[:2]) for c in channels], -1)
+            x = _deblur_rgb(package, z, sigma, kernel, profile) if _colourful(z) else np.stack(
+                [np.asarray(package.bm3d_deblurring(z[..., c : c + 1], sigma, kernel, profile=profile)).reshape(z.shape[:2])
+                 for c in range(z.shape[-1])], -1)
             report(callback, calls)
             calls += 1
         else:
@@ -120,7 +211,7 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
                 x[core] = denoise(z[window])[inner]
                 report(callback, calls)
                 calls += 1
-        out.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
+        out.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).expand(channels, -1, -1))
     x_hat = torch.stack(out).to(y.dtype).to(y.device)
     x_hat = x_hat[..., (ph + 1) // 2 : (ph + 1) // 2 + H, (pw + 1) // 2 : (pw + 1) // 2 + W] if ph or pw else x_hat
     return (crop(x_hat) if deblur else x_hat).clamp(0, 1)
