@@ -900,13 +900,13 @@ def test_param_sets_a_classical_solvers_hyperparameters(cli, tmp_path, digit_spe
         return read_image(out)[0], json.loads(result.out)
 
     default, report = run()
-    assert report["hyperparameters"] == {"weight": None}
+    assert report["hyperparameters"] == {"weight": None, "channels": "coupled"}
     heavy, report = run("--param", "weight=8")  # the default is 2 at this size
 
     def variation(x):
         return float(x.diff(dim=-1).abs().sum() + x.diff(dim=-2).abs().sum())
 
-    assert report["hyperparameters"] == {"weight": 8.0} and variation(heavy) < 0.9 * variation(default)
+    assert report["hyperparameters"] == {"weight": 8.0, "channels": "coupled"} and variation(heavy) < 0.9 * variation(default)
     result = _ok(cli("cs", digit_specs["cs"], "--solver", "lasso", "--steps", "5", "--param", "basis=pixel",
                      "-o", tmp_path / "cs.png", "--json"))
     assert json.loads(result.out)["hyperparameters"] == {"weight": 0.1, "basis": "pixel"}

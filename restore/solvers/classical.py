@@ -176,26 +176,36 @@ def richardson_lucy(y, operator, prior=None, *, steps: int = 50, generator=None,
 @hyperparameters(weight="(0, inf)")
 @requires("A_adjoint", "A_pinv", "norm_squared")
 def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: Callback = None,
-       weight: float | None = None):
+       weight: float | None = None, channels: str = "coupled"):
     """Total-variation regularised least squares: min_{x in [0,1]^n} 1/2 ||A x - y||^2 + lam TV(x).
 
-    TV is the isotropic total variation (per channel). This is the MAP estimate under the Gaussian
-    likelihood ||A x - y||^2 / (2 sigma_y^2) and the prior exp(-weight TV(x)), multiplied through by
-    sigma_y^2: lam = weight * sigma_y^2. A noiseless y is treated as sigma_y = 0.01, so lam is tiny
-    and the data are matched almost exactly. ``weight`` defaults to 6 for photographs and 2 for
-    images of at most 64x64 pixels (digits), each chosen on training images (benchmarks/results/tune).
+    TV is the isotropic total variation. ``channels`` "coupled" (the default): of a colour image, the
+    vectorial TV sum_ij sqrt(sum_c |grad x_c|^2_ij) of Blomgren & Chan (1998, "Color TV") and Bresson &
+    Chan (2008), whose shrinkage acts on all channels' gradients at once, so that edges stay aligned
+    across channels; "separate": each channel's own TV, as before. A gray image is the same either way.
+    This is the MAP estimate under the Gaussian likelihood ||A x - y||^2 / (2 sigma_y^2) and the prior
+    exp(-weight TV(x)), multiplied through by sigma_y^2: lam = weight * sigma_y^2. A noiseless y is
+    treated as sigma_y = 0.01, so lam is tiny and the data are matched almost exactly. ``weight``
+    defaults to 6 for photographs and 2 for images of at most 64x64 pixels (digits), each chosen on
+    training images (benchmarks/results/tune), times sqrt(C) for C coupled channels: a gray image stored
+    in C equal channels then has the data term C times and the coupled TV sqrt(C) times its gray values,
+    so its estimate is the gray one (benchmarks/results/tv_colour.md).
 
     Where A observes some pixels of a circular convolution (denoising, inpainting, blur, circular or
     valid) or has an SVD (downsampling, compressed sensing), it runs ``steps`` iterations of ADMM with
     FFT-diagonal steps (:func:`_tv_admm`); for any other linear operator (a composition) 10 x ``steps``
     iterations of the primal-dual method of Chambolle & Pock (2011), which needs about that many more.
     """
+    if channels not in ("coupled", "separate"):
+        raise RestoreError(f"tv's channels must be coupled or separate, got {channels!r}")
     sigma = effective_sigma(y, operator)
     noiseless = sigma < 10 * SIGMA_FLOOR
     sigma_y = max(sigma, 10 * SIGMA_FLOOR)
+    shape = operator.input_shape(tuple(y.shape))
+    coupled = channels == "coupled" and len(shape) == 4 and shape[1] > 1
     if weight is None:  # by the size of the image x, not of y (smaller for super-resolution, a vector for CS)
-        H, W = operator.input_shape(tuple(y.shape))[-2:]
-        weight = 2.0 if H * W <= 64 * 64 else 6.0
+        weight = (2.0 if shape[-2] * shape[-1] <= 64 * 64 else 6.0) * (math.sqrt(shape[1]) if coupled else 1.0)
+    magnitude = _coupled_magnitude if coupled else _magnitude
     lam = weight * sigma_y**2
     structure = _masked_convolution(y, operator)
     if structure is None and hasattr(operator, "prox_l2"):  # an SVD, as DPIR's data step asks
@@ -204,7 +214,7 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
         # ADMM's penalty, chosen on training images (benchmarks/results/tune/tv_photos.md): a smaller one
         # converges faster when the data term is a hard constraint (noiseless inpainting).
         rho = (0.1 if noiseless else 0.5) / math.sqrt(lam)
-        return _tv_admm(y, structure, lam, steps, rho=rho, callback=callback)
+        return _tv_admm(y, structure, lam, steps, rho=rho, callback=callback, magnitude=magnitude)
     # Start from the pseudo-inverse: from A^T y (dark and blocky for downsampling) the iteration
     # needs hundreds of steps only to reach what A^+ y already is.
     x = operator.A_pinv(y).clamp(0, 1)
@@ -220,7 +230,7 @@ def tv(y, operator, prior=None, *, steps: int = 100, generator=None, callback: C
         # 1. Dual ascent: prox of the conjugate of ||u - y||^2 / (2 lam); projection onto |p_ij| <= 1.
         q = (q + sig * (operator.A(x_bar) - y)) / (1 + sig * lam)
         p = p + sig * Fn.gradient(x_bar)
-        p = p / _magnitude(p).clamp_min(1.0)
+        p = p / magnitude(p).clamp_min(1.0)
         # 2. Primal descent (grad^T = -div) and projection onto the box [0, 1].
         x_new = (x - tau * (operator.A_adjoint(q) - Fn.divergence(p))).clamp(0, 1)
         # 3. Over-relaxation.
@@ -337,7 +347,14 @@ def _magnitude(g: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(g[:, :, :1].square() + g[:, :, 1:].square())
 
 
-def _tv_admm(y, structure, lam: float, steps: int, rho: float, callback: Callback = None) -> torch.Tensor:
+def _coupled_magnitude(g: torch.Tensor) -> torch.Tensor:
+    """|g| of a field of 2-vectors per channel (B, C, 2, H, W) taken over all channels at once, as
+    (B, 1, 1, H, W): the pointwise norm of the vectorial total variation."""
+    return torch.sqrt(g.square().sum((1, 2), keepdim=True))
+
+
+def _tv_admm(y, structure, lam: float, steps: int, rho: float, callback: Callback = None,
+             magnitude=_magnitude) -> torch.Tensor:
     """TV-regularised least squares by ADMM with FFT-diagonal steps (Afonso, Bioucas-Dias & Figueiredo
     2010, SALSA; with unknown boundaries, Almeida & Figueiredo 2013): min 1/(2 lam) ||M H z - y||^2 + TV(z)
     over z in [0, 1], split as u = H z, v = D z (periodic differences), w = z, every split with weight rho.
@@ -366,9 +383,9 @@ def _tv_admm(y, structure, lam: float, steps: int, rho: float, callback: Callbac
         Dz = diff(z)
         # 2. u: the prox of the data term ||. - y||^2 / (2 lam) with the split's weight rho.
         u = data_step(Hz + du, rho * lam)
-        # 3. v: isotropic shrinkage of the gradient (prox of TV / rho).
+        # 3. v: isotropic shrinkage of the gradient (prox of TV / rho; over all channels at once when coupled).
         s = Dz + dv
-        v = s * (1 - 1 / (rho * _magnitude(s).clamp_min(1e-12))).clamp_min(0)
+        v = s * (1 - 1 / (rho * magnitude(s).clamp_min(1e-12))).clamp_min(0)
         # 4. w: projection onto the box [0, 1].
         wb = (z + dw).clamp(0, 1)
         # 5. Scaled dual ascent.
