@@ -197,10 +197,7 @@ def initial_image(y: torch.Tensor, operator, init: str = "auto") -> torch.Tensor
         if init not in CLASSICAL:
             raise RestoreError(f"init must be auto or a classical solver ({', '.join(CLASSICAL)}), got {init!r}")
         check_compatible(init, CLASSICAL[init], operator, CLASSICAL)
-        # TV's warm start as DPIR's large-hole defaults were tuned with it (each colour channel's own TV;
-        # benchmarks/results/tune/photo.md), before TV coupled the channels by default.
-        options = {"channels": "separate"} if init == "tv" else {}
-        return CLASSICAL[init](y, operator, None, **options).clamp(0, 1)
+        return CLASSICAL[init](y, operator, None).clamp(0, 1)
     if hasattr(operator, "extend"):
         return operator.extend(y)
     if hasattr(operator, "mask"):

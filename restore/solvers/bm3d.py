@@ -178,8 +178,7 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
         check_allocation(per_pixel * h * w, f"BM3D deblurring of a {w}x{h} image (the package deblurs "
                          "it whole)", "deblur a crop of it, or choose another solver (--solver tv, or a learned prior)")
         if valid:  # margins consistent with the periodic model, from TV's estimate
-            # TV per channel, as the margins were measured (bm3d_boundary.md, bm3d_colour.md)
-            y, crop = consistent_domain(y, operator, tv(y, operator, channels="separate"))
+            y, crop = consistent_domain(y, operator, tv(y, operator))
             report(callback, 0)
         else:
             y, crop = circular_domain(y, operator)
