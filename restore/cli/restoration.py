@@ -208,9 +208,8 @@ def _peek_shape(task: str, input: str, spec, op_options: dict):
             return tuple(shape) if isinstance(shape, list) and len(shape) == 3 else None
         from PIL import Image
 
-        from ..data import _GRAY_MODES
-
         from .. import io
+        from ..data import _GRAY_MODES
 
         with Image.open(path) as im:
             w, h = im.size
@@ -287,11 +286,11 @@ def _restore_classical(req: Request, out: Path) -> None:
               "image_shape": list(shape), "seed": req.seed, "device": str(dev), "bits": bits,
               **({"stretch": stretch} if stretch else {}), **({"gray_stored_as_rgb": True} if gray_rgb else {})}
     if truth is not None:
-        result["psnr"] = float(metrics.psnr(x_hat.cpu(), truth)[0])
-        result["ssim"] = float(metrics.ssim(x_hat.cpu(), truth)[0])
+        result["psnr"] = float(metrics.psnr(x_hat, truth)[0])
+        result["ssim"] = float(metrics.ssim(x_hat, truth)[0])
         result.update(_NOTES)
     with io.together():  # the estimate and its record land together or not at all
-        io.write_png(out, x_hat.cpu(), bits=bits)
+        io.write_png(out, x_hat, bits=bits)
         io.write_json(record, result)
     _report(result, req.json, f"wrote {out} ({req.prior} / {name}, {seconds:.2f} s)")
 
