@@ -479,6 +479,22 @@ def test_bm3d_deblurs_colour_in_the_opponent_space(monkeypatch):
     assert opponent > per_channel + 1.0, (opponent, per_channel)
 
 
+def test_bm3d_denoises_an_image_of_two_or_four_channels_channel_by_channel():
+    """BM3D's colour path (CBM3D) is for RGB; an image of any other channel count (a gray image with a second
+    band, four spectral bands) is denoised one channel at a time, each as that channel alone to float rounding (it
+    failed on reshaping one channel's estimate to the image's shape)."""
+    from restore.operators import Denoising
+
+    photo = _photo("bsds400", 1)[..., :64, :64]
+    op = Denoising(GaussianNoise(20 / 255))
+    for x in (photo[:, :2], torch.cat([photo, photo.mean(1, keepdim=True)], 1)):
+        y = op(x, generator=torch.Generator().manual_seed(0))
+        x_hat = CLASSICAL["bm3d"](y, op)
+        assert x_hat.shape == x.shape
+        for c in range(x.shape[1]):
+            assert torch.allclose(x_hat[:, c : c + 1], CLASSICAL["bm3d"](y[:, c : c + 1], op), atol=1e-6)
+
+
 def test_every_classical_solver_runs_on_a_481x321_colour_photo():
     """Each classical solver on the operators it can use, on a whole 481x321 RGB training photo (odd sizes):
     an estimate of the photo's shape (the frame, for a valid blur), finite and in [0, 1]. Iterative solvers

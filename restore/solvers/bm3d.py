@@ -188,10 +188,11 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
     ph, pw = max(0, MIN_SIZE - H), max(0, MIN_SIZE - W)
     y = Fn.reflect_pad(y, (ph + 1) // 2, (pw + 1) // 2)[..., : max(H, MIN_SIZE), : max(W, MIN_SIZE)] if ph or pw else y
 
-    def denoise(z):  # (h, w, C) -> (h, w, C)
+    def denoise(z):  # (h, w, C) -> (h, w, C): CBM3D for RGB, else BM3D channel by channel
         if z.shape[-1] == 3:
             return _denoise_rgb(package, z, sigma, profile)
-        return np.asarray(package.bm3d(z[..., 0], sigma, profile=profile)).reshape(z.shape)
+        return np.stack([np.asarray(package.bm3d(z[..., c], sigma, profile=profile)).reshape(z.shape[:2])
+                         for c in range(z.shape[-1])], -1)
 
     out, calls = [], int(deblur and valid)
     for image in y.detach().cpu().double().numpy():  # (C, H, W)
