@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 from restore import photo_bench
-from restore.runtime import keep_freed_memory, machine
+from restore.runtime import keep_freed_memory
 
 OUT = Path(__file__).parent / "results" / "natural"
 
@@ -49,6 +49,18 @@ def learned_method(text: str) -> tuple:
     return prior, solver, int(counts[0]) if counts else None, overrides
 
 
+def machines(cells: photo_bench.Cells) -> str:
+    """The machines the table's cells were measured on, as their records name them (cells of runs before
+    2026-12-03 do not; those ran on the 2-core AMD EPYC or Intel Xeon machines of this project)."""
+    current = [r for key in cells.newest for r in cells.current(*key)]
+    named = sorted({r["machine"].rsplit(", ", 1)[0] for r in current if r.get("machine")})
+    unnamed = sum(1 for r in current if not r.get("machine"))
+    parts = [f"{len(current) - unnamed} cells on {' and '.join(named)}"] if named else []
+    if unnamed:
+        parts.append(f"{unnamed} cells on 2-core AMD EPYC or Intel Xeon machines, unrecorded")
+    return "; ".join(parts) or "no cells yet"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="*", help="setting names or prefixes (default: all)")
@@ -70,9 +82,9 @@ def main():
                         max_minutes=args.max_minutes, force=args.force, learned=learned)
     cells = photo_bench.Cells(args.out / "cells.jsonl")
     table = photo_bench.markdown(photo_bench.summary(cells))
-    text = (f"# Natural-image benchmark: classical baselines\n\nProduced by `python benchmarks/natural.py` on "
-            f"{machine(threads=False)}, from cells of several runs (1 or 2 torch threads, often beside another job: "
-            f"compare seconds within a run).\n\n{photo_bench.__doc__.split(chr(10), 2)[2]}\n"
+    text = (f"# Natural-image benchmark: classical baselines\n\nProduced by `python benchmarks/natural.py` from "
+            f"cells of several runs ({machines(cells)}; 1 or 2 torch threads, often beside another job: compare "
+            f"seconds within a run).\n\n{photo_bench.__doc__.split(chr(10), 2)[2]}\n"
             f"Published figures: {photo_bench.PUBLISHED_SOURCES}\n\n{table}\n")
     (args.out / "results.md").write_text(text)
     print(table)
