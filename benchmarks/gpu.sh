@@ -9,8 +9,10 @@
 #
 # BUDGET_S (default 540) bounds the whole call; DEVICE=cpu makes a dry run here (tiny budgets).
 # $OUT receives: smoke.log, tests.log, throughput.json and .log (the batch chosen), ddpm-photo-gray.tar, ddpm-photo-rgb.tar (each: the exported diffusers folder in
-# float16, run.json and log.jsonl), train-gray.log, train-rgb.log. Unpack a tar, then ship it with
-# restore/weights/<name>/ and a model card, or continue it here with --init.
+# float16, run.json and log.jsonl), train-gray.log, train-rgb.log. Unpack a tar, check it against the shipped
+# prior on held-out photos (benchmarks/ddpm_photo_curve.py --prior FOLDER, and with --superres: a better denoiser
+# has been a worse super-resolution prior), then ship it with restore/weights/<name>/ and a model card, or
+# continue it here with --init.
 set -u
 start=$(date +%s)
 BUDGET_S=${BUDGET_S:-540}
@@ -57,10 +59,11 @@ echo "batch $BATCH" >> "$OUT/throughput.log"
 train() {  # name data minutes
     local name=$1 data=$2 minutes=$3
     local init=()
-    # A continuation draws 3/4 of each batch at the noise levels DPIR and Tweedie use (--focus-sigma; FOCUS= turns
-    # it off): on the CPU, 2,670 fine-tuning steps of ddpm-photo-gray gained +0.029 dB of held-out Tweedie PSNR at
-    # sigma 25 with it, +0.007 without, at no cost in uniform-t validation loss (benchmarks/results/ddpm_photo/focus_ab.md).
-    local focus=${FOCUS-0.3}
+    # A continuation draws its timesteps uniformly; FOCUS=0.3 draws 3/4 of each batch at the noise levels DPIR and
+    # Tweedie use (--focus-sigma). On the CPU, 3,011 bf16 steps of ddpm-photo-gray with it gained +0.046 dB of
+    # held-out Tweedie PSNR at sigma 25 (+0.025 without) but lost 0.098 dB of held-out 4x super-resolution with
+    # DPIR (-0.031 without), 0.14 dB on Set12: it is no longer the default (benchmarks/results/ddpm_photo/gray_cpu_bf16.md).
+    local focus=${FOCUS-}
     if [ -d "restore/weights/$name" ]; then
         init=(--init "restore/weights/$name")
         [ -n "$focus" ] && init+=(--focus-sigma "$focus")
@@ -81,7 +84,7 @@ PY
         "$name/log.jsonl" "$name/train_digests.txt"
 }
 # A third of the time for gray, two thirds for colour: the colour targets are the ones missed by most (CBSD68
-# super-resolution by 0.48 dB, 80% inpainting by 1.09), gray only DnCNN's denoising figure, by 0.09 dB.
+# super-resolution by 0.54 dB, 80% inpainting by 1.09), gray only DnCNN's denoising figure, by 0.06 dB (4 views).
 colour="$RESTORE_DATA/natural/train/bsds400"
 if ls "$colour"/* >/dev/null 2>&1; then share=3; else share=1; fi  # no colour photos carried: all for gray
 minutes() { awk -v s="$1" 'BEGIN { m = (s - 45) / 60; printf "%.2f", (m > 0.5 ? m : 0) }'; }  # 0: too little left

@@ -7,7 +7,7 @@ The 2026-11-30 H200 session trained the width-32 photo UNet at batch 256 in 67 m
 arithmetic alone should take a few milliseconds: the step was bound by the host (crops, flips and noise
 drawn on one CPU core, now all on the device) and by kernel launches, whose cost does not grow with the
 batch. A larger batch then buys samples at little cost in time, until the device itself is busy. This
-script times the real training step (restore.training's batch, ddpm_loss with --focus-sigma, Adam and the
+script times the real training step (restore.training's batch, ddpm_loss, Adam and the
 EMA update, in bf16 autocast on a GPU) on random photo-sized images at each batch size, and prints the
 smallest batch whose patches per second are within 10% of the best: past it, a larger batch only trades
 steps for less gradient noise. The timings go to --out as JSON, one record per batch size, each with the
@@ -36,7 +36,7 @@ def measure(batch: int, *, device: torch.device, channels: int, width: int, patc
     model = make_patch_unet(patch, channels, width).to(device)
     ema = make_patch_unet(patch, channels, width).to(device).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=4e-4)
-    loss_fn = ddpm_loss(torch.cumprod(1 - make_scheduler("linear", 1000).betas, 0), focus_sigma=0.3)
+    loss_fn = ddpm_loss(torch.cumprod(1 - make_scheduler("linear", 1000).betas, 0))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
