@@ -95,6 +95,8 @@ def main():
     parser.add_argument("--superres", action="store_true",
                         help="measure 4x super-resolution with DPIR (the CLI's defaults) instead of denoising")
     args = parser.parse_args()
+    if args.superres and args.classical:
+        parser.error("--superres measures a learned prior, not --classical")
     if args.run is not None:
         prior, where, config = from_checkpoint(args.run, args.weights)
         where["weights"] = args.weights
@@ -116,13 +118,12 @@ def main():
     row = {**where, "label": args.label, "images": len(val), "machine": machine()}
     t0 = time.perf_counter()
     if args.superres:
-        if prior is None:
-            parser.error("--superres measures a learned prior, not --classical")
         row["psnr_superres_x4"] = superres_psnr(prior, val)
-    for sigma in ([] if args.superres else args.sigmas):
-        row[f"psnr_sigma{sigma}"] = denoising_psnr(
-            lambda y, op: CLASSICAL[args.classical](y, op, None) if prior is None else DIFFUSION["tweedie"](y, op, prior),
-            val, sigma)
+    else:
+        for sigma in args.sigmas:
+            row[f"psnr_sigma{sigma}"] = denoising_psnr(
+                lambda y, op: CLASSICAL[args.classical](y, op, None) if prior is None else DIFFUSION["tweedie"](y, op, prior),
+                val, sigma)
     row["seconds"] = round(time.perf_counter() - t0, 1)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "a") as f:

@@ -53,7 +53,7 @@ def machines(cells: photo_bench.Cells) -> str:
     """The machines the table's cells were measured on, as their records name them (cells of runs before
     2026-12-03 do not; those ran on the 2-core AMD EPYC or Intel Xeon machines of this project)."""
     current = [r for key in cells.newest for r in cells.current(*key)]
-    named = sorted({r["machine"].rsplit(", ", 1)[0] for r in current if r.get("machine")})
+    named = sorted({r["machine"] for r in current if r.get("machine")})
     unnamed = sum(1 for r in current if not r.get("machine"))
     parts = [f"{len(current) - unnamed} cells on {' and '.join(named)}"] if named else []
     if unnamed:

@@ -235,7 +235,8 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
     from .runtime import machine
     from .solvers import CLASSICAL, PRIOR_SOLVERS, missing_capabilities
 
-    here = machine()  # kept in each cell: a table gathers cells of several runs, on several machines
+    # Kept in each cell: a table gathers cells of several runs, on several machines and thread counts.
+    here = {"machine": machine(threads=False), "threads": torch.get_num_threads()}
     chosen = [s for s in settings() if setting_names is None or any(s.name.startswith(n) for n in setting_names)]
     if not chosen:
         raise RestoreError(f"no benchmark setting matches {setting_names}; known: {', '.join(s.name for s in settings())}")
@@ -278,7 +279,7 @@ def run(*, out: Path, setting_names: list[str] | None = None, solvers: list[str]
                 seconds = time.perf_counter() - t0
                 p, s = score(x_hat, x, setting.shave)
                 cells.add({"setting": setting.name, "method": name, "item": item, "image": names[i], "psnr": p,
-                           "ssim": s, "seconds": seconds, "settings": config, "machine": here})
+                           "ssim": s, "seconds": seconds, "settings": config, **here})
             done = [cells.records[(setting.name, name)][k] for k in range(len(items))]
             log(f"{setting.name} {name}: {np.mean([r['psnr'] for r in done]):.2f} dB, "
                 f"{np.median([r['seconds'] for r in done]):.2f} s per measurement")

@@ -38,7 +38,7 @@ def test_cells_are_cached_per_measurement_and_summarised(tmp_path, monkeypatch):
     assert 20.0 < rows["pinv"]["psnr"] < 20.5  # the noisy image itself: 20.17 dB at sigma 25
     assert rows["wiener"]["psnr"] > rows["pinv"]["psnr"]
     lines = (tmp_path / "cells.jsonl").read_text().splitlines()
-    assert len(lines) == 24 and {"setting", "method", "item", "image", "psnr", "ssim", "seconds", "machine"} <= set(json.loads(lines[0]))
+    assert len(lines) == 24 and {"setting", "method", "item", "image", "psnr", "ssim", "seconds", "machine", "threads"} <= set(json.loads(lines[0]))
     # A rerun computes nothing (scoring a new cell would raise).
     monkeypatch.setattr(photo_bench, "score", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     photo_bench.run(out=tmp_path, setting_names=["denoise/set12/sigma25"], solvers=["wiener"], log=lambda text: None)
