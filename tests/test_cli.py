@@ -778,6 +778,23 @@ def test_learned_prior_writes_estimate_samples_std_and_record(cli, tmp_path, ddp
     assert torch.equal(read_image(out)[0], read_image(tmp_path / "again.png")[0])
 
 
+def test_an_earlier_runs_samples_beside_the_output_are_named_and_left_alone(cli, tmp_path, ddpm_dir, holes8):
+    # A 3-sample run writes out.samples.png and out.std.png; a later run to the same -o that draws one sample
+    # (or uses a classical solver) writes neither, so it says that the two files describe the earlier run.
+    out = tmp_path / "out.png"
+    _ok(cli("inpaint", holes8, "--prior", ddpm_dir, "--solver", "ddnm", "--steps", "3", "--samples", "3", "-o", out))
+    side = {name: (tmp_path / name).read_bytes() for name in ("out.samples.png", "out.std.png")}
+    for again in (("--prior", ddpm_dir, "--solver", "ddnm", "--steps", "3"), ("--solver", "biharmonic")):
+        result = _ok(cli("inpaint", holes8, *again, "-o", out))
+        assert "'" + str(tmp_path / "out.samples.png") + "' and '" + str(tmp_path / "out.std.png") in result.err
+        assert "from an earlier run" in result.err
+        assert {name: (tmp_path / name).read_bytes() for name in side} == side
+        assert "sample_grid" not in json.loads((tmp_path / "out.json").read_text())
+    # A run that writes its own samples says nothing of the kind.
+    result = _ok(cli("inpaint", holes8, "--prior", ddpm_dir, "--solver", "ddnm", "--steps", "3", "--samples", "2", "-o", out))
+    assert "earlier run" not in result.err
+
+
 def test_the_default_solver_and_steps_fit_a_prior_with_few_timesteps(cli, tmp_path, ddpm_dir, holes8):
     # inpaint defaults to DPS at 100 steps; this DDPM has T = 20, so the default is cut to 20, while
     # an explicit --steps 50 is refused and an explicit solver takes its own default (PiGDM: 50, cut too).

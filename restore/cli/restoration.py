@@ -292,7 +292,22 @@ def _restore_classical(req: Request, out: Path) -> None:
     with io.together():  # the estimate and its record land together or not at all
         io.write_png(out, x_hat, bits=bits)
         io.write_json(record, result)
+    _stale_side_files(out, wrote=False)
     _report(result, req.json, f"wrote {out} ({req.prior} / {name}, {seconds:.2f} s)")
+
+
+def _stale_side_files(out: Path, wrote: bool) -> None:
+    """Say on stderr where an earlier run's sample grid and std map lie beside ``out`` and this run wrote none
+    (a classical solver, or one sample): they describe that run's estimate, not this one, and this record does
+    not name them. They are left as they are: no command removes a file it was not asked to write."""
+    if wrote:
+        return
+    stem = out.with_suffix("")
+    stale = [p for p in (Path(f"{stem}.samples.png"), Path(f"{stem}.std.png")) if p.is_file()]
+    if stale:
+        names = " and ".join(f"'{p}'" for p in stale)
+        typer.echo(f"note: {names} {'are' if len(stale) > 1 else 'is'} from an earlier run: this one wrote no samples",
+                   err=True)
 
 
 #: While a folder is restored, each image's result is collected here instead of printed.
@@ -517,6 +532,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
             io.write_grid(paths["samples"], x.clamp(0, 1))
             io.write_png(paths["std"], (4 * std.mean(1, keepdim=True)).clamp(0, 1))  # white = std 0.25 or more
         io.write_json(paths["json"], result)
+    _stale_side_files(out, wrote=samples > 1)
     plural = "s" * (samples > 1)
     stepped = f"{steps} steps, " if steps is not None else ""
     _report(result, req.json, f"wrote {out} ({size_note}{result['model']} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
