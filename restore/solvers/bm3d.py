@@ -34,14 +34,14 @@ MIN_SIZE = 32
 #: pixels of context leave it almost as the whole image gives it (tests/test_photos.py).
 TILE, MARGIN = 1024, 48
 
-#: Deblurring cannot be tiled that way (the package's regularised inverses are global filters of the whole
-#: image), and the package's peak memory grows by about 700 bytes per pixel of the image it deblurs, one
-#: channel at a time: 742 at 1024x1024 and 700 at 1536x1536 (``benchmarks/bm3d_memory.py``,
-#: ``benchmarks/results/bm3d_memory.md``), about 8 GiB for a 4000x3000 photo. An image whose estimate exceeds
-#: the memory available is refused before the package starts. An RGB image, deblurred in the opponent space
-#: (the three channels' spectra and filters held together, each channel filtered in turn), grows by about 1,110
-#: to 1,170 bytes per pixel (``--channels 3``, ``benchmarks/results/bm3d_memory_rgb.md``).
-DEBLUR_BYTES_PER_PIXEL, DEBLUR_BYTES_PER_RGB_PIXEL = 750, 1200
+#: Deblurring runs its regularised inverses (global filters) on the whole image and its BM3D filtering in the
+#: same tiles (:func:`_deblur`). Peak memory (``benchmarks/bm3d_memory.py``, ``benchmarks/results/bm3d_memory.md``)
+#: is about GLOBAL bytes per pixel of the image plus WINDOW bytes per pixel of the largest window the package
+#: filters: gray 728 per pixel at 1024x1024 (one tile), 256 at 2048x2048 and 164 at 3072x3072; colour (the
+#: opponent space) 1,124 at 1024x1024 and 453 at 2048x2048. Whole, a 4000x3000 photo took about 8 GiB gray and
+#: 13 colour; in tiles about 2 and 3.5. An image whose estimate exceeds the memory available is refused before
+#: the package starts.
+DEBLUR_GLOBAL_BYTES, DEBLUR_WINDOW_BYTES = {1: 100, 3: 200}, {1: 650, 3: 1000}
 
 
 def _package():
@@ -94,59 +94,96 @@ def _colourful(z) -> bool:
     return not (flat[0] or flat[1:].all())
 
 
-def _deblur_rgb(package, z, sigma: float, kernel, profile: str):
-    """BM3D deblurring of an RGB image (H, W, 3) in CBM3D's opponent colour space.
+def _window_psd(psd: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The PSD (the package's convention: variance times the pixel count) of stationary noise of PSD ``psd``
+    (H, W) as seen on an h x w window of it: the noise's kernel (the inverse transform of sqrt(psd), the
+    kernel the package derives from a PSD) centred, cut to h x w and transformed back. White noise keeps its
+    variance; coloured noise keeps its spectrum but for kernel taps beyond the window, which carry almost
+    none of its energy on a window of BM3D's TILE + 2 MARGIN pixels."""
+    H, W = psd.shape
+    if (h, w) == (H, W):
+        return psd
+    kernel = np.fft.fftshift(np.real(np.fft.ifft2(np.sqrt(psd / (H * W)))))
+    top, left = H // 2 - h // 2, W // 2 - w // 2
+    kernel = np.fft.ifftshift(kernel[top : top + h, left : left + w])
+    return np.abs(np.fft.fft2(kernel)) ** 2 * (h * w)
 
-    The two stages of Dabov et al. (2008), as the package runs them on one channel (a Tikhonov regularised
-    inverse filtered by BM3D's hard thresholding, then a regularised Wiener inverse whose pilot is that
-    estimate, filtered by BM3D's Wiener stage, each on its coloured noise), with the grouping of CBM3D
-    (Dabov et al. 2007, "Color image denoising via sparse 3D collaborative filtering with grouping constraint
-    in luminance-chrominance space"): blocks are matched on the luminance and the chrominances are filtered
-    in the same groups. The blur (one kernel for all channels, summing to 1) commutes with the per-pixel
-    colour transform and its per-channel affine normalisation, and white noise of std ``sigma`` in R, G and
-    B stays white and uncorrelated across the transform's orthogonal rows, with a std per channel. (The
-    package's own multichannel deblurring hands every channel's pilot to each channel and fails.)
-    """
-    opp, affine, sigmas = _to_opponent(z, sigma)
-    H, W, _ = opp.shape
-    flat = np.ptp(opp, (0, 1)) == 0
-    psd = sigmas**2 * H * W  # per channel; the package's PSDs are variances times the pixel count
+
+def _deblur(package, z, sigmas, kernel, profile: str, grouped: bool, callback: Callback = None, first: int = 0):
+    """BM3D deblurring of an (H, W, C) image whose channels have noise std ``sigmas`` (C,), as the package's
+    ``bm3d_deblurring`` runs it on one channel: the two stages of Dabov et al. (2008), a Tikhonov regularised
+    inverse filtered by BM3D's hard thresholding, then a regularised Wiener inverse whose pilot is that estimate,
+    filtered by BM3D's Wiener stage, each on its coloured noise. ``grouped``: the C = 3 channels are CBM3D's
+    opponent channels (Dabov et al. 2007, "Color image denoising via sparse 3D collaborative filtering with
+    grouping constraint in luminance-chrominance space"): blocks are matched on the luminance and the
+    chrominances filtered in the same groups; else each channel alone.
+
+    The inverses are global filters of the whole image (cheap: a few arrays of its size); the BM3D filtering,
+    which holds several float64 copies of its input and more, runs in TILE x TILE tiles with MARGIN pixels of
+    context (:func:`context_tiles`), each given its window of the noisy estimate, of the pilot and the noise's PSD
+    on that window (:func:`_window_psd`). An image of at most TILE ** 2 pixels is one tile, the whole image, and
+    gives exactly what the package gives. One ``callback`` per tile and stage, counted from ``first``."""
+    H, W, C = z.shape
+    eps = getattr(package, "EPS", np.finfo(np.float64).eps)
+    flat = np.ptp(z, (0, 1)) == 0
+    psd = np.asarray(sigmas, np.float64) ** 2 * H * W  # per channel; the package's PSDs are variances times H W
     kh, kw = kernel.shape
     otf = np.zeros((H, W))
     otf[:kh, :kw] = kernel
-    otf = np.fft.fft2(np.roll(otf, (-(kh // 2), -(kw // 2)), (0, 1)))
-    spectrum = np.fft.fft2(opp, axes=(0, 1))
-    eps = np.finfo(np.float64).eps
+    otf = np.fft.fft2(np.roll(otf, (-(kh // 2), -(kw // 2)), (0, 1)))[..., None]
+    spectrum = np.fft.fft2(z, axes=(0, 1))
+    power = np.abs(otf) ** 2
+    tiles = context_tiles(H, W, TILE, MARGIN)
+    calls = [first]
 
     def filtered(weights, stage):
-        """BM3D on the inverse filtered by ``weights`` (H, W, 3), luminance first, chrominances in its groups."""
+        """BM3D on the inverse filtered by ``weights`` (H, W, C), tile by tile: hard thresholding (``stage`` None)
+        or Wiener filtering with the pilot ``stage``."""
         estimate = np.real(np.fft.ifft2(spectrum * weights, axes=(0, 1)))
         noise = psd * np.abs(weights) ** 2
-        out, matches = [], (True, False) if stage is None else (False, True)
-        for c in range(3):
-            if flat[c]:  # a constant chrominance (0 after stretching) is the blur of that constant
-                out.append(np.zeros((H, W)))
-                continue
-            pilot = package.BM3DStages.HARD_THRESHOLDING if stage is None else stage[..., c]
-            x = package.bm3d(estimate[..., c], noise[..., c], profile, stage_arg=pilot, blockmatches=matches)
-            if c == 0:  # the luminance's estimate and its groups, reused for the chrominances
-                x, matches = x
-            out.append(np.asarray(x).reshape(H, W))
-        return np.stack(out, -1)
+        del weights
+        out = np.zeros((H, W, C))
+        for window, inner, core in tiles:
+            h, w = estimate[window].shape[:2]
+            matches = (True, False) if stage is None else (False, True)
+            for c in range(C):
+                if flat[c]:  # a constant chrominance (0 after stretching) is the blur of that constant
+                    continue
+                pilot = package.BM3DStages.HARD_THRESHOLDING if stage is None else stage[window][..., c]
+                x = package.bm3d(estimate[window][..., c], _window_psd(noise[..., c], h, w), profile, stage_arg=pilot,
+                                 blockmatches=matches if grouped else (False, False))
+                if grouped and c == 0:  # the luminance's estimate and its groups, reused for the chrominances
+                    x, matches = x
+                out[core + (c,)] = np.asarray(x).reshape(h, w)[inner]
+            report(callback, calls[0])
+            calls[0] += 1
+        return out
 
-    power = np.abs(otf[..., None]) ** 2
-    basic = filtered(np.conj(otf)[..., None] / (power + 4e-4 * psd + eps), None)  # the package's 4e-4 and 5e-3
+    basic = filtered(np.conj(otf) / (power + 4e-4 * psd + eps), None)  # the package's 4e-4 and 5e-3
     pilot = np.abs(np.fft.fft2(basic, axes=(0, 1))) ** 2
-    final = filtered(np.conj(otf)[..., None] * pilot / (pilot * power + 5e-3 * psd + eps), basic)
-    return _from_opponent(final, affine)
+    return filtered(np.conj(otf) * pilot / (pilot * power + 5e-3 * psd + eps), basic)
+
+
+def _deblur_rgb(package, z, sigma: float, kernel, profile: str, callback: Callback = None, first: int = 0):
+    """BM3D deblurring of an RGB image (H, W, 3) in CBM3D's opponent colour space (:func:`_deblur`, grouped).
+
+    The blur (one kernel for all channels, summing to 1) commutes with the per-pixel colour transform and its
+    per-channel affine normalisation, and white noise of std ``sigma`` in R, G and B stays white and
+    uncorrelated across the transform's orthogonal rows, with a std per channel. (The package's own
+    multichannel deblurring hands every channel's pilot to each channel and fails.)
+    """
+    opp, affine, sigmas = _to_opponent(z, sigma)
+    return _from_opponent(_deblur(package, opp, sigmas, kernel, profile, True, callback, first), affine)
 
 
 def _tile_count(y, operator, steps, hyperparameters) -> int:
     """Callbacks of one run: one per tile of each image when denoising (:func:`context_tiles`), one per
     image when deblurring, and one more for TV's first estimate of a valid blur."""
     H, W = y.shape[-2:]
-    if operator.kernel.numel() > 1:
-        return y.shape[0] + hasattr(operator, "grow")
+    if operator.kernel.numel() > 1:  # two stages, each tile by tile, on the periodic domain of the blur
+        (top, left), (bottom, right), _ = periodic_margins((H, W), operator)
+        h, w = max(H + top + bottom, MIN_SIZE), max(W + left + right, MIN_SIZE)
+        return y.shape[0] * 2 * len(context_tiles(h, w, TILE, MARGIN)) + hasattr(operator, "grow")
     return y.shape[0] * len(context_tiles(H, W, TILE, MARGIN))
 
 
@@ -174,9 +211,12 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
         kernel = np.pad(kernel, ((0, 1 - kh % 2), (0, 1 - kw % 2)))
         (top, left), (bottom, right), _ = periodic_margins(y.shape[-2:], operator)
         h, w = max(y.shape[-2] + top + bottom, MIN_SIZE), max(y.shape[-1] + left + right, MIN_SIZE)
-        per_pixel = DEBLUR_BYTES_PER_RGB_PIXEL if y.shape[1] == 3 else DEBLUR_BYTES_PER_PIXEL
-        check_allocation(per_pixel * h * w, f"BM3D deblurring of a {w}x{h} image (the package deblurs "
-                         "it whole)", "deblur a crop of it, or choose another solver (--solver tv, or a learned prior)")
+        colour = 3 if y.shape[1] == 3 else 1
+        window = max((min(rows.stop, h) - rows.start) * (min(cols.stop, w) - cols.start)  # the largest, in pixels
+                     for (rows, cols), _, _ in context_tiles(h, w, TILE, MARGIN))
+        check_allocation(DEBLUR_GLOBAL_BYTES[colour] * h * w + DEBLUR_WINDOW_BYTES[colour] * window,
+                         f"BM3D deblurring of a {w}x{h} image", "deblur a crop of it, or choose another solver "
+                         "(--solver tv, or a learned prior)")
         if valid:  # margins consistent with the periodic model, from TV's estimate
             y, crop = consistent_domain(y, operator, tv(y, operator))
             report(callback, 0)
@@ -201,11 +241,9 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
         if channels > 1 and (z == z[..., :1]).all():  # a gray photo stored as RGB: its noise is one field, as gray
             z = z[..., :1]
         if deblur:
-            x = _deblur_rgb(package, z, sigma, kernel, profile) if _colourful(z) else np.stack(
-                [np.asarray(package.bm3d_deblurring(z[..., c : c + 1], sigma, kernel, profile=profile)).reshape(z.shape[:2])
-                 for c in range(z.shape[-1])], -1)
-            report(callback, calls)
-            calls += 1
+            x = (_deblur_rgb(package, z, sigma, kernel, profile, callback, calls) if _colourful(z)
+                 else _deblur(package, z, [sigma] * z.shape[-1], kernel, profile, False, callback, calls))
+            calls += 2 * len(context_tiles(*z.shape[:2], TILE, MARGIN))
         else:
             x = np.empty_like(z)
             for window, inner, core in context_tiles(*z.shape[:2], TILE, MARGIN):
