@@ -436,6 +436,9 @@ def test_bm3d_deblurs_a_large_image_in_tiles_as_it_deblurs_it_whole(monkeypatch)
     assert calls == list(range(8)) and module._tile_count(y, op, None, {}) == 8
     assert abs(float(metrics.psnr(tiled, x)[0]) - float(metrics.psnr(whole, x)[0])) < 0.1
     assert float((tiled - whole).abs().mean()) < 2 / 255
+    # A constant image (a blank frame) is the blur of itself: it stays that constant.
+    blank = torch.full((1, 1, 40, 40), 0.7)
+    assert torch.allclose(CLASSICAL["bm3d"](blank, op), blank, atol=1e-6)
 
 
 def test_a_window_of_white_noise_keeps_its_variance_and_of_coloured_noise_its_spectrum():

@@ -141,13 +141,13 @@ def _deblur(package, z, sigmas, kernel, profile: str, grouped: bool, callback: C
         or Wiener filtering with the pilot ``stage``."""
         estimate = np.real(np.fft.ifft2(spectrum * weights, axes=(0, 1)))
         noise = psd * np.abs(weights) ** 2
-        del weights
         out = np.zeros((H, W, C))
         for window, inner, core in tiles:
             h, w = estimate[window].shape[:2]
             matches = (True, False) if stage is None else (False, True)
             for c in range(C):
-                if flat[c]:  # a constant chrominance (0 after stretching) is the blur of that constant
+                if flat[c]:  # a constant channel (a chrominance: 0 after stretching) is the blur of that constant
+                    out[core + (c,)] = z[0, 0, c]
                     continue
                 pilot = package.BM3DStages.HARD_THRESHOLDING if stage is None else stage[window][..., c]
                 x = package.bm3d(estimate[window][..., c], _window_psd(noise[..., c], h, w), profile, stage_arg=pilot,
