@@ -530,6 +530,26 @@ def test_bm3d_deblurs_colour_in_the_opponent_space(monkeypatch):
     assert opponent > per_channel + 1.0, (opponent, per_channel)
 
 
+def test_bm3d_denoises_a_photo_with_a_tile_of_one_colour(monkeypatch):
+    """CBM3D matches blocks on the luminance; where it is flat (a photo of one colour, or a tile of a clipped sky
+    or a letterbox band) the package failed with a ValueError. Such a tile is now denoised channel by channel in
+    the opponent space (a constant channel kept), and an image of one colour comes back as it is."""
+    import importlib
+
+    from restore.operators import Denoising
+
+    module = importlib.import_module("restore.solvers.bm3d")
+    op = Denoising(GaussianNoise(10 / 255))
+    tinted = torch.tensor([0.7, 0.3, 0.5]).view(1, 3, 1, 1).expand(1, 3, 40, 40).contiguous()
+    assert torch.allclose(CLASSICAL["bm3d"](tinted, op), tinted, atol=1e-6)
+    photo = _photo("bsds400", 1)[..., :96, :256]
+    y = op(photo, generator=torch.Generator().manual_seed(0))
+    y[..., :, :128] = tinted[..., :1, :1]  # one colour, noiseless: the first tile's whole window (64 + 48 wide)
+    monkeypatch.setattr(module, "TILE", 64)
+    x_hat = CLASSICAL["bm3d"](y, op)
+    assert x_hat.shape == y.shape and torch.allclose(x_hat[..., :64], y[..., :64], atol=1e-6)
+
+
 def test_bm3d_denoises_an_image_of_two_or_four_channels_channel_by_channel():
     """BM3D's colour path (CBM3D) is for RGB; an image of any other channel count (a gray image with a second
     band, four spectral bands) is denoised one channel at a time, each as that channel alone to float rounding (it

@@ -81,6 +81,10 @@ def _denoise_rgb(package, z, sigma: float, profile: str):
     """CBM3D: BM3D in the opponent space, blocks matched on the luminance (the package groups on the first
     channel) and the chrominances filtered in the same groups."""
     o, affine, sigmas = _to_opponent(z, sigma)
+    if np.ptp(o[..., 0]) == 0:  # a flat luminance (a tile of one colour) has no groups: the package fails on it
+        return _from_opponent(np.stack([o[..., c] if np.ptp(o[..., c]) == 0 else
+                                        np.asarray(package.bm3d(o[..., c], sigmas[c], profile)).reshape(o.shape[:2])
+                                        for c in range(3)], -1), affine)
     return _from_opponent(np.asarray(package.bm3d(o, list(sigmas), profile)).reshape(o.shape), affine)
 
 
