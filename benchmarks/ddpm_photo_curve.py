@@ -4,6 +4,7 @@
     python benchmarks/ddpm_photo_curve.py --prior ddpm-photo-gray --label shipped
     python benchmarks/ddpm_photo_curve.py --prior ddpm-photo-gray --images-of runs/ddpm-photo-rgb  # channelwise
     python benchmarks/ddpm_photo_curve.py --prior ddpm-photo-gray --superres  # 4x SR with DPIR instead
+    python benchmarks/ddpm_photo_curve.py --prior ddpm-photo-rgb --inpaint    # 80% random inpainting, DPIR
 
 Loads the EMA weights of the run's latest checkpoint (or a finished prior) and denoises the run's own
 held-out validation images (the 5% of the training folder it never trained on, so no test image is
@@ -58,21 +59,29 @@ def denoising_psnr(solve, images: list[torch.Tensor], sigma: int) -> float:
     return round(float(np.mean(scores)), 3)
 
 
-def superres_psnr(prior, images: list[torch.Tensor]) -> float:
-    """Mean PSNR of 4x super-resolution of ``images`` by DPIR with ``prior`` and the CLI's photo defaults
-    (``DEFAULT_PHOTO_SOLVER["superres"]``), under the natural benchmark's protocol (modcrop, MATLAB-style bicubic
-    downsampling rounded to 8 bits, a 4-pixel border shaved): the check that a better denoiser is a better
-    plug-and-play prior too, on held-out photos rather than on the benchmark's test images."""
+#: The restoration checks besides denoising: (benchmark setting, the CLI's task whose photo default solves it).
+CHECKS = {"superres": ("superres/cbsd68/x4", "superres"), "inpaint": ("inpaint/cbsd68/random80", "inpaint")}
+
+
+def restoration_psnr(prior, images: list[torch.Tensor], check: str) -> float:
+    """Mean PSNR of ``check`` ("superres": 4x super-resolution; "inpaint": 80% of the pixels missing at random)
+    of ``images`` by the CLI's photo default (``DEFAULT_PHOTO_SOLVER``: DPIR) with ``prior``, under the natural
+    benchmark's protocol for that setting (super-resolution: modcrop, MATLAB-style bicubic downsampling rounded to
+    8 bits, a 4-pixel border shaved): the check that a better denoiser is a better plug-and-play prior too, on
+    held-out photos rather than on the benchmark's test images. The setting's operator and measurement seeds are
+    the benchmark's; only the images differ."""
     from restore.cli.common import DEFAULT_PHOTO_SOLVER
     from restore.operators import functional as Fn
     from restore.photo_bench import measurement, score, settings
     from restore.solvers import PRIOR_SOLVERS
 
-    setting = next(s for s in settings() if s.task == "superres")
-    name, steps, hyper = DEFAULT_PHOTO_SOLVER["superres"]
+    name_of_setting, task = CHECKS[check]
+    setting = next(s for s in settings() if s.name == name_of_setting)
+    name, steps, hyper = DEFAULT_PHOTO_SOLVER[task]
     scores = []
     for i, x in enumerate(images):
-        x = Fn.modcrop(x, setting.modcrop)
+        if setting.modcrop:
+            x = Fn.modcrop(x, setting.modcrop)
         op, y = measurement(setting, x, i)
         with torch.no_grad():
             x_hat = op.field_of_view(PRIOR_SOLVERS[name](y, op, prior, steps=steps, generator=torch.Generator().manual_seed(0),
@@ -94,9 +103,15 @@ def main():
     parser.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50], help="noise levels on 0-255")
     parser.add_argument("--superres", action="store_true",
                         help="measure 4x super-resolution with DPIR (the CLI's defaults) instead of denoising")
+    parser.add_argument("--inpaint", action="store_true",
+                        help="measure inpainting of 80%% of the pixels missing at random with DPIR (the CLI's defaults) "
+                        "instead of denoising")
     args = parser.parse_args()
-    if args.superres and args.classical:
-        parser.error("--superres measures a learned prior, not --classical")
+    check = "superres" if args.superres else "inpaint" if args.inpaint else None
+    if args.superres and args.inpaint:
+        parser.error("--superres and --inpaint are separate calls")
+    if check and args.classical:
+        parser.error(f"--{check} measures a learned prior, not --classical")
     if args.run is not None:
         prior, where, config = from_checkpoint(args.run, args.weights)
         where["weights"] = args.weights
@@ -117,8 +132,10 @@ def main():
     val = [image.float()[None] / 255 for image in images]
     row = {**where, "label": args.label, "images": len(val), "machine": machine()}
     t0 = time.perf_counter()
-    if args.superres:
-        row["psnr_superres_x4"] = superres_psnr(prior, val)
+    if check == "superres":
+        row["psnr_superres_x4"] = restoration_psnr(prior, val, check)
+    elif check == "inpaint":
+        row["psnr_inpaint_random80"] = restoration_psnr(prior, val, check)
     else:
         for sigma in args.sigmas:
             row[f"psnr_sigma{sigma}"] = denoising_psnr(

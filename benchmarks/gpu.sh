@@ -10,9 +10,9 @@
 # BUDGET_S (default 540) bounds the whole call; DEVICE=cpu makes a dry run here (tiny budgets).
 # $OUT receives: smoke.log, tests.log, throughput.json and .log (the batch chosen), ddpm-photo-gray.tar, ddpm-photo-rgb.tar (each: the exported diffusers folder in
 # float16, run.json and log.jsonl), train-gray.log, train-rgb.log. Unpack a tar, check it against the shipped
-# prior on held-out photos (benchmarks/ddpm_photo_curve.py --prior FOLDER, and with --superres: a better denoiser
-# has been a worse super-resolution prior), then ship it with restore/weights/<name>/ and a model card, or
-# continue it here with --init.
+# prior on held-out photos (benchmarks/ddpm_photo_curve.py --prior FOLDER, and with --superres, and for colour
+# --inpaint: a better denoiser has been a worse super-resolution prior), then ship it with restore/weights/<name>/
+# and a model card, or continue it here with --init.
 set -u
 start=$(date +%s)
 BUDGET_S=${BUDGET_S:-540}
