@@ -146,6 +146,7 @@ def _deblur(package, z, sigmas, kernel, profile: str, grouped: bool, callback: C
         estimate = np.real(np.fft.ifft2(spectrum * weights, axes=(0, 1)))
         noise = psd * np.abs(weights) ** 2
         out = np.zeros((H, W, C))
+        window_psds = {}  # (channel, h, w): windows of one size see the same stationary noise
         for window, inner, core in tiles:
             h, w = estimate[window].shape[:2]
             matches = (True, False) if stage is None else (False, True)
@@ -154,7 +155,9 @@ def _deblur(package, z, sigmas, kernel, profile: str, grouped: bool, callback: C
                     out[core + (c,)] = z[0, 0, c]
                     continue
                 pilot = package.BM3DStages.HARD_THRESHOLDING if stage is None else stage[window][..., c]
-                x = package.bm3d(estimate[window][..., c], _window_psd(noise[..., c], h, w), profile, stage_arg=pilot,
+                if (c, h, w) not in window_psds:
+                    window_psds[c, h, w] = _window_psd(noise[..., c], h, w)
+                x = package.bm3d(estimate[window][..., c], window_psds[c, h, w], profile, stage_arg=pilot,
                                  blockmatches=matches if grouped else (False, False))
                 if grouped and c == 0:  # the luminance's estimate and its groups, reused for the chrominances
                     x, matches = x
@@ -180,14 +183,20 @@ def _deblur_rgb(package, z, sigma: float, kernel, profile: str, callback: Callba
     return _from_opponent(_deblur(package, opp, sigmas, kernel, profile, True, callback, first), affine)
 
 
+def _deblur_size(shape, operator) -> tuple[int, int]:
+    """(h, w) of the image the package deblurs: the measurement's periodic domain, at least MIN_SIZE."""
+    (top, left), (bottom, right), _ = periodic_margins(shape, operator)
+    return max(shape[0] + top + bottom, MIN_SIZE), max(shape[1] + left + right, MIN_SIZE)
+
+
 def _tile_count(y, operator, steps, hyperparameters) -> int:
-    """Callbacks of one run: one per tile of each image when denoising (:func:`context_tiles`), one per
-    image when deblurring, and one more for TV's first estimate of a valid blur."""
+    """Callbacks of one run: one per tile of each image when denoising (:func:`context_tiles`), one per tile
+    of each image and stage when deblurring (tiles of its periodic domain), and one more for TV's first
+    estimate of a valid blur."""
     H, W = y.shape[-2:]
     if operator.kernel.numel() > 1:  # two stages, each tile by tile, on the periodic domain of the blur
-        (top, left), (bottom, right), _ = periodic_margins((H, W), operator)
-        h, w = max(H + top + bottom, MIN_SIZE), max(W + left + right, MIN_SIZE)
-        return y.shape[0] * 2 * len(context_tiles(h, w, TILE, MARGIN)) + hasattr(operator, "grow")
+        tiles = context_tiles(*_deblur_size((H, W), operator), TILE, MARGIN)
+        return y.shape[0] * 2 * len(tiles) + hasattr(operator, "grow")
     return y.shape[0] * len(context_tiles(H, W, TILE, MARGIN))
 
 
@@ -213,8 +222,7 @@ def bm3d(y, operator, prior=None, *, steps=None, generator=None, callback: Callb
         # odd, so that the centre stays at k // 2 as our operators have it.
         kh, kw = kernel.shape
         kernel = np.pad(kernel, ((0, 1 - kh % 2), (0, 1 - kw % 2)))
-        (top, left), (bottom, right), _ = periodic_margins(y.shape[-2:], operator)
-        h, w = max(y.shape[-2] + top + bottom, MIN_SIZE), max(y.shape[-1] + left + right, MIN_SIZE)
+        h, w = _deblur_size(y.shape[-2:], operator)
         colour = 3 if y.shape[1] == 3 else 1
         window = max((min(rows.stop, h) - rows.start) * (min(cols.stop, w) - cols.start)  # the largest, in pixels
                      for (rows, cols), _, _ in context_tiles(h, w, TILE, MARGIN))
