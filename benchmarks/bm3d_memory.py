@@ -1,6 +1,6 @@
 """Peak memory and seconds of BM3D deblurring (the authors' package) against the image's size.
 
-    python benchmarks/bm3d_memory.py --sizes 256 512 1024   # -> benchmarks/results/bm3d_memory.md
+    python benchmarks/bm3d_memory.py --sizes 256 512 1024   # -> benchmarks/results/bm3d_memory.md (rewritten whole)
     python benchmarks/bm3d_memory.py --channels 3 --sizes 512 1024   # -> bm3d_memory_rgb.md (opponent space)
     python benchmarks/bm3d_memory.py --sizes 4000x3000 --out runs/bm3d_4000.md   # W x H; the table to another file
 
@@ -27,11 +27,13 @@ OUT = Path(__file__).parent / "results" / "bm3d_memory.md"
 
 def size(text: str) -> tuple[int, int]:
     """'N' (a square) or 'WxH' -> (W, H)."""
-    match = re.fullmatch(r"(\d+)(?:x(\d+))?", text)
+    match = re.fullmatch(r"(\d+)(?:x(\d+))?", text, flags=re.IGNORECASE)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not N or WxH")
-    w = int(match[1])
-    return w, int(match[2] or w)
+    w, h = int(match[1]), int(match[2] or match[1])
+    if min(w, h) < 16:  # the test image is bicubic noise of 1/16 the size
+        raise argparse.ArgumentTypeError(f"{text!r}: W and H must be at least 16")
+    return w, h
 
 
 def one(w: int, h: int, channels: int) -> None:
@@ -64,6 +66,7 @@ def main() -> None:
     if args.one:
         return one(*args.one, args.channels)
     out_file = args.out or (OUT if args.channels == 1 else OUT.with_name("bm3d_memory_rgb.md"))
+    out_file.parent.mkdir(parents=True, exist_ok=True)  # before the measurements, which take minutes
     from restore.runtime import machine
 
     what = "" if args.channels == 1 else " of an RGB image (CBM3D's opponent space)"
