@@ -57,6 +57,7 @@ class TrainOptions:
     steps: int = 10000
     batch_size: int = 128
     lr: float = 2e-4
+    lr_decay: int = 0
     ema_decay: float = 0.999
     seed: int = 0
     max_minutes: float | None = None
@@ -274,6 +275,22 @@ def _randn_from_seed(shape, seed: int, device: torch.device) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
 
 
+def learning_rate(step: int, lr: float, steps: int, warmup: int = 0, decay: int = 0) -> float:
+    """The learning rate of optimiser step ``step`` (counted from 0) of a run of ``steps`` steps.
+
+    A linear ramp from lr / warmup to ``lr`` over the first ``warmup`` steps, ``lr`` after it and, with
+    ``decay``, a linear fall to 0 over the last ``decay`` steps: the "warmup-stable-decay" schedule, whose
+    cool-down of 10-20% of a run matches a cosine schedule of the same length while the run can be
+    continued from any step before it (Hagele et al. 2024, "Scaling laws and compute-optimal training beyond
+    fixed training durations", NeurIPS). ``steps`` is the run's total, so a resumed run with a larger
+    --steps moves its cool-down to the new end.
+    """
+    rate = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+    if decay:
+        rate *= min(1.0, (steps - step) / decay)
+    return rate
+
+
 def train(
     *,
     model: torch.nn.Module,
@@ -298,7 +315,8 @@ def train(
     images left-right at random (for data where that is natural; not for digits or text).
     Give either ``loss_fn`` or ``phases``; with one phase, validation reports its loss on the EMA
     model. ``warn_fn(record)`` may return a warning about a validation record (printed and logged).
-    ``warmup`` ramps the learning rate linearly from lr / warmup over the first steps; ``grad_clip``
+    ``warmup`` ramps the learning rate linearly from lr / warmup over the first steps, and
+    ``options.lr_decay`` brings it down linearly to 0 over the last steps (:func:`learning_rate`); ``grad_clip``
     rescales each phase's gradient to at most that norm, and a step whose gradient is not finite is
     skipped (counted as "skipped" in the log) rather than written into the weights.
     """
@@ -306,6 +324,7 @@ def train(
 
     o = options
     steps, batch_size, lr, ema_decay, seed, max_minutes = o.steps, o.batch_size, o.lr, o.ema_decay, o.seed, o.max_minutes
+    lr_decay = o.lr_decay
     checkpoint_every, val_every, sample_every, resume, precision, flip = (
         o.checkpoint_every, o.val_every, o.sample_every, o.resume, o.precision, o.flip)
     d = dist_info or setup_distributed(o.device)
@@ -313,6 +332,8 @@ def train(
         raise RestoreError(f"unknown precision {precision!r} (known: auto, fp32, bf16)")
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise RestoreError(f"--max-minutes must be a positive number of minutes, got {max_minutes}")
+    if not 0 <= lr_decay <= steps:
+        raise RestoreError(f"--lr-decay must be between 0 and --steps ({steps}) steps, got {lr_decay}")
     amp = precision == "bf16" or (precision == "auto" and d.device.type == "cuda")
     if amp and d.is_main:
         from .runtime import bf16_warning
@@ -341,7 +362,8 @@ def train(
                                          "ema_decay": ema_decay, "seed": seed, "world_size": d.world_size,
                                          "precision": "bf16" if amp else "fp32", "flip": flip,
                                          **({"grad_clip": grad_clip} if grad_clip is not None else {}),
-                                         **({"warmup": warmup} if warmup else {})})
+                                         **({"warmup": warmup} if warmup else {}),
+                                         **({"lr_decay": lr_decay} if lr_decay else {})})
         write_training_digests(out, data)
     net = model
     if d.world_size > 1:
@@ -375,15 +397,16 @@ def train(
                     x = _batch(train_images, per_rank, g, flip, device=d.device)
                     with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
                         loss, values = _scalars(phase.loss_fn(net, x, g, step), read=read_every == 1)
-                    rate = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-                    skipped += not _optimizer_step(opt, loss, rate, grad_clip)
+                    step_lr = learning_rate(step, lr, steps, warmup, lr_decay)
+                    skipped += not _optimizer_step(opt, loss, step_lr, grad_clip)
                 logged.update(values if len(phases) == 1 else {f"{phase.name}_{k}": v for k, v in values.items()})
             # 2. EMA of the weights, identical on every rank because the weights are.
             _update_ema(ema, model, ema_decay)
             step += 1
             seen += per_rank * d.world_size
             minutes = minutes_before + (time.monotonic() - t_start) / 60  # training time over all segments
-            record = {"step": step, **logged, "minutes": minutes, **({"skipped": skipped} if skipped else {})}
+            record = {"step": step, **logged, "minutes": minutes, **({"skipped": skipped} if skipped else {}),
+                      **({"lr": step_lr} if warmup or lr_decay else {})}
             pending.append(record)
             validate = val_images is not None and len(phases) == 1 and (step % val_every == 0 or step == steps)
             if validate:

@@ -53,6 +53,7 @@ def _run(monkeypatch, capsys, *args):
     (["train", "ddpm", "--data", "mnist", "--out", "r", "--steps", "0"], "--steps"),
     (["train", "gan", "--data", "mnist", "--out", "r", "--loss", "hinge"], "hinge"),
     (["train", "ddpm", "--data", "mnist", "--out", "r", "--lr", "0"], "--lr must be a positive number"),
+    (["train", "ddpm", "--data", "mnist", "--out", "r", "--steps", "10", "--lr-decay", "11"], "--lr-decay"),
     (["train", "ddpm", "--data", "mnist", "--out", "r", "--ema", "1"], "--ema below 1"),
     (["train", "ddpm", "--data", "mnist", "--out", "r", "--resume", "--overwrite"], "give one"),
     (["train", "gmm", "--data", "mnist", "--out", "r"], "gmm fits patches of photographs"),

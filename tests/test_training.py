@@ -287,6 +287,42 @@ def test_warmup_ramps_the_rate_and_a_non_finite_gradient_skips_its_step(tmp_path
         assert torch.allclose((tensors[f"model.{k}"] - v).abs(), torch.full_like(v, 2.5e-3), rtol=1e-3)
 
 
+def test_lr_decay_cools_the_rate_down_to_zero_at_the_run_end(tmp_path):
+    # Warm-up, then constant, then a linear fall over the last `decay` steps; 0 would be the step after the end.
+    rates = [training.learning_rate(s, 1.0, 10, warmup=2, decay=4) for s in range(10)]
+    assert rates == pytest.approx([0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert [training.learning_rate(s, 2.0, 5) for s in range(5)] == [2.0] * 5
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def loss_fn(net, x, g, step):
+        return net(x.flatten(1)[:, :4]).square().mean()
+
+    def run(out, steps, decay, resume=False):
+        torch.manual_seed(0)
+        m = torch.nn.Linear(4, 1)
+        training.train(model=m, loss_fn=loss_fn, data={"train": _data(16)}, config={"family": "t"},
+                       options=training.TrainOptions(out=out, steps=steps, batch_size=4, lr=1e-2, lr_decay=decay,
+                                                     ema_decay=0.0, checkpoint_every=1, resume=resume))
+        return [r for line in (out / "log.jsonl").read_text().splitlines() if "step" in (r := json.loads(line))]
+
+    records = run(tmp_path / "r", 3, 3)
+    assert [r["lr"] for r in records] == pytest.approx([1e-2, 2e-2 / 3, 1e-2 / 3])
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["lr_decay"] == 3
+    # The rates are Adam's: with a decay over the whole run its first step moves every weight by exactly lr.
+    run(tmp_path / "one", 1, 1)
+    tensors, _ = training.load_checkpoint(tmp_path / "one" / "checkpoint")
+    for k, v in before.items():
+        assert torch.allclose((tensors[f"model.{k}"] - v).abs(), torch.full_like(v, 1e-2), rtol=1e-3)
+    # A resumed run with a larger --steps cools down at its new end.
+    records = run(tmp_path / "one", 4, 3, resume=True)
+    assert [r["lr"] for r in records] == pytest.approx([1e-2, 1e-2, 2e-2 / 3, 1e-2 / 3])
+    with pytest.raises(RestoreError, match="--lr-decay"):
+        training.train(model=torch.nn.Linear(4, 1), loss_fn=loss_fn, data={"train": _data(16)}, config={"family": "t"},
+                       options=training.TrainOptions(out=tmp_path / "bad", steps=2, lr_decay=3))
+
+
 def test_sigterm_during_training_checkpoints_exports_and_resumes(tmp_path):
     """A SIGTERM (or Ctrl-C) stops a run after its step with a checkpoint and the exported model; --resume goes on."""
     import subprocess

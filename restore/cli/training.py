@@ -48,6 +48,9 @@ _DATA = [("data", Data, _REQUIRED), ("out", Out, _REQUIRED), ("size", Size, None
 Steps = Annotated[int, typer.Option(min=1, help="Optimiser steps in total (a resumed run continues to this).")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per step, over all processes.")]
 Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
+LrDecay = Annotated[int, typer.Option(min=0, help="Bring the learning rate down linearly to 0 over the last LR_DECAY "
+                                                  "of --steps (a cool-down; 0: constant). A resumed run with a "
+                                                  "larger --steps cools down at its new end.")]
 Ema = Annotated[float, typer.Option("--ema", "--ema-decay", min=0.0, help="EMA decay of the exported weights "
                                                                               "(below 1).")]
 CheckpointEvery = Annotated[int, typer.Option(min=1, help="Steps between checkpoints (and validations).")]
@@ -57,7 +60,8 @@ Flip = Annotated[bool, typer.Option("--flip", help="Mirror training images left-
 
 
 def _loop(steps=10000, batch_size=128, lr=2e-4, sample_every=1000) -> list:
-    return [("steps", Steps, steps), ("batch_size", BatchSize, batch_size), ("lr", Lr, lr), ("ema", Ema, 0.999),
+    return [("steps", Steps, steps), ("batch_size", BatchSize, batch_size), ("lr", Lr, lr), ("lr_decay", LrDecay, 0),
+            ("ema", Ema, 0.999),
             ("max_minutes", MaxMinutes, None), ("checkpoint_every", CheckpointEvery, 500),
             ("sample_every", SampleEvery, sample_every), ("resume", Resume, False), ("overwrite", Overwrite, False),
             ("device", Device, "auto"), ("precision", Precision, "auto"), ("flip", Flip, False), ("seed", Seed, 0)]
@@ -208,6 +212,8 @@ def _train(family: str, kw: dict) -> None:
     for name in ("lr", "max_minutes"):
         if kw.get(name) is not None and not (math.isfinite(kw[name]) and kw[name] > 0):
             raise RestoreError(f"--{name.replace('_', '-')} must be a positive number, got {kw[name]}")
+    if kw.get("lr_decay", 0) > kw.get("steps", 0):
+        raise RestoreError(f"--lr-decay must be at most --steps ({kw['steps']}), got {kw['lr_decay']}")
     if not math.isfinite(kw.get("beta", 0.0)) or not kw.get("ema", 0.0) < 1:
         raise RestoreError(f"--beta must be finite and --ema below 1, got {kw.get('beta')} and {kw.get('ema')}")
     overwrite = kw.pop("overwrite")

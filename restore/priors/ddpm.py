@@ -482,7 +482,7 @@ def _gray_to_colour(gray):
 
 def train_ddpm(*, data: str, out, size: int | None = None, channels: int | None = None, width: int = 32,
                layers_per_block: int = 1, schedule: str = "linear", timesteps: int = 1000, steps: int = 10000,
-               batch_size: int = 128, lr: float = 2e-4, ema_decay: float = 0.999, seed: int = 0,
+               batch_size: int = 128, lr: float = 2e-4, lr_decay: int = 0, ema_decay: float = 0.999, seed: int = 0,
                max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
                val_every: int = 500, resume: bool = False, device: str = "auto", precision: str = "auto",
                flip: bool = False, init: str | None = None, patch: int | None = None, data_root=None,

@@ -332,7 +332,7 @@ class FlowPrior(LatentPrior):
 
 def train_flow(*, data: str, out, size: int | None = None, channels: int | None = None, levels: int = 2,
                depth: int = 8, hidden: int = 128, coupling: str = "affine", steps: int = 10000, batch_size: int = 64,
-               lr: float = 5e-4, warmup: int = 500, grad_clip: float = 50.0, ema_decay: float = 0.999, seed: int = 0,
+               lr: float = 5e-4, warmup: int = 500, grad_clip: float = 50.0, lr_decay: int = 0, ema_decay: float = 0.999, seed: int = 0,
                max_minutes: float | None = None,
                checkpoint_every: int = 500, sample_every: int = 1000, val_every: int = 500, resume: bool = False,
                device: str = "auto", precision: str = "auto", flip: bool = False, data_root=None) -> dict:

@@ -228,7 +228,7 @@ def train_gan(*, data: str, out, size: int | None = None, channels: int | None =
               width: int = 64, depth: int = 0, fc: int = 0, minibatch_std: bool = False, pack: int = 1,
               spectral: bool = False, loss: str = "ns",
               n_critic: int | None = None, gp_weight: float = 10.0,
-              steps: int = 10000, batch_size: int = 64, lr: float | None = None, ema_decay: float = 0.999, seed: int = 0,
+              steps: int = 10000, batch_size: int = 64, lr: float | None = None, lr_decay: int = 0, ema_decay: float = 0.999, seed: int = 0,
               max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
               resume: bool = False, device: str = "auto", precision: str = "auto", flip: bool = False,
               data_root=None) -> dict:

@@ -182,7 +182,7 @@ class PixelCNNPrior(Prior):
 
 def train_pixelcnn(*, data: str, out, size: int | None = None, channels: int | None = None, layers: int = 8,
                    width: int = 64, kernel: int = 5, steps: int = 10000, batch_size: int = 64, lr: float = 1e-3,
-                   ema_decay: float = 0.999, seed: int = 0, max_minutes: float | None = None,
+                   lr_decay: int = 0, ema_decay: float = 0.999, seed: int = 0, max_minutes: float | None = None,
                    checkpoint_every: int = 500, sample_every: int = 2000, val_every: int = 500, resume: bool = False,
                    device: str = "auto", precision: str = "auto", flip: bool = False, data_root=None) -> dict:
     """Train a gated PixelCNN with :func:`restore.training.train`; ``out`` receives pixelcnn.safetensors and run.json."""

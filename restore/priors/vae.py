@@ -191,7 +191,7 @@ class VAEPrior(LatentPrior):
 
 def train_vae(*, data: str, out, size: int | None = None, channels: int | None = None, latent_dim: int = 16,
               width: int = 32, hidden: int = 256, beta: float = 1.0, kl_warmup: int = 0, steps: int = 10000,
-              batch_size: int = 128, lr: float = 1e-3, ema_decay: float = 0.999, seed: int = 0,
+              batch_size: int = 128, lr: float = 1e-3, lr_decay: int = 0, ema_decay: float = 0.999, seed: int = 0,
               max_minutes: float | None = None, checkpoint_every: int = 500, sample_every: int = 1000,
               val_every: int = 500, resume: bool = False, device: str = "auto", precision: str = "auto",
               flip: bool = False, data_root=None) -> dict:
