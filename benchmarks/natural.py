@@ -85,7 +85,9 @@ def main():
     text = (f"# Natural-image benchmark: classical baselines\n\nProduced by `python benchmarks/natural.py` from "
             f"cells of several runs ({machines(cells)}; 1 or 2 torch threads, often beside another job: compare "
             f"seconds within a run).\n\n{photo_bench.__doc__.split(chr(10), 2)[2]}\n"
-            f"Published figures: {photo_bench.PUBLISHED_SOURCES}\n\n{table}\n")
+            f"Published figures: {photo_bench.PUBLISHED_SOURCES}\n\n\"Prior steps\" are the training steps of a learned "
+            f"row's prior (a mixture's EM iterations): rows of one prior before and after retraining can share a "
+            f"name, and a row keeps the weights it was computed with.\n\n{table}\n")
     (args.out / "results.md").write_text(text)
     print(table)
 

@@ -299,14 +299,17 @@ def summary(cells: Cells) -> list[dict]:
             rows.append({"setting": setting, "method": method, "n": len(records), "of": counts[setting],
                          "psnr": float(np.mean([r["psnr"] for r in records])),
                          "ssim": float(np.mean([r["ssim"] for r in records])),
-                         "seconds": float(np.median([r["seconds"] for r in records]))})
+                         "seconds": float(np.median([r["seconds"] for r in records])),
+                         # A learned method's training steps: rows of one prior's weights before and after a
+                         # retraining can share a name (an old default's row keeps the weights it ran with).
+                         "prior_steps": (records[0].get("settings") or {}).get("prior_steps")})
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     """The table: per setting, methods by PSNR (complete ones in bold when best), published figures beside."""
-    lines = ["| setting | method | PSNR (dB) | SSIM | s / measurement (median) | done | published (dB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | method | prior steps | PSNR (dB) | SSIM | s / measurement (median) | done | published (dB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in settings():
         mine = sorted((r for r in rows if r["setting"] == s.name), key=lambda r: -r["psnr"])
         complete = [r for r in mine if r["n"] == r["of"]]
@@ -315,6 +318,7 @@ def markdown(rows: list[dict]) -> str:
         for k, r in enumerate(mine):
             bold = "**" if r["n"] == r["of"] and r["psnr"] == best else ""
             done = "all" if r["n"] == r["of"] else f"{r['n']} of {r['of']}"
-            lines.append(f"| {s.name} | {r['method']} | {bold}{r['psnr']:.2f}{bold} | {r['ssim']:.3f} | "
+            steps = f"{r['prior_steps']:,}" if r.get("prior_steps") is not None else "-"
+            lines.append(f"| {s.name} | {r['method']} | {steps} | {bold}{r['psnr']:.2f}{bold} | {r['ssim']:.3f} | "
                          f"{r['seconds']:.2f} | {done} | {published if k == 0 else ''} |")
     return "\n".join(lines)

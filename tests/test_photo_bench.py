@@ -43,7 +43,7 @@ def test_cells_are_cached_per_measurement_and_summarised(tmp_path, monkeypatch):
     monkeypatch.setattr(photo_bench, "score", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     photo_bench.run(out=tmp_path, setting_names=["denoise/set12/sigma25"], solvers=["wiener"], log=lambda text: None)
     table = photo_bench.markdown(photo_bench.summary(photo_bench.Cells(tmp_path / "cells.jsonl")))
-    assert "| denoise/set12/sigma25 | wiener | **" in table and "BM3D 29.97" in table
+    assert "| denoise/set12/sigma25 | wiener | - | **" in table and "BM3D 29.97" in table
 
 
 def test_a_row_counts_only_the_cells_of_its_newest_settings(tmp_path):
@@ -54,10 +54,12 @@ def test_a_row_counts_only_the_cells_of_its_newest_settings(tmp_path):
         cells.add({"setting": "denoise/bsd68/sigma25", "method": "m", "item": item, "psnr": 28.0, "ssim": 0.8,
                    "seconds": 1.0, "settings": {"weights": "exact"}})
     cells.add({"setting": "denoise/bsd68/sigma25", "method": "m", "item": 1, "psnr": 29.0, "ssim": 0.8,
-               "seconds": 1.0, "settings": {"weights": "paper"}})
+               "seconds": 1.0, "settings": {"weights": "paper", "prior_steps": 22921}})
     for again in (cells, photo_bench.Cells(tmp_path / "cells.jsonl")):  # in memory, and read back
         (row,) = [r for r in photo_bench.summary(again) if r["method"] == "m"]
-        assert row["n"] == 1 and row["psnr"] == 29.0
+        assert row["n"] == 1 and row["psnr"] == 29.0 and row["prior_steps"] == 22921
+    # The table says which weights a learned row ran with.
+    assert "| denoise/bsd68/sigma25 | m | 22,921 | 29.00 |" in photo_bench.markdown(photo_bench.summary(cells))
 
 
 def test_a_learned_methods_overrides_reach_its_solver_and_name_its_row(tmp_path, monkeypatch):
