@@ -22,18 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from frame_size import at_least
+
 OUT = Path(__file__).parent / "results" / "bm3d_memory.md"
-
-
-def size(text: str) -> tuple[int, int]:
-    """'N' (a square) or 'WxH' -> (W, H)."""
-    match = re.fullmatch(r"(\d+)(?:x(\d+))?", text, flags=re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not N or WxH")
-    w, h = int(match[1]), int(match[2] or match[1])
-    if min(w, h) < 16:  # the test image is bicubic noise of 1/16 the size
-        raise argparse.ArgumentTypeError(f"{text!r}: W and H must be at least 16")
-    return w, h
+SIZE = at_least(16)  # the test image is bicubic noise of 1/16 the size
 
 
 def one(w: int, h: int, channels: int) -> None:
@@ -56,12 +48,12 @@ def one(w: int, h: int, channels: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=size, nargs="+", default=[(256, 256), (512, 512), (1024, 1024)],
+    parser.add_argument("--sizes", type=SIZE, nargs="+", default=[(256, 256), (512, 512), (1024, 1024)],
                         help="N (N x N) or WxH")
     parser.add_argument("--channels", type=int, choices=[1, 3], default=1)
     parser.add_argument("--out", type=Path, help="the table's file (default: bm3d_memory.md, or bm3d_memory_rgb.md "
                         "with --channels 3, in benchmarks/results; the whole file is rewritten)")
-    parser.add_argument("--one", type=size, help=argparse.SUPPRESS)
+    parser.add_argument("--one", type=SIZE, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return one(*args.one, args.channels)

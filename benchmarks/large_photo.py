@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from frame_size import frame_size
+
 from restore import io
 from restore.data import natural_folder
 from restore.runtime import machine
@@ -42,7 +44,7 @@ def main():
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--limit", type=float, default=1200, help="seconds allowed per run")
     parser.add_argument("--prior", help="a learned prior: run the diffusion solvers on it")
-    parser.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of the photo")
+    parser.add_argument("--size", type=frame_size, default=(4000, 3000), help="WIDTHxHEIGHT of the photo")
     parser.add_argument("--gray", action="store_true", help="a gray photo instead of RGB")
     parser.add_argument("--out", type=Path, help="the table's file (default: results/large_photo.md, or "
                         "results/large_photo_PRIOR.md with --prior); a run of some cells can write elsewhere")
@@ -54,7 +56,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         photo = io.read_image(sorted(natural_folder("bsds400").iterdir())[0])[0]
-        width, height = map(int, args.size.lower().split("x"))
+        width, height = args.size
         if args.gray:
             photo = photo.mean(1, keepdim=True)
         big = torch.nn.functional.interpolate(photo, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)

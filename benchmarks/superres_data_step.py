@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from frame_size import frame_size
+
 from restore.operators import Downsample, SVDOperator
 from restore.operators import functional as Fn
 from restore.runtime import machine
@@ -40,7 +42,7 @@ def timed(fn, repeats: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["480x320", "2048x2048", "4000x3000"], help="WIDTHxHEIGHT outputs")
+    parser.add_argument("--sizes", type=frame_size, nargs="+", default=[(480, 320), (2048, 2048), (4000, 3000)], help="WIDTHxHEIGHT outputs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -50,8 +52,7 @@ def main():
              f"`python benchmarks/superres_data_step.py {' '.join(sys.argv[1:])}` on {machine()}; median seconds per call after a warm-up call, and the largest "
              "absolute difference between the two results (images in [0, 1]).\n",
              "| output size | operation | banded (s) | SVD / dense (s) | ratio | max difference |", "|---|---|---|---|---|---|"]
-    for size in args.sizes:
-        width, height = map(int, size.lower().split("x"))
+    for width, height in args.sizes:
         g = torch.Generator().manual_seed(0)
         x = torch.rand(1, 3, height, width, generator=g, dtype=torch.float64)
         y = torch.rand(1, 3, height // args.factor, width // args.factor, generator=g, dtype=torch.float64)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from frame_size import frame_size
+
 from restore import io
 from restore.data import levin_kernel, natural_folder
 from restore.operators import ValidBlur
@@ -98,7 +100,7 @@ def wiener_with(domain, y, op):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["481x321", "2048x2048", "4000x3000"], help="WIDTHxHEIGHT frames")
+    parser.add_argument("--sizes", type=frame_size, nargs="+", default=[(481, 321), (2048, 2048), (4000, 3000)], help="WIDTHxHEIGHT frames")
     parser.add_argument("--kernel", type=int, default=4, help="Levin et al.'s kernel N (1-8; 4 is 27x27)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--old-pinv-max", type=int, default=2048 * 2048,
@@ -123,8 +125,7 @@ def main():
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         print(lines[-1], flush=True)
 
-    for size in args.sizes:
-        width, height = map(int, size.lower().split("x"))
+    for width, height in args.sizes:
         g = torch.Generator().manual_seed(0)
         x = torch.nn.functional.interpolate(photo, size=op.input_shape((height, width)), mode="bicubic",
                                             align_corners=False).clamp(0, 1)

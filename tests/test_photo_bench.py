@@ -121,3 +121,23 @@ def test_a_malformed_learned_method_on_the_command_line_is_one_line_and_exit_2()
                          timeout=120)
     assert run.returncode == 2 and "one whole number" in run.stderr.splitlines()[-1], run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_benchmarks_frame_sizes_parse():
+    """benchmarks/frame_size.py, which the scripts that take WIDTHxHEIGHT sizes share."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "frame_size.py"
+    spec = importlib.util.spec_from_file_location("frame_size", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.frame_size("4000x3000") == (4000, 3000)  # width first, as the scripts print them
+    assert module.frame_size("481X321") == (481, 321) and module.frame_size("512") == (512, 512)
+    for bad in ("4000x", "x3000", "4000*3000", "-5", "1.5x2", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="WIDTHxHEIGHT"):
+            module.frame_size(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="at least 16"):
+        module.at_least(16)("15x400")
+    assert module.at_least(16)("16x400") == (16, 400)
