@@ -132,6 +132,11 @@ def main():
     val = [image.float()[None] / 255 for image in images]
     row = {**where, "label": args.label, "images": len(val), "machine": machine()}
     t0 = time.perf_counter()
+    if check:  # the default it ran with (inpainting's was 24 steps before 2026-12-03's third session, now 48)
+        from restore.cli.common import DEFAULT_PHOTO_SOLVER
+
+        name, steps, hyper = DEFAULT_PHOTO_SOLVER[CHECKS[check][1]]
+        row["solver"] = {"name": name, "steps": steps, **hyper}
     if check == "superres":
         row["psnr_superres_x4"] = restoration_psnr(prior, val, check)
     elif check == "inpaint":

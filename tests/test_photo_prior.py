@@ -353,7 +353,7 @@ def test_a_large_hole_gives_dpir_a_lower_first_noise_level_in_the_cli(patch_prio
     import sys
 
     from restore import io
-    from restore.cli import main
+    from restore.cli import common, main, restoration
 
     io.write_png(tmp_path / "g.png", torch.rand(1, 1, 37, 45, generator=torch.Generator().manual_seed(0)))
 
@@ -364,11 +364,16 @@ def test_a_large_hole_gives_dpir_a_lower_first_noise_level_in_the_cli(patch_prio
             main()
         except SystemExit as exc:
             assert exc.code in (0, None)
-        return json.loads(capsys.readouterr().out)["hyperparameters"]
+        result = json.loads(capsys.readouterr().out)
+        return {**result["hyperparameters"], "steps": result["steps"]}
 
+    # The tiny prior has T = 20 timesteps, which would cut both step counts to 20: smaller ones tell them apart.
+    monkeypatch.setitem(common.DEFAULT_PHOTO_SOLVER, "inpaint", ("dpir", 6, {"views": 8}))
+    monkeypatch.setattr(restoration, "LARGE_HOLE_DPIR_STEPS", 3)
     default = 49 / 255  # restore.solvers.dpir's own
-    assert run("--box", "10,8,20,20")["sigma_max"] == 0.05
-    assert run("--random", "0.5")["sigma_max"] == default
+    assert run("--box", "10,8,20,20")["sigma_max"] == 0.05 and run("--box", "10,8,20,20")["steps"] == 3
+    assert run("--random", "0.5")["sigma_max"] == default and run("--random", "0.5")["steps"] == 6
+    assert run("--box", "10,8,20,20", "--steps", "4")["steps"] == 4
     assert run("--box", "10,8,20,20", "--param", "sigma_max=0.1")["sigma_max"] == 0.1
     assert run("--box", "10,8,20,20", "--param", "init=biharmonic")["sigma_max"] == default
     assert run("--box", "10,8,4,4")["sigma_max"] == default  # a small hole: no pixel farther than 8 from the observed

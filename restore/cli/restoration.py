@@ -17,7 +17,7 @@ from ..stretch import stretch as stretch_map
 from ..stretch import trained_stretched, unstretch
 from .app import TASKS, _threads, app
 from .common import (Boundary, Box, DEFAULT_PATCH_SOLVER, DEFAULT_PHOTO_SOLVER, DEFAULT_PRIOR_SOLVER, DEFAULT_SOLVER,
-    Device, Estimate, Factor, Filter, Force, Input, Json, Kernel, LARGE_HOLE_DPIR, Mask, Noise, Output, Param, Poisson,
+    Device, Estimate, Factor, Filter, Force, Input, Json, Kernel, LARGE_HOLE_DPIR, LARGE_HOLE_DPIR_STEPS, Mask, Noise, Output, Param, Poisson,
     Bits, Precision, Prior, Stretch, Random, Reference, Resize, Samples, Seed, Solver, Spec, Steps, _NOTES, _check_observed,
     _default_steps, _device, _input_files, _noise, _operator, _output_check, _parse_box, _parse_params, _progress,
     _read_reference, _refuse_overwrite, report)
@@ -464,7 +464,7 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     y, op, shape, source, notes, depth, gray_rgb = _load_measurement(task, input, spec, op_options,
                                                               target=model.image_shape if resize else None)
     check_compatible(name, fn, op, usable)
-    hyper = _large_hole_defaults(name, hyper, req, op, any_size)
+    hyper, default_steps = _large_hole_defaults(name, hyper, req, op, any_size, default_steps)
     if getattr(model, "channel_groups", 1) > 1:  # fitted by load_prior: a gray photo prior on a colour photo
         notes.append(f"the prior {prior!r} models gray images: restoring R, G and B each as a gray image")
     from ..runtime import bf16_warning
@@ -538,16 +538,18 @@ def _restore_with_prior(req: Request, out: Path) -> None:
     _report(result, req.json, f"wrote {out} ({size_note}{result['model']} / {name}, {stepped}{samples} sample{plural}, {seconds:.2f} s)")
 
 
-def _large_hole_defaults(name: str, hyper: dict, req: Request, op, any_size: bool) -> dict:
-    """DPIR's defaults for a large hole (:data:`LARGE_HOLE_DPIR`) where the solver is the photo default, it
-    starts from TV's fill (init auto or tv) and the mask has a large hole; a --param of the same name wins."""
+def _large_hole_defaults(name: str, hyper: dict, req: Request, op, any_size: bool, default_steps):
+    """(hyperparameters, default steps): DPIR's for a large hole (:data:`LARGE_HOLE_DPIR`,
+    :data:`LARGE_HOLE_DPIR_STEPS`) where the solver is the photo default, it starts from TV's fill (init auto or
+    tv) and the mask has a large hole; a --param of the same name (or --steps) wins. Otherwise as given."""
     from ..solvers.base import has_large_hole
 
     if (name != "dpir" or req.solver is not None or not any_size or hyper.get("init", "auto") not in ("auto", "tv")
             or getattr(op, "mask", None) is None or not has_large_hole(op.mask)):
-        return hyper
+        return hyper, default_steps
     given = {text.partition("=")[0] for text in req.params}
-    return {**hyper, **{key: value for key, value in LARGE_HOLE_DPIR.items() if key not in given}}
+    return ({**hyper, **{key: value for key, value in LARGE_HOLE_DPIR.items() if key not in given}},
+            LARGE_HOLE_DPIR_STEPS)
 
 
 def _choose_solver(model, task: str, solver, params):
